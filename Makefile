@@ -1,0 +1,35 @@
+# hq: `make` sets up .venv and .hqrc, `make run` starts a one-host cluster, `make test` tests.
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+HQ_HOME ?= $(HOME)/.hq
+
+.PHONY: all run test test-fast bench clean
+
+all: $(VENV)/.installed .hqrc
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $@
+
+.hqrc: Makefile
+	@printf '%s\n' '# source this file: hq commands on PATH' \
+	  'export HQPATH=$(CURDIR)' 'export HQ_VE_PATH=$(VENV)' \
+	  'case ":$$PATH:" in *":$(CURDIR)/bin:"*) ;; *) export PATH="$(CURDIR)/bin:$$PATH" ;; esac' > $@
+	@echo "wrote .hqrc: 'source .hqrc' puts hq-submit and friends on your PATH"
+
+run: all
+	@bin/hq-dbadmin --create-tables --add-standard-entries
+	@echo "hq-server starts now (Ctrl-C stops it). In another shell:"
+	@echo "  source $(CURDIR)/.hqrc && hq-submit --wait echo hello && hq-client list"
+	@exec bin/hq-server
+
+test: all
+	$(PY) -m pytest
+
+test-fast: all
+	$(PY) -m pytest -m "not slow"
+
+clean:
+	rm -rf $(VENV) .hqrc .pytest_cache

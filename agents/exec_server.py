@@ -1,0 +1,221 @@
+"""hq-exec-server: the agent of one user on one host. Registers, heartbeats psutil metrics,
+runs the jobs the server assigns, reports their start and end, kills on request.
+
+Usage:
+  hq-exec-server [--server=ADDR] [--host-name=NAME] [--user=USER] [--heartbeat=S]
+                 [--orphan=S] [--log-file=FILE] [--log-level=LEVEL] [--pidfile=FILE]
+  hq-exec-server (-h | --help)
+
+Options:
+  --server=ADDR      hq-server address (default: HQ_SERVER, else tcp://localhost:10101).
+  --host-name=NAME   Name of this host in cluster.tab (default: the short host name).
+  --user=USER        User whose jobs this agent runs (default: the current user).
+  --heartbeat=S      Seconds between heartbeats [default: 2].
+  --orphan=S         Exit after this many seconds without the server and without jobs
+                     [default: 600].
+  --log-file=FILE    Log here instead of standard error.
+  --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
+  --pidfile=FILE     Write the process id here (removed at exit).
+"""
+
+import getpass
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import zmq
+
+from agents import metrics
+from agents.runner import Runner
+from hq import protocol as p
+
+log = logging.getLogger("hq.agent")
+
+BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
+RESEND_S = 5.0
+
+
+class Agent:
+    def __init__(self, server, host_name, user, heartbeat_s, orphan_s):
+        self.server = server
+        self.host_name = host_name
+        self.user = user
+        self.heartbeat_s = heartbeat_s
+        self.orphan_s = orphan_s
+        self.runner = Runner(host_name)
+        self.context = zmq.Context.instance()
+        self.socket = None
+        self.facts = metrics.facts()
+        self.unacked = {}         # seq -> (sent time, events)
+        self.outgoing = []        # events not yet sent
+        self.seq = 0
+        self.running = True
+        self.last_heard = time.time()
+        self.next_heartbeat = 0.0
+        self.backoff = BACKOFF_START_S
+        self.reconnect_at = None
+
+    # -- connection -------------------------------------------------------------------------
+    def connect(self):
+        if self.socket is not None:
+            self.socket.close(linger=0)
+        self.socket = self.context.socket(zmq.DEALER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTING_ID,
+                               f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
+        self.socket.connect(self.server)
+        self.register()
+        self.last_heard = time.time()
+
+    def register(self):
+        body = {"req": "register", "user": self.user, "host": self.host_name,
+                "running": self.runner.running_pairs(), **self.facts, **metrics.sample()}
+        self.send(p.REGISTER, body)
+        for seq in list(self.unacked):   # resend reports the old connection may have lost
+            self.unacked[seq] = (0.0, self.unacked[seq][1])
+
+    def send(self, kind, body):
+        try:
+            self.socket.send_multipart(p.encode(kind, body), zmq.NOBLOCK)
+        except zmq.Again:
+            log.debug("send of %s deferred: server not connected", kind.decode())
+
+    # -- loop ------------------------------------------------------------------------------
+    def serve_forever(self):
+        self.connect()
+        poller = zmq.Poller()
+        while self.running:
+            poller = zmq.Poller()
+            poller.register(self.socket, zmq.POLLIN)
+            for _ in poller.poll(self.poll_timeout_ms()):
+                self.read_messages()
+            now = time.time()
+            self.runner.enforce(now)
+            self.outgoing.extend(self.runner.reap())
+            self.flush_events(now)
+            if now >= self.next_heartbeat:
+                self.heartbeat(now)
+            self.check_server(now)
+        self.runner.kill_all()
+
+    def poll_timeout_ms(self):
+        now = time.time()
+        until = [self.next_heartbeat]
+        deadline = self.runner.next_deadline()
+        if deadline:
+            until.append(deadline)
+        wait = max(0.0, min(until) - now)
+        if self.runner.by_pid:
+            wait = min(wait, 0.01)     # reap promptly: children end between messages
+        return wait * 1000
+
+    def read_messages(self):
+        while True:
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.last_heard = time.time()
+            self.backoff = BACKOFF_START_S
+            try:
+                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL})
+            except Exception as exc:
+                log.warning("bad message from server ignored: %s", exc)
+                continue
+            self.on_message(kind, body)
+
+    def on_message(self, kind, body):
+        if kind == p.RUN:
+            envs = body.get("envs", {})
+            for spec in body.get("jobs", []):
+                event = self.runner.start(spec, envs.get(str(spec.get("batch")), {}))
+                if event:
+                    self.outgoing.append(event)
+        elif kind == p.KILL:
+            for job_id, attempt in body.get("jobs", []):
+                self.runner.kill(job_id, attempt)
+        elif kind == p.OK and body.get("req") == "events":
+            self.unacked.pop(body.get("seq"), None)
+        elif kind == p.ERROR:
+            if body.get("code") == "UNKNOWN_AGENT":
+                log.info("server does not know this agent: registering again")
+                self.register()
+            else:
+                log.error("server refused %s: %s [%s]", body.get("req"), body.get("message"),
+                          body.get("code"))
+                if body.get("req") == "register":
+                    self.running = False
+
+    def flush_events(self, now):
+        if self.outgoing:
+            self.seq += 1
+            self.unacked[self.seq] = (now, self.outgoing)
+            self.send(p.EVENTS, {"req": "events", "seq": self.seq, "events": self.outgoing})
+            self.outgoing = []
+        for seq, (sent, events) in list(self.unacked.items()):
+            if now - sent >= RESEND_S:
+                self.unacked[seq] = (now, events)
+                self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
+
+    def heartbeat(self, now):
+        self.next_heartbeat = now + self.heartbeat_s
+        self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
+                                **metrics.sample()})
+
+    def check_server(self, now):
+        """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
+        silent = now - self.last_heard
+        if silent > self.orphan_s and not self.runner.by_pid:
+            log.info("no server for %.0fs and no jobs: exiting", silent)
+            self.running = False
+        elif silent > 3 * self.heartbeat_s:
+            if self.reconnect_at is None:
+                self.reconnect_at = now + self.backoff
+                log.warning("server silent for %.1fs: reconnecting in %.0fs", silent, self.backoff)
+            elif now >= self.reconnect_at:
+                self.reconnect_at = None
+                self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
+                self.connect()
+                self.last_heard = now - 3 * self.heartbeat_s + self.backoff
+
+
+def main(argv=None):
+    from docopt import docopt
+    args = docopt(__doc__, argv=argv)
+    logging.basicConfig(
+        level=getattr(logging, args["--log-level"].upper(), logging.INFO),
+        filename=args["--log-file"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = args["--server"] or os.environ.get("HQ_SERVER") or "tcp://localhost:10101"
+    host_name = args["--host-name"] or socket.gethostname().split(".")[0]
+    try:
+        agent = Agent(server, host_name, args["--user"] or getpass.getuser(),
+                      float(args["--heartbeat"]), float(args["--orphan"]))
+    except ValueError as exc:
+        print(f"hq-exec-server: {exc}", file=sys.stderr)
+        return 2
+
+    def stop(signum, frame):
+        agent.running = False
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    pidfile = args["--pidfile"]
+    if pidfile:
+        with open(pidfile, "w") as handle:
+            handle.write(f"{os.getpid()}\n")
+    log.info("agent for %s on %s connecting to %s", agent.user, host_name, server)
+    try:
+        agent.serve_forever()
+    finally:
+        if pidfile:
+            try:
+                os.unlink(pidfile)
+            except OSError:
+                pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

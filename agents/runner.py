@@ -1,0 +1,183 @@
+"""Starts job processes (each in its own session and process group), reaps them without
+threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+log = logging.getLogger("hq.runner")
+
+KILL_GRACE_S = 5.0
+LOG_TAIL_BYTES = 1 << 20
+
+
+@dataclass
+class Running:
+    spec: dict
+    pid: int
+    started: float
+    deadline: float = None      # time limit
+    kill_at: float = None       # SIGKILL after a SIGTERM that was not obeyed
+    reason: str = ""            # why we killed it
+
+
+class Runner:
+    def __init__(self, host_name):
+        self.host_name = host_name
+        self.by_pid = {}          # pid -> Running
+        self.by_job = {}          # (job id, attempt) -> Running
+
+    def running_pairs(self):
+        return [list(key) for key in self.by_job]
+
+    def start(self, spec, env):
+        """Start one job; returns a started event, or a finished event with an error."""
+        key = (spec["id"], spec["attempt"])
+        if key in self.by_job:
+            return None
+        now = time.time()
+        try:
+            proc = self._spawn(spec, env)
+        except OSError as exc:
+            why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            log.warning("job %s: %s", spec["id"], why)
+            return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
+                    "time": now, "exit_code": None, "signal": None, "error": why}
+        run = Running(spec, proc.pid, now)
+        if spec.get("time_limit"):
+            run.deadline = now + spec["time_limit"]
+        self.by_pid[proc.pid] = run
+        self.by_job[key] = run
+        log.info("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], proc.pid)
+        return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
+                "pid": proc.pid}
+
+    def _spawn(self, spec, env):
+        job_env = dict(env)
+        job_env.update(HQ_JOB_ID=str(spec["id"]), HQ_HOST=self.host_name,
+                       HQ_CORES=str(spec["cores"]), HQ_ATTEMPT=str(spec["attempt"]),
+                       HQ_JOB_NAME=spec.get("name") or "")
+        out = _open_output(spec["stdout"])
+        try:
+            err = _open_output(spec["stderr"]) if spec["stderr"] != spec["stdout"] else out
+            try:
+                proc = subprocess.Popen(
+                    [spec.get("shell") or "/bin/sh", "-c", spec["command"]], cwd=spec["cwd"],
+                    env=job_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                    start_new_session=True, close_fds=True)
+            finally:
+                if err is not out:
+                    err.close()
+        finally:
+            out.close()
+        proc.returncode = 0   # we reap it ourselves with wait4; keep Popen from doing it
+        return proc
+
+    def reap(self):
+        """Finished events for every child that ended."""
+        done = []
+        while self.by_pid:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            run = self.by_pid.pop(pid, None)
+            if run is None:
+                continue
+            self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
+            done.append(self._finished(run, status, usage))
+        return done
+
+    def _finished(self, run, status, usage):
+        now = time.time()
+        code = os.waitstatus_to_exitcode(status)
+        event = {"type": "finished", "job": run.spec["id"], "attempt": run.spec["attempt"],
+                 "time": now, "started": run.started, "max_rss": usage.ru_maxrss * 1024,
+                 "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
+        if run.reason:
+            event["reason"] = run.reason
+        log.info("job %s attempt %s ended: %s", run.spec["id"], run.spec["attempt"],
+                 f"exit {code}" if code >= 0 else f"signal {-code}")
+        if run.spec.get("logfile"):
+            _write_logfile(run, event, self.host_name)
+        return event
+
+    def kill(self, job_id, attempt, reason="cancelled"):
+        run = self.by_job.get((job_id, attempt))
+        if run is None:
+            return False
+        run.reason = reason
+        _signal_group(run.pid, signal.SIGTERM)
+        run.kill_at = time.time() + KILL_GRACE_S
+        return True
+
+    def enforce(self, now):
+        """Time limits and SIGKILL after the grace period."""
+        for run in list(self.by_pid.values()):
+            if run.deadline and now >= run.deadline and not run.reason:
+                log.info("job %s reached its time limit of %ss", run.spec["id"],
+                         run.spec["time_limit"])
+                self.kill(run.spec["id"], run.spec["attempt"],
+                          f"time limit of {run.spec['time_limit']}s")
+            elif run.kill_at and now >= run.kill_at:
+                _signal_group(run.pid, signal.SIGKILL)
+                run.kill_at = None
+
+    def next_deadline(self):
+        times = [t for run in self.by_pid.values() for t in (run.deadline, run.kill_at) if t]
+        return min(times) if times else None
+
+    def kill_all(self):
+        for run in list(self.by_pid.values()):
+            _signal_group(run.pid, signal.SIGKILL)
+
+
+def _open_output(path):
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    return open(path, "ab")
+
+
+def _signal_group(pid, signum):
+    try:
+        os.killpg(pid, signum)
+    except OSError as exc:
+        if exc.errno != errno.ESRCH:
+            log.warning("cannot signal process group %s: %s", pid, exc)
+
+
+def _write_logfile(run, event, host_name):
+    spec = run.spec
+    lines = [f"# hq job {spec['id']} attempt {spec['attempt']}", f"# command: {spec['command']}",
+             f"# host: {host_name}", f"# directory: {spec['cwd']}",
+             f"# started: {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(run.started))}Z",
+             f"# finished: {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event['time']))}Z",
+             f"# exit code: {event['exit_code']}  signal: {event['signal']}"]
+    try:
+        with open(spec["logfile"], "w", encoding="utf-8", errors="replace") as log_out:
+            log_out.write("\n".join(lines) + "\n")
+            for title, path in (("stdout", spec["stdout"]), ("stderr", spec["stderr"])):
+                log_out.write(f"# --- {title} ({path}) ---\n")
+                log_out.write(_tail(path))
+                if title == "stdout" and spec["stderr"] == spec["stdout"]:
+                    break
+    except OSError as exc:
+        log.warning("job %s: cannot write log file %s: %s", spec["id"], spec["logfile"], exc)
+
+
+def _tail(path):
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - LOG_TAIL_BYTES))
+            return handle.read().decode(errors="replace")
+    except OSError as exc:
+        return f"(cannot read: {exc.strerror})\n"

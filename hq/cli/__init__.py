@@ -1,0 +1,1 @@
+"""Command lines of hq (docopt), each a thin layer over hq.client."""

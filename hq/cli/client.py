@@ -1,0 +1,114 @@
+"""hq-client: look at and steer your own jobs.
+
+Usage:
+  hq-client status [--json]
+  hq-client details [--json] [JOBID...]
+  hq-client list [--state=STATE] [--limit=N] [--batch=ID] [--json]
+  hq-client cancel JOBID...
+  hq-client hold JOBID...
+  hq-client release JOBID...
+  hq-client wait [--timeout=S] [--json] JOBID...
+  hq-client (-h | --help)
+
+Options:
+  --json           Print JSON (a stable contract for scripts).
+  --state=STATE    Only jobs in this state (comma-separated: pending,running).
+  --limit=N        At most the N newest jobs.
+  --batch=ID       Only jobs of this submission.
+  --timeout=S      Give up waiting after S seconds (exit 2).
+"""
+
+import sys
+
+from hq.cli.common import job_ids, parse_int, print_json, run, table
+from hq.cli.submit import exit_status
+from hq.errors import TIMEOUT, HQError
+from hq.model import STATES
+
+LIST_COLUMNS = ["id", "state", "host", "name", "exit_code", "command"]
+
+
+def status(client, args):
+    counts = client.status()
+    if args["--json"]:
+        print_json(counts)
+    else:
+        for state in STATES:
+            print(f"{state:<10} {counts.get(state, 0)}")
+
+
+def details(client, args):
+    jobs = client.details(job_ids(args["JOBID"]))
+    if args["--json"]:
+        print_json(jobs)
+        return
+    for job in jobs:
+        for key, value in job.items():
+            if key != "events":
+                print(f"{key:<14} {'' if value is None else value}")
+        for event in job.get("events", []):
+            print(f"  {event['time']}  {event['state']:<10} attempt {event['attempt']}  "
+                  f"{event['host'] or ''}  {event['detail'] or ''}".rstrip())
+        print()
+
+
+def list_jobs(client, args):
+    states = [s for s in (args["--state"] or "").split(",") if s]
+    limit = parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0
+    batch = parse_int(args["--batch"], "--batch", 1) if args["--batch"] else None
+    jobs = client.list(states, limit, batch)
+    if args["--json"]:
+        print_json(jobs)
+    else:
+        table(jobs, LIST_COLUMNS)
+
+
+def change(client, args, action):
+    ids = job_ids(args["JOBID"])
+    reply = getattr(client, action)(ids)
+    for job_id, why in reply.get("unchanged", {}).items():
+        print(f"hq-client: job {job_id} not changed: {why}", file=sys.stderr)
+    return 0
+
+
+def wait(client, args):
+    ids = job_ids(args["JOBID"])
+    timeout = float(parse_int(args["--timeout"], "--timeout", 0)) if args["--timeout"] else None
+    try:
+        jobs = client.wait(ids, timeout=timeout)
+    except HQError as exc:
+        if exc.code != TIMEOUT:
+            raise
+        print(f"hq-client: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 2
+    if args["--json"]:
+        print_json(jobs)
+    else:
+        for job in jobs:
+            print(f"{job['id']} {job['state']} exit {job['exit_code']}")
+    return 0 if all(exit_status(j) == 0 and j["state"] == "done" for j in jobs) else 1
+
+
+def dispatch(args):
+    from hq.client import Client
+    client = Client()
+    for action in ("cancel", "hold", "release"):
+        if args[action]:
+            return change(client, args, action)
+    if args["status"]:
+        return status(client, args)
+    if args["details"]:
+        return details(client, args)
+    if args["list"]:
+        return list_jobs(client, args)
+    return wait(client, args)
+
+
+def main(argv=None):
+    from docopt import docopt
+    args = docopt(__doc__, argv=argv)
+    return run("hq-client", lambda: dispatch(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Finds and parses hq's configuration: etc/hq.cfg, etc/users, etc/cluster.tab, etc/hq-db.cfg.
+
+Environment overrides: HQ_CONF (etc dir), HQ_HOME (per-user state), HQ_DB_URL, HQ_SERVER.
+"""
+
+import configparser
+import getpass
+import os
+import socket
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
+
+from hq.errors import CONFIG_ERROR, HQError
+
+DEFAULT_PORT = 10101
+LOCAL_ADDRESSES = {"localhost", "127.0.0.1", "::1", ""}
+
+
+def etc_dir():
+    if os.environ.get("HQ_CONF"):
+        return os.environ["HQ_CONF"]
+    base = os.environ.get("HQPATH") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(base, "etc")
+
+
+def home_dir():
+    return os.path.abspath(os.path.expanduser(os.environ.get("HQ_HOME") or "~/.hq"))
+
+
+def run_dir(home=None):
+    """$HQ_HOME/run, created private (0700) so the OS keeps other users off our sockets."""
+    path = os.path.join(home or home_dir(), "run")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def current_user():
+    return getpass.getuser()
+
+
+def is_local_address(address):
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    if host in LOCAL_ADDRESSES:
+        return True
+    names = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
+    return host in names
+
+
+@dataclass
+class Settings:
+    """Values from etc/hq.cfg after environment overrides."""
+    server_host: str = "localhost"
+    port: int = DEFAULT_PORT
+    bind: str = "127.0.0.1"
+    heartbeat_s: float = 2.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    user_server_idle_s: float = 3600.0
+    request_timeout_s: float = 10.0
+    connect_timeout_s: float = 3.0
+    agent_orphan_s: float = 600.0
+    spawn_retry_s: float = 15.0
+    metrics_interval_s: float = 60.0
+    metrics_retention_s: float = 86400.0
+    default_retries: int = 1
+    etc: str = ""
+
+    @property
+    def server_address(self):
+        return f"tcp://{self.server_host}:{self.port}"
+
+
+def _read_ini(path, required=False):
+    parser = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+    if not os.path.exists(path):
+        if required:
+            raise HQError(CONFIG_ERROR, f"{path}: file not found")
+        return parser
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise HQError(CONFIG_ERROR, f"{path}: {first}") from None
+    return parser
+
+
+def _get(parser, path, section, key, kind, default):
+    try:
+        if kind is float:
+            return parser.getfloat(section, key, fallback=default)
+        if kind is int:
+            return parser.getint(section, key, fallback=default)
+        return parser.get(section, key, fallback=default)
+    except ValueError:
+        raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be a {kind.__name__}") from None
+
+
+def load_settings(etc=None):
+    etc = etc or etc_dir()
+    path = os.path.join(etc, "hq.cfg")
+    p = _read_ini(path)
+    d = Settings()
+    s = Settings(
+        server_host=_get(p, path, "server", "host", str, d.server_host),
+        port=_get(p, path, "server", "port", int, d.port),
+        bind=_get(p, path, "server", "bind", str, d.bind),
+        heartbeat_s=_get(p, path, "server", "heartbeat_s", float, d.heartbeat_s),
+        max_message_bytes=_get(p, path, "server", "max_message_bytes", int, d.max_message_bytes),
+        default_retries=_get(p, path, "server", "default_retries", int, d.default_retries),
+        spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
+        metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
+                                d.metrics_interval_s),
+        metrics_retention_s=_get(p, path, "server", "metrics_retention_s", float,
+                                 d.metrics_retention_s),
+        user_server_idle_s=_get(p, path, "user-server", "idle_s", float, d.user_server_idle_s),
+        request_timeout_s=_get(p, path, "user-server", "request_timeout_s", float,
+                               d.request_timeout_s),
+        connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
+                               d.connect_timeout_s),
+        agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        etc=etc,
+    )
+    env = os.environ.get("HQ_SERVER")
+    if env:
+        parts = urlsplit(env)
+        if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+            raise HQError(CONFIG_ERROR, f"HQ_SERVER={env!r}: expected tcp://HOST:PORT")
+        s.server_host, s.port = parts.hostname, parts.port
+    return s
+
+
+def load_users(etc=None):
+    """[(name, [roles])] from etc/users: `<Username> <ROLE1>,<ROLE2>` a line."""
+    path = os.path.join(etc or etc_dir(), "users")
+    users = []
+    for number, line in _lines(path):
+        parts = line.split()
+        if len(parts) > 2:
+            raise HQError(CONFIG_ERROR, f"{path} line {number}: expected '<user> <ROLE>,<ROLE>'")
+        roles = [r.strip().upper() for r in (parts[1] if len(parts) > 1 else "USER").split(",")]
+        bad = [r for r in roles if r not in ("USER", "ADMIN")]
+        if bad:
+            raise HQError(CONFIG_ERROR, f"{path} line {number}: unknown role {bad[0]!r}")
+        users.append((parts[0], roles))
+    return users
+
+
+@dataclass
+class HostEntry:
+    """One line of etc/cluster.tab."""
+    name: str
+    max_slots: int = 0
+    groups: tuple = ()
+    address: str = ""
+    state: str = "active"
+    extra: dict = field(default_factory=dict)
+
+
+def load_cluster(etc=None):
+    """[HostEntry] from etc/cluster.tab: name, max slots ('-' = cores), groups, address, state."""
+    path = os.path.join(etc or etc_dir(), "cluster.tab")
+    hosts, seen = [], set()
+    for number, line in _lines(path):
+        cols = [c.strip() for c in line.split("\t")]
+        if len(cols) == 1:
+            cols = line.split()
+        name = cols[0]
+        where = f"{path} line {number}"
+        if name in seen:
+            raise HQError(CONFIG_ERROR, f"{where}: host {name!r} listed twice")
+        seen.add(name)
+        slots = cols[1] if len(cols) > 1 else "-"
+        if slots not in ("-", "") and not slots.isdigit():
+            raise HQError(CONFIG_ERROR, f"{where}: max slots must be a number or '-', not {slots!r}")
+        groups = tuple(g for g in (cols[2] if len(cols) > 2 else "").split(",") if g and g != "-")
+        address = cols[3] if len(cols) > 3 and cols[3] != "-" else name
+        state = (cols[4] if len(cols) > 4 and cols[4] else "active").lower()
+        if state not in ("active", "inactive"):
+            raise HQError(CONFIG_ERROR, f"{where}: state must be active or inactive, not {state!r}")
+        hosts.append(HostEntry(name, int(slots) if slots.isdigit() else 0, groups, address, state))
+    return hosts
+
+
+def _lines(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise HQError(CONFIG_ERROR, f"{path}: {exc.strerror}") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].rstrip()
+        if line.strip():
+            yield number, line.strip(" ")
+
+
+@dataclass
+class DbConfig:
+    backend: str
+    path: str = ""
+    host: str = "127.0.0.1"
+    port: int = 3306
+    user: str = "root"
+    password: str = ""
+    database: str = "hq"
+    pool_size: int = 4
+
+    @property
+    def url(self):
+        if self.backend == "sqlite":
+            return f"sqlite:///{self.path}"
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+def parse_db_url(url):
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if not path or path == "/":
+            raise HQError(CONFIG_ERROR, f"HQ_DB_URL={url!r}: expected sqlite:///PATH")
+        return DbConfig("sqlite", path=path)
+    if parts.scheme == "mysql":
+        database = parts.path.lstrip("/")
+        if not database:
+            raise HQError(CONFIG_ERROR, f"HQ_DB_URL={url!r}: expected mysql://USER:PASS@HOST:PORT/DB")
+        return DbConfig("mysql", host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                        user=unquote(parts.username or "root"),
+                        password=unquote(parts.password or ""), database=database)
+    raise HQError(CONFIG_ERROR, f"HQ_DB_URL={url!r}: scheme must be sqlite or mysql")
+
+
+def load_db_config(etc=None):
+    if os.environ.get("HQ_DB_URL"):
+        return parse_db_url(os.environ["HQ_DB_URL"])
+    path = os.path.join(etc or etc_dir(), "hq-db.cfg")
+    p = _read_ini(path, required=True)
+    backend = _get(p, path, "database", "backend", str, "sqlite")
+    if backend == "sqlite":
+        db_path = os.path.expanduser(_get(p, path, "database", "path", str, "hq.sqlite"))
+        return DbConfig("sqlite", path=os.path.join(home_dir(), db_path))
+    if backend != "mysql":
+        raise HQError(CONFIG_ERROR, f"{path}: backend must be sqlite or mysql, not {backend!r}")
+    return DbConfig(
+        "mysql", host=_get(p, path, "database", "host", str, "127.0.0.1"),
+        port=_get(p, path, "database", "port", int, 3306),
+        user=_get(p, path, "database", "user", str, "root"),
+        password=_get(p, path, "database", "password", str, ""),
+        database=_get(p, path, "database", "database", str, "hq"),
+        pool_size=_get(p, path, "database", "pool_size", int, 4))

@@ -1,0 +1,110 @@
+"""Job and host records and the job state machine (which transitions are allowed).
+
+Pure data: the server keeps live jobs as `Job` objects; the store writes them as rows.
+"""
+
+from dataclasses import dataclass, field
+
+HELD, PENDING, DISPATCHED, RUNNING = "held", "pending", "dispatched", "running"
+DONE, FAILED, CANCELLED, LOST = "done", "failed", "cancelled", "lost"
+STATES = (HELD, PENDING, DISPATCHED, RUNNING, DONE, FAILED, CANCELLED, LOST)
+TERMINAL = frozenset({DONE, FAILED, CANCELLED, LOST})
+LIVE = frozenset(STATES) - TERMINAL
+
+TRANSITIONS = {
+    HELD: {PENDING, CANCELLED, FAILED},
+    PENDING: {DISPATCHED, HELD, CANCELLED, FAILED},
+    DISPATCHED: {RUNNING, PENDING, DONE, FAILED, CANCELLED, LOST},
+    RUNNING: {DONE, FAILED, CANCELLED, LOST, PENDING},
+    DONE: set(), FAILED: set(), CANCELLED: set(), LOST: set(),
+}
+
+# Host administrative states (set by hq-admin) and liveness status (seen by heartbeats).
+ACTIVE, INACTIVE = "active", "inactive"
+UP, DOWN, UNKNOWN = "up", "down", "unknown"
+
+
+class StateError(ValueError):
+    """A transition the state machine forbids."""
+
+
+def check_transition(old, new):
+    if new not in TRANSITIONS.get(old, ()):
+        raise StateError(f"job state {old} -> {new} is not allowed")
+
+
+# Columns of the jobs table that a submission may set, with their defaults.
+JOB_OPTIONS = {
+    "name": "", "cores": 1, "memory": 0, "priority": 0, "host_req": "", "group_req": "",
+    "exclude_hosts": "", "stdout": "", "stderr": "", "logfile": "", "info_text": "",
+    "shell": "/bin/sh", "time_limit": 0, "retries": 1,
+}
+
+
+@dataclass
+class Job:
+    """A job the server is tracking (not yet terminal)."""
+    id: int
+    user: str
+    command: str
+    batch: int
+    state: str = PENDING
+    name: str = ""
+    cores: int = 1
+    memory: int = 0
+    priority: int = 0
+    host_req: str = ""
+    group_req: str = ""
+    exclude_hosts: str = ""
+    stdout: str = ""
+    stderr: str = ""
+    logfile: str = ""
+    info_text: str = ""
+    shell: str = "/bin/sh"
+    time_limit: int = 0
+    retries: int = 1
+    cwd: str = ""
+    submitted: float = 0.0
+    attempt: int = 0
+    host: str = ""
+    started: float = None
+    finished: float = None
+    exit_code: int = None
+    signal: int = None
+    max_rss: int = None
+    reason: str = ""
+
+    def transition(self, new):
+        check_transition(self.state, new)
+        self.state = new
+
+
+@dataclass
+class Host:
+    """A host of the cluster as the server sees it: configuration plus last report."""
+    name: str
+    address: str = ""
+    max_slots: int = 0          # 0: use the reported cores
+    groups: tuple = ()
+    state: str = ACTIVE         # administrative: active / inactive
+    status: str = UNKNOWN       # liveness: up / down / unknown
+    cores: int = 0
+    memory_total: int = 0
+    os: str = ""
+    load1: float = 0.0
+    load5: float = 0.0
+    load15: float = 0.0
+    cpu_percent: float = 0.0
+    mem_available: int = 0
+    last_seen: float = None
+    slots_used: int = 0
+    agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
+
+    @property
+    def slots(self):
+        """Slots this host offers in all."""
+        return self.max_slots or self.cores
+
+    @property
+    def free_slots(self):
+        return max(0, self.slots - self.slots_used)

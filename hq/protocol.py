@@ -1,0 +1,95 @@
+"""Wire format of every hq socket: frames, message kinds, encoding and validation.
+
+Pure code (no sockets): a message is `[b"HQ1", KIND, BODY]`, BODY a JSON object with a `req` id.
+"""
+
+import json
+
+from hq.errors import BAD_FRAME, BAD_REQUEST, TOO_LARGE, UNKNOWN_KIND, HQError
+
+TAG = b"HQ1"
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+
+# Replies
+OK = b"OK"
+ERROR = b"ERROR"
+
+# Client (via user-server) -> server
+SUBMIT = b"SUBMIT"
+STATUS = b"STATUS"
+LIST = b"LIST"
+DETAILS = b"DETAILS"
+CANCEL = b"CANCEL"
+HOLD = b"HOLD"
+RELEASE = b"RELEASE"
+ADMIN = b"ADMIN"
+PING = b"PING"
+HELLO = b"HELLO"          # user-server announces itself for its user
+
+# Agent <-> server
+REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
+HEARTBEAT = b"HEARTBEAT"  # agent -> server: metrics and running job ids
+EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
+RUN = b"RUN"              # server -> agent: assignments
+KILL = b"KILL"            # server -> agent: job ids to kill
+SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
+
+CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
+                          HELLO})
+AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS})
+SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
+
+
+def encode(kind, body):
+    """Frames for one message (without any routing envelope)."""
+    return [TAG, kind, json.dumps(body, separators=(",", ":")).encode()]
+
+
+def decode(frames, kinds=SERVER_KINDS, max_body=DEFAULT_MAX_BODY):
+    """(kind, body) from frames, or HQError with a stable code. Never raises anything else."""
+    if len(frames) != 3:
+        raise HQError(BAD_FRAME, f"expected 3 frames, got {len(frames)}")
+    tag, kind, raw = (bytes(f) for f in frames)
+    if tag != TAG:
+        raise HQError(BAD_FRAME, f"unknown protocol tag {tag[:16]!r}")
+    if kind not in kinds:
+        raise HQError(UNKNOWN_KIND, f"unknown message kind {kind[:32]!r}")
+    if len(raw) > max_body:
+        raise HQError(TOO_LARGE, f"message body of {len(raw)} bytes exceeds {max_body}")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HQError(BAD_FRAME, f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise HQError(BAD_FRAME, "body must be a JSON object")
+    return kind, body
+
+
+def ok(req, **fields):
+    return encode(OK, {"req": req, **fields})
+
+
+def error(req, code, message):
+    return encode(ERROR, {"req": req, "code": code, "message": message})
+
+
+def field(body, name, kind, default=..., check=None):
+    """body[name] checked to be of type `kind` (and pass `check`), else HQError BAD_REQUEST."""
+    if name not in body or body[name] is None:
+        if default is ...:
+            raise HQError(BAD_REQUEST, f"missing field '{name}'")
+        return default
+    value = body[name]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise HQError(BAD_REQUEST, f"field '{name}' must be {names}")
+    if check is not None and not check(value):
+        raise HQError(BAD_REQUEST, f"field '{name}' has a bad value: {value!r}"[:200])
+    return value
+
+
+def int_list(body, name, default=...):
+    values = field(body, name, list, default)
+    if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+        raise HQError(BAD_REQUEST, f"field '{name}' must be a list of integers")
+    return values

@@ -1,0 +1,227 @@
+"""Handlers of user requests (SUBMIT, STATUS, LIST, DETAILS, CANCEL, ADMIN) in hq-server.
+
+Each takes (server, user, body) and returns the reply fields, or raises HQError.
+"""
+
+import os
+
+from hq import protocol as p
+from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
+                       HQError)
+from hq.jobview import event_json, job_json
+from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
+from hq.scheduler import can_ever_run
+
+MAX_COMMAND = 1 << 20
+READ_ONLY_ADMIN = {"info", "status", "lscluster"}
+
+
+def validate_spec(raw, index, settings):
+    """A job spec from a SUBMIT, checked field by field; returns a clean dict."""
+    if not isinstance(raw, dict):
+        raise HQError(BAD_REQUEST, f"job {index}: must be an object")
+    where = f"job {index}"
+    command = raw.get("command")
+    if not isinstance(command, str) or not command.strip():
+        raise HQError(BAD_REQUEST, f"{where}: command must be a non-empty string")
+    if len(command) > MAX_COMMAND or "\0" in command:
+        raise HQError(BAD_REQUEST, f"{where}: command too long or contains NUL")
+    spec = {"command": command}
+    for name, default in JOB_OPTIONS.items():
+        value = raw.get(name, default)
+        if name == "retries" and name not in raw:
+            value = settings.default_retries
+        if isinstance(default, int):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= 0")
+        elif not isinstance(value, str) or "\0" in value:
+            raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
+        spec[name] = value
+    if spec["cores"] < 1:
+        raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
+    cwd = raw.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+        raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
+    spec["cwd"] = cwd
+    return spec
+
+
+def submit(server, user, body):
+    """Validate and stage a batch; the reply is sent once the batch is committed."""
+    specs = p.field(body, "jobs", list)
+    if not specs:
+        raise HQError(BAD_REQUEST, "no jobs in submission")
+    env = p.field(body, "env", dict, {})
+    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
+        raise HQError(BAD_REQUEST, "env must map strings to strings")
+    cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
+    hold = p.field(body, "hold", bool, False)
+    clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
+    hosts = list(server.state.hosts.values())
+    if hosts and all(h.slots for h in hosts):
+        for i, spec in enumerate(clean):
+            if not can_ever_run(_probe(spec), hosts):
+                raise HQError(NO_HOST_FITS, f"job {i + 1}: no host can ever run it "
+                              f"({spec['cores']} cores"
+                              + (f", host {spec['host_req']}" if spec["host_req"] else "")
+                              + (f", group {spec['group_req']}" if spec["group_req"] else "")
+                              + ")")
+    return server.stage_submission(user, clean, env, cwd, hold)
+
+
+class _probe:
+    """A job-like view of a spec for `can_ever_run`."""
+    def __init__(self, spec):
+        self.__dict__.update(spec)
+
+
+def status(server, user, body):
+    counts = server.store.count_states(user)
+    return {"counts": {state: counts.get(state, 0) for state in STATES}}
+
+
+def list_jobs(server, user, body):
+    states = p.field(body, "states", list, [])
+    bad = [s for s in states if s not in STATES]
+    if bad:
+        raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
+    limit = p.field(body, "limit", int, 0)
+    batch = p.field(body, "batch", int, None)
+    rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
+    rows.sort(key=lambda r: r["id"])
+    return {"jobs": [job_json(r) for r in rows]}
+
+
+def details(server, user, body):
+    ids = p.int_list(body, "ids")
+    if not ids:
+        rows = server.store.list_jobs(user)
+    else:
+        rows = server.store.get_jobs(ids, user)
+        missing = sorted(set(ids) - {r["id"] for r in rows})
+        if missing:
+            raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
+    jobs = [job_json(r) for r in rows]
+    if p.field(body, "events", bool, True) and len(jobs) <= 1000:
+        events = {}
+        for e in server.store.job_events([j["id"] for j in jobs]):
+            events.setdefault(e["job_id"], []).append(event_json(e))
+        for j in jobs:
+            j["events"] = events.get(j["id"], [])
+    return {"jobs": jobs}
+
+
+def cancel(server, user, body):
+    return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
+
+
+def hold(server, user, body):
+    return _change_jobs(server, user, p.int_list(body, "ids"), "hold")
+
+
+def release(server, user, body):
+    return _change_jobs(server, user, p.int_list(body, "ids"), "release")
+
+
+def _change_jobs(server, user, ids, action):
+    rows = {r["id"]: r for r in server.store.get_jobs(ids, user)}
+    missing = [i for i in ids if i not in rows and not _live_of(server, i, user)]
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
+    changed, unchanged = [], {}
+    for job_id in ids:
+        job = _live_of(server, job_id, user)
+        if job is None:
+            unchanged[str(job_id)] = f"already {rows[job_id]['state']}"
+        elif action == "cancel":
+            server.cancel_job(job)
+            changed.append(job_id)
+        elif action == "hold" and job.state == PENDING:
+            server.state.hold(job, server.now)
+            changed.append(job_id)
+        elif action == "release" and job.state == HELD:
+            server.state.release_hold(job, server.now)
+            changed.append(job_id)
+        else:
+            unchanged[str(job_id)] = f"is {job.state}"
+    return {"changed": changed, "unchanged": unchanged}
+
+
+def _live_of(server, job_id, user):
+    job = server.state.jobs.get(job_id)
+    return job if job is not None and job.user == user else None
+
+
+def admin(server, user, body):
+    command = p.field(body, "command", str)
+    arg = p.field(body, "arg", str, "")
+    if command not in READ_ONLY_ADMIN and "ADMIN" not in server.state.users[user]["roles"]:
+        raise HQError(PERMISSION_DENIED, f"'{command}' needs the ADMIN role; user {user} lacks it")
+    handler = ADMIN_COMMANDS.get(command)
+    if handler is None:
+        raise HQError(BAD_REQUEST, f"unknown admin command {command!r}")
+    return handler(server, arg)
+
+
+def _info(server, arg):
+    state = server.state
+    return {"server": server.address, "pid": os.getpid(), "database": server.store.describe(),
+            "cluster": ACTIVE if state.cluster_active else INACTIVE,
+            "hosts": len(state.hosts), "users": len(state.users),
+            "live_jobs": len(state.jobs), "pending_jobs": len(state.pending),
+            "started": server.started}
+
+
+def _status(server, arg):
+    counts = server.store.count_states()
+    info = _info(server, arg)
+    info["counts"] = {s: counts.get(s, 0) for s in STATES}
+    return info
+
+
+def _lscluster(server, arg):
+    now = server.now
+    hosts = []
+    for h in sorted(server.state.hosts.values(), key=lambda h: h.name):
+        hosts.append({
+            "name": h.name, "address": h.address, "state": h.state, "status": h.status,
+            "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
+            "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
+            "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
+            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None})
+    return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
+
+
+def _host_state(state):
+    def change(server, name):
+        host = server.state.hosts.get(name)
+        if host is None:
+            raise HQError(UNKNOWN_HOST, f"no host {name!r} in the cluster")
+        server.state.set_host_state(host, state)
+        return {"host": name, "state": state}
+    return change
+
+
+def _cluster_state(state):
+    def change(server, arg):
+        server.state.set_cluster_state(state)
+        return {"cluster": state}
+    return change
+
+
+def _shutdown(server, arg):
+    server.running = False
+    return {"shutdown": True}
+
+
+ADMIN_COMMANDS = {
+    "info": _info, "status": _status, "lscluster": _lscluster,
+    "activatehost": _host_state(ACTIVE), "deactivatehost": _host_state(INACTIVE),
+    "activate": _cluster_state(ACTIVE), "deactivate": _cluster_state(INACTIVE),
+    "shutdown": _shutdown,
+}
+
+USER_REQUESTS = {
+    p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
+    p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin,
+}

@@ -1,0 +1,302 @@
+"""hq-server: the ROUTER broker. One loop turn reads a burst of messages, schedules, commits
+all changes in one transaction (group commit), and only then sends replies and dispatches.
+
+Usage:
+  hq-server [--port=N] [--bind=ADDR] [--log-level=LEVEL] [--log-file=FILE]
+  hq-server (-h | --help)
+
+Options:
+  --port=N           TCP port (default: port of HQ_SERVER, else etc/hq.cfg, else 10101).
+  --bind=ADDR        Address to listen on (default: [server] bind in etc/hq.cfg).
+  --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
+  --log-file=FILE    Log here instead of standard error.
+"""
+
+import logging
+import os
+import signal
+import sys
+import time
+
+import zmq
+
+from hq import agentlink, config, protocol as p, requests
+from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
+from hq.model import ACTIVE, UP
+from hq.scheduler import place
+from hq.state import ClusterState
+from hq.store import open_store
+from hq.store.writes import Writes
+
+log = logging.getLogger("hq.server")
+
+MAX_MESSAGES_PER_TURN = 2000
+TICK_S = 0.5
+DEFERRED = object()
+
+
+class Server:
+    def __init__(self, settings, store, bind_address):
+        self.settings = settings
+        self.store = store
+        self.address = bind_address
+        self.state = ClusterState()
+        self.started = time.time()
+        self.now = self.started
+        self.running = True
+        self.outbox = []            # (identity, frames) sent after the turn's commit
+        self.staged = []            # submissions waiting for the commit: see stage_submission
+        self.staged_writes = Writes()
+        self.current = None         # (identity, req) of the message being handled
+        self.user_servers = {}      # user -> routing identity of that user's user-server
+        self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
+        self.last_sample = {}       # host -> time of the last host_metrics row
+        self.next_tick = 0.0
+        self.db_retry_at = 0.0
+        self.db_backoff = 0.1
+        self.again = False
+        self.context = zmq.Context.instance()
+        self.socket = self.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.SNDHWM, 0)
+        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.setsockopt(zmq.LINGER, 1000)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
+        self.socket.bind(bind_address)
+
+    # -- loop ------------------------------------------------------------------------------
+    def load(self):
+        count = self.state.load(self.store)
+        self.state.expect_agents(time.time())
+        log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
+                 len(self.state.users), count)
+
+    def serve_forever(self):
+        poller = zmq.Poller()
+        poller.register(self.socket, zmq.POLLIN)
+        while self.running:
+            timeout = 0 if self.again else max(0, min(TICK_S, self.next_tick - time.time())) * 1000
+            self.again = False
+            poller.poll(timeout)
+            self.turn()
+        self.commit()
+        self.socket.close()
+
+    def turn(self):
+        self.now = time.time()
+        for _ in range(MAX_MESSAGES_PER_TURN):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                break
+            self.handle(frames)
+        else:
+            self.again = True
+        if self.now >= self.next_tick:
+            self.tick()
+            self.next_tick = self.now + TICK_S
+        self.schedule()
+        self.commit()
+
+    # -- messages ----------------------------------------------------------------------------
+    def handle(self, frames):
+        identity, frames = frames[0], frames[1:]
+        req = None
+        try:
+            kind, body = p.decode(frames, max_body=self.settings.max_message_bytes)
+            req = body.get("req")
+            self.current = (identity, req)
+            reply = self.dispatch_message(identity, kind, body)
+        except HQError as exc:
+            log.warning("request from %s refused: %s", identity.hex()[:12], exc)
+            self.send(identity, p.error(req, exc.code, exc.message))
+            return
+        except Exception:  # a bug must not stop the broker
+            log.exception("internal error handling a message")
+            self.send(identity, p.error(req, INTERNAL, "internal server error (see server log)"))
+            return
+        if reply is not DEFERRED and reply is not None:
+            self.outbox.append((identity, p.ok(req, **reply)))
+
+    def dispatch_message(self, identity, kind, body):
+        if kind in agentlink.AGENT_REQUESTS:
+            return agentlink.AGENT_REQUESTS[kind](self, identity, body)
+        if kind in (p.OK, p.ERROR):
+            return None
+        user = self.check_user(body)
+        if kind == p.PING:
+            return {"pong": True}
+        if kind == p.HELLO:
+            self.user_servers[user] = identity
+            log.info("user-server of %s connected", user)
+            return {"heartbeat_s": self.settings.heartbeat_s}
+        return requests.USER_REQUESTS[kind](self, user, body)
+
+    def check_user(self, body):
+        user = p.field(body, "user", str)
+        known = self.state.users.get(user)
+        if known is None:
+            raise HQError(UNKNOWN_USER, f"user {user!r} is not registered in etc/users")
+        if not known["enabled"]:
+            raise HQError(UNKNOWN_USER, f"user {user!r} is disabled")
+        return user
+
+    def send(self, identity, frames):
+        try:
+            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
+            log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
+
+    # -- submissions -------------------------------------------------------------------------
+    def stage_submission(self, user, specs, env, cwd, hold):
+        batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
+                                             hold)
+        self.staged.append((self.current, batch, env, jobs))
+        return DEFERRED
+
+    def cancel_job(self, job):
+        where = self.state.cancel(job, self.now)
+        if where:
+            host = self.state.hosts.get(where[0])
+            identity = host.agents.get(job.user) if host else None
+            if identity is not None:
+                self.outbox.append((identity, p.encode(p.KILL, {"jobs": [[job.id, where[1]]]})))
+
+    # -- scheduling --------------------------------------------------------------------------
+    def schedule(self):
+        state = self.state
+        if not state.pending or not state.cluster_active:
+            return
+        assignments = place(state.pending.values(), state.hosts.values(), state.user_slots)
+        runs = {}
+        for job, host_name in assignments:
+            state.dispatch(job, host_name, self.now)
+            identity = state.hosts[host_name].agents[job.user]
+            run = runs.setdefault(identity, {"jobs": [], "envs": {}})
+            run["jobs"].append(run_spec(job))
+            run["envs"].setdefault(str(job.batch), state.envs.get(job.batch, {}))
+        for identity, body in runs.items():
+            self.outbox.append((identity, p.encode(p.RUN, body)))
+
+    # -- periodic work -----------------------------------------------------------------------
+    def tick(self):
+        state = self.state
+        silent = self.now - 3 * self.settings.heartbeat_s
+        for host in state.hosts.values():
+            if host.status == UP and (host.last_seen or 0) < silent:
+                state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
+        self.request_agents()
+        state.prune_envs()
+
+    def request_agents(self):
+        """Ask users' user-servers to start agents on active hosts where their jobs could run."""
+        waiting = {job.user for job in self.state.pending.values()}
+        for user in waiting:
+            identity = self.user_servers.get(user)
+            if identity is None:
+                continue
+            hosts = []
+            for host in self.state.hosts.values():
+                asked = self.spawn_asked.get((user, host.name), 0)
+                if (host.state == ACTIVE and user not in host.agents
+                        and self.now - asked >= self.settings.spawn_retry_s):
+                    self.spawn_asked[(user, host.name)] = self.now
+                    hosts.append({"name": host.name, "address": host.address})
+            if hosts:
+                log.info("asking user-server of %s to start agents on %s", user,
+                         ", ".join(h["name"] for h in hosts))
+                self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
+                                                       "server_port": self.settings.port}))
+
+    def sample_metrics(self, host, body):
+        if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
+            return
+        self.last_sample[host.name] = self.now
+        self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
+                                          host.load15, host.cpu_percent, host.mem_available,
+                                          body.get("nprocs")))
+
+    # -- group commit ------------------------------------------------------------------------
+    def commit(self):
+        if self.now < self.db_retry_at:
+            return
+        try:
+            self.store.apply(self.state.writes, self.staged_writes)
+        except HQError as exc:
+            self.database_failed(exc)
+            return
+        self.db_backoff = 0.1
+        self.state.writes, self.staged_writes = Writes(), Writes()
+        for (identity, req), batch, env, jobs in self.staged:
+            self.state.activate(batch, env, jobs)
+            self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
+            log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
+                     len(jobs), jobs[0].id, jobs[-1].id)
+        self.again = self.again or bool(self.staged)
+        self.staged = []
+        outbox, self.outbox = self.outbox, []
+        for identity, frames in outbox:
+            self.send(identity, frames)
+
+    def database_failed(self, exc):
+        """Refuse this turn's submissions; keep every other change to retry with backoff."""
+        log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
+        for (identity, req), _, _, jobs in self.staged:
+            self.send(identity, p.error(req, DATABASE_ERROR,
+                                        f"submission not accepted: {exc.message}"))
+        self.staged, self.staged_writes = [], Writes()
+        self.db_retry_at = time.time() + self.db_backoff
+        self.db_backoff = min(5.0, self.db_backoff * 2)
+
+
+def run_spec(job):
+    return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
+            "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
+            "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
+            "name": job.name, "host": job.host}
+
+
+def start(settings, port=None, bind=None):
+    """Open the store, sync etc/ into it, bind, load: a Server ready for serve_forever()."""
+    store = open_store(config.load_db_config(settings.etc))
+    store.check_schema()
+    users = config.load_users(settings.etc)
+    me = config.current_user()
+    store.add_users(users + [(me, ["USER", "ADMIN"])])
+    store.add_hosts(config.load_cluster(settings.etc))
+    address = f"tcp://{bind or settings.bind}:{port or settings.port}"
+    try:
+        server = Server(settings, store, address)
+    except zmq.ZMQError as exc:
+        raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc}") from None
+    server.load()
+    return server
+
+
+def main(argv=None):
+    from docopt import docopt
+    args = docopt(__doc__, argv=argv)
+    logging.basicConfig(
+        level=getattr(logging, args["--log-level"].upper(), logging.INFO),
+        filename=args["--log-file"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = config.load_settings()
+        port = int(args["--port"]) if args["--port"] else None
+        server = start(settings, port, args["--bind"])
+    except (HQError, ValueError) as exc:
+        print(f"hq-server: {exc}", file=sys.stderr)
+        return 1
+
+    def stop(signum, frame):
+        server.running = False
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"hq-server listening on {server.address} (database: {server.store.describe()}, "
+          f"pid {os.getpid()})", flush=True)
+    server.serve_forever()
+    log.info("hq-server stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

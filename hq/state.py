@@ -1,0 +1,242 @@
+"""The server's in-memory picture of live jobs, hosts and users, and every job transition.
+
+Each transition updates memory and records the matching rows in `self.writes` (group commit).
+"""
+
+import json
+import logging
+from collections import defaultdict
+
+from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
+                      PENDING, RUNNING, TERMINAL, UP, Host, Job)
+from hq.store.writes import Writes
+
+log = logging.getLogger("hq.state")
+
+JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
+
+
+class ClusterState:
+    def __init__(self):
+        self.jobs = {}                 # live (non-terminal) jobs by id
+        self.pending = {}              # id -> job, the pending subset (scheduler input)
+        self.hosts = {}                # name -> Host
+        self.users = {}                # name -> {"roles": [...], "enabled": bool}
+        self.envs = {}                 # batch id -> environment of that submission
+        self.attempts = {}             # (job id, attempt) -> (host name, cores): slots held
+        self.user_slots = defaultdict(int)
+        self.agents = {}               # routing identity -> (user, host name)
+        self.cluster_active = True
+        self.next_job_id = 1
+        self.next_batch_id = 1
+        self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
+        self.writes = Writes()
+
+    # -- loading ---------------------------------------------------------------------------
+    def load(self, store):
+        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"])}
+                      for name, r in store.load_users().items()}
+        for row in store.load_hosts():
+            self.hosts[row["name"]] = host_from_row(row)
+        self.cluster_active = store.get_setting("cluster_state", ACTIVE) == ACTIVE
+        job_max, batch_max = store.max_ids()
+        self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
+        rows = store.load_live_jobs()
+        self.envs = store.batch_envs({r["batch"] for r in rows})
+        for row in rows:
+            job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})
+            job.signal = row["term_signal"]
+            self.jobs[job.id] = job
+            if job.state == PENDING:
+                self.pending[job.id] = job
+            elif job.state in (DISPATCHED, RUNNING):
+                self._hold_slots(job, job.host)
+        return len(rows)
+
+    def expect_agents(self, now):
+        """After a restart: hosts with running jobs count as up until their agents are silent
+        for the heartbeat timeout, so jobs of agents that never come back are handled as lost."""
+        for host_name, _ in self.attempts.values():
+            host = self.hosts.get(host_name)
+            if host is not None:
+                host.status, host.last_seen = UP, now
+
+    # -- submission --------------------------------------------------------------------------
+    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False):
+        """New jobs (not yet live) and the batch id; their rows go into `writes`."""
+        batch = self.next_batch_id
+        self.next_batch_id += 1
+        writes.batches.append({"id": batch, "user": user, "submitted": now,
+                                    "size": len(specs), "env": json.dumps(env)})
+        jobs = []
+        for spec in specs:
+            job = Job(id=self.next_job_id, user=user, batch=batch, submitted=now,
+                      cwd=spec.pop("cwd", None) or cwd, state=HELD if hold else PENDING, **spec)
+            self.next_job_id += 1
+            job.stdout = job.stdout.replace("%j", str(job.id))
+            job.stderr = job.stderr.replace("%j", str(job.id))
+            job.logfile = job.logfile.replace("%j", str(job.id))
+            jobs.append(job)
+            writes.jobs.append(job_row(job))
+            writes.event(job.id, now, job.state, 0, None, "submitted")
+        return batch, jobs
+
+    def activate(self, batch, env, jobs):
+        """Make committed jobs live."""
+        self.envs[batch] = env
+        for job in jobs:
+            self.jobs[job.id] = job
+            if job.state == PENDING:
+                self.pending[job.id] = job
+
+    # -- transitions ---------------------------------------------------------------------------
+    def set_state(self, job, new, now, detail="", **columns):
+        old = job.state
+        job.transition(new)
+        for name, value in columns.items():
+            setattr(job, name, value)
+        if old == PENDING:
+            self.pending.pop(job.id, None)
+        if new == PENDING:
+            self.pending[job.id] = job
+        if new in TERMINAL:
+            self.jobs.pop(job.id, None)
+        db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
+        self.writes.update_job(job.id, state=new, **db_columns)
+        self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
+        log.info("job %s %s -> %s%s%s", job.id, old, new, f" on {job.host}" if job.host else "",
+                 f" ({detail})" if detail else "")
+
+    def prune_envs(self):
+        """Drop the environments of batches that have no live job left."""
+        live = {job.batch for job in self.jobs.values()}
+        for batch in [b for b in self.envs if b not in live]:
+            del self.envs[batch]
+
+    def dispatch(self, job, host_name, now):
+        job.attempt += 1
+        self.set_state(job, DISPATCHED, now, host=host_name, attempt=job.attempt, reason="")
+        self._hold_slots(job, host_name)
+
+    def _hold_slots(self, job, host_name):
+        self.attempts[(job.id, job.attempt)] = (host_name, job.cores)
+        host = self.hosts.get(host_name)
+        if host is not None:
+            host.slots_used += job.cores
+        self.user_slots[job.user] += job.cores
+
+    def release(self, job_id, attempt, user):
+        held = self.attempts.pop((job_id, attempt), None)
+        if held is None:
+            return False
+        host_name, cores = held
+        host = self.hosts.get(host_name)
+        if host is not None:
+            host.slots_used = max(0, host.slots_used - cores)
+        self.user_slots[user] = max(0, self.user_slots[user] - cores)
+        return True
+
+    def job_started(self, job_id, attempt, when, pid, now):
+        job = self.jobs.get(job_id)
+        if job is None or job.attempt != attempt or job.state != DISPATCHED:
+            self.writes.event(job_id, now, "stale", attempt, None, "started report ignored")
+            return False
+        self.set_state(job, RUNNING, now, f"pid {pid}", started=when)
+        return True
+
+    def job_finished(self, job_id, attempt, report, now, user):
+        """Apply a finished report. Returns the job's new state, or None if stale."""
+        self.release(job_id, attempt, user)
+        job = self.jobs.get(job_id)
+        columns = {"finished": report.get("time") or now, "exit_code": report.get("exit_code"),
+                   "signal": report.get("signal"), "max_rss": report.get("max_rss")}
+        if job is None or job.attempt != attempt or job.state not in (DISPATCHED, RUNNING):
+            self._late_result(job_id, attempt, columns, report, now)
+            return None
+        if job.state == DISPATCHED:
+            self.set_state(job, RUNNING, now, "start implied by finish",
+                           started=report.get("started") or columns["finished"])
+        if report.get("error"):
+            new, reason = FAILED, report["error"]
+        elif columns["exit_code"] == 0:
+            new, reason = DONE, ""
+        elif columns["signal"]:
+            new, reason = FAILED, report.get("reason") or f"killed by signal {columns['signal']}"
+        else:
+            new, reason = FAILED, report.get("reason") or f"exit code {columns['exit_code']}"
+        self.set_state(job, new, now, reason, reason=reason, **columns)
+        return new
+
+    def _late_result(self, job_id, attempt, columns, report, now):
+        """A result for a job that is cancelled or for a stale attempt: record, never count."""
+        self.writes.event(job_id, now, "stale", attempt, None,
+                          f"result of attempt {attempt} ignored (exit {columns['exit_code']})")
+        if (job_id, attempt) in self.cancelled_attempts:
+            self.cancelled_attempts.discard((job_id, attempt))
+            self.writes.update_job(job_id, finished=columns["finished"],
+                                   exit_code=columns["exit_code"],
+                                   term_signal=columns["signal"], max_rss=columns["max_rss"])
+
+    def cancel(self, job, now):
+        """Cancel a live job. Returns (host, attempt) to kill when it was dispatched/running."""
+        where = (job.host, job.attempt) if job.state in (DISPATCHED, RUNNING) else None
+        if where:
+            self.cancelled_attempts.add((job.id, job.attempt))
+        self.set_state(job, CANCELLED, now, "cancelled by user", reason="cancelled",
+                       finished=now if not where else None)
+        return where
+
+    def hold(self, job, now):
+        self.set_state(job, HELD, now, "held by user", reason="held")
+
+    def release_hold(self, job, now):
+        self.set_state(job, PENDING, now, "released by user", reason="")
+
+    def host_lost(self, host, now, why):
+        """A host went silent: requeue its jobs while retries last, else they end lost."""
+        host.status = DOWN
+        for identity, (user, name) in list(self.agents.items()):
+            if name == host.name:
+                del self.agents[identity]
+        host.agents.clear()
+        self.writes.update_host(host.name, status=DOWN, status_reason=why)
+        log.warning("host %s down: %s", host.name, why)
+        for (job_id, attempt), (name, _) in list(self.attempts.items()):
+            if name != host.name:
+                continue
+            job = self.jobs.get(job_id)
+            self.release(job_id, attempt, job.user if job else "")
+            if job is None or job.attempt != attempt:
+                continue
+            if job.attempt <= job.retries:
+                self.set_state(job, PENDING, now, f"requeued: host {host.name} {why}",
+                               host="", reason=f"requeued after host {host.name} was lost")
+            else:
+                self.set_state(job, LOST, now, f"host {host.name} {why}", finished=now,
+                               reason=f"host {host.name} lost")
+
+    def set_host_state(self, host, state):
+        host.state = state
+        self.writes.update_host(host.name, state=state)
+
+    def set_cluster_state(self, state):
+        self.cluster_active = state == ACTIVE
+        self.writes.settings["cluster_state"] = state
+
+
+def job_row(job):
+    row = {name: getattr(job, name) for name in JOB_FIELDS}
+    row["term_signal"] = job.signal
+    return row
+
+
+def host_from_row(row):
+    return Host(
+        name=row["name"], address=row["address"], max_slots=row["max_slots"] or 0,
+        groups=tuple(g for g in (row["host_groups"] or "").split(",") if g),
+        state=row["state"] if row["state"] in (ACTIVE, INACTIVE) else ACTIVE,
+        status=DOWN if row["status"] == UP else (row["status"] or "unknown"),
+        cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
+        load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
+        cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
+        last_seen=row["last_seen"])

@@ -1,0 +1,258 @@
+"""SQL shared by both backends: schema set-up, loading, group-commit `apply`, queries.
+
+Statements use `?` placeholders; a backend converts them and supplies connections.
+"""
+
+import contextlib
+import json
+import time
+
+from hq.errors import DATABASE_ERROR, HQError
+from hq.model import TERMINAL
+from hq.store.schema import SCHEMA_VERSION, TABLE_NAMES, ddl
+
+TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+
+
+class SqlStore:
+    dialect = None
+    insert_ignore = None
+    db_errors = ()
+
+    # -- backend hooks -------------------------------------------------------------------
+    def connection(self):
+        """Context manager yielding a DB-API connection (committed by the caller)."""
+        raise NotImplementedError
+
+    def sql(self, statement):
+        return statement
+
+    def close(self):
+        pass
+
+    # -- helpers -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def transaction(self):
+        """A cursor whose statements commit together, or roll back and raise DATABASE_ERROR."""
+        try:
+            with self.connection() as conn:
+                cursor = conn.cursor()
+                try:
+                    yield cursor
+                    conn.commit()
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                    raise
+                finally:
+                    cursor.close()
+        except self.db_errors as exc:
+            raise HQError(DATABASE_ERROR, f"database error: {_one_line(exc)}") from None
+
+    def query(self, statement, args=()):
+        with self.transaction() as cur:
+            cur.execute(self.sql(statement), args)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def execute(self, statement, args=()):
+        with self.transaction() as cur:
+            cur.execute(self.sql(statement), args)
+            return cur.rowcount
+
+    # -- schema --------------------------------------------------------------------------
+    def create_tables(self):
+        with self.transaction() as cur:
+            for statement in ddl(self.dialect):
+                cur.execute(statement)
+            cur.execute("SELECT COUNT(*) FROM schema_version")
+            if cur.fetchone()[0] == 0:
+                cur.execute(self.sql("INSERT INTO schema_version (version) VALUES (?)"),
+                            (SCHEMA_VERSION,))
+
+    def drop_tables(self):
+        with self.transaction() as cur:
+            for table in reversed(TABLE_NAMES):
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def schema_version(self):
+        """The schema version, or None when the tables do not exist."""
+        try:
+            rows = self.query("SELECT version FROM schema_version")
+        except HQError:
+            return None
+        return rows[0]["version"] if rows else None
+
+    def check_schema(self):
+        version = self.schema_version()
+        if version is None:
+            raise HQError(DATABASE_ERROR, f"no hq tables in {self.describe()}: "
+                          "run 'hq-dbadmin --create-tables --add-standard-entries'")
+        if version != SCHEMA_VERSION:
+            raise HQError(DATABASE_ERROR, f"schema version {version} in {self.describe()}, "
+                          f"this hq needs {SCHEMA_VERSION}")
+
+    def describe(self):
+        return self.dialect
+
+    # -- standard entries ----------------------------------------------------------------
+    def add_users(self, users, now=None):
+        """Insert users not yet known: [(name, roles)]; known users keep their database state."""
+        now = now or time.time()
+        rows = [(name, ",".join(roles), 1, None, now) for name, roles in users]
+        with self.transaction() as cur:
+            cur.executemany(self.sql(
+                f"{self.insert_ignore} INTO users (name, roles, enabled, public_key, created) "
+                "VALUES (?, ?, ?, ?, ?)"), rows)
+
+    def set_user_roles(self, name, roles):
+        self.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(roles), name))
+
+    def add_hosts(self, entries):
+        """Insert hosts from cluster.tab not yet known; refresh slots, groups and address of
+        known ones. Administrative state is set only for new hosts: it survives restarts."""
+        with self.transaction() as cur:
+            cur.execute("UPDATE hosts SET in_config = 0")
+            for e in entries:
+                cur.execute(self.sql(
+                    "UPDATE hosts SET address = ?, max_slots = ?, host_groups = ?, in_config = 1 "
+                    "WHERE name = ?"), (e.address, e.max_slots, ",".join(e.groups), e.name))
+                if cur.rowcount == 0:
+                    cur.execute(self.sql(
+                        f"{self.insert_ignore} INTO hosts (name, address, max_slots, host_groups,"
+                        " state, status, in_config) VALUES (?, ?, ?, ?, ?, 'unknown', 1)"),
+                        (e.name, e.address, e.max_slots, ",".join(e.groups), e.state))
+
+    def get_setting(self, name, default=None):
+        rows = self.query("SELECT value FROM settings WHERE name = ?", (name,))
+        return rows[0]["value"] if rows else default
+
+    def set_setting(self, name, value):
+        with self.transaction() as cur:
+            self._set_setting(cur, name, value)
+
+    def _set_setting(self, cur, name, value):
+        cur.execute(self.sql("UPDATE settings SET value = ? WHERE name = ?"), (value, name))
+        if cur.rowcount == 0:
+            cur.execute(self.sql(f"{self.insert_ignore} INTO settings (name, value) VALUES (?, ?)"),
+                        (name, value))
+
+    # -- loading at server start ---------------------------------------------------------
+    def load_users(self):
+        return {r["name"]: r for r in self.query("SELECT * FROM users")}
+
+    def load_hosts(self):
+        return self.query("SELECT * FROM hosts ORDER BY name")
+
+    def load_live_jobs(self):
+        return self.query(f"SELECT * FROM jobs WHERE state NOT IN ({TERMINAL_SQL}) ORDER BY id")
+
+    def max_ids(self):
+        job = self.query("SELECT MAX(id) AS m FROM jobs")[0]["m"] or 0
+        batch = self.query("SELECT MAX(id) AS m FROM batches")[0]["m"] or 0
+        return job, batch
+
+    def batch_envs(self, batch_ids):
+        if not batch_ids:
+            return {}
+        marks = ", ".join("?" * len(batch_ids))
+        rows = self.query(f"SELECT id, env FROM batches WHERE id IN ({marks})", list(batch_ids))
+        return {r["id"]: json.loads(r["env"] or "{}") for r in rows}
+
+    # -- group commit --------------------------------------------------------------------
+    def apply(self, *parts):
+        """Write every `Writes` in `parts` in one transaction (group commit)."""
+        parts = [w for w in parts if w]
+        if not parts:
+            return
+        with self.transaction() as cur:
+            for writes in parts:
+                self._apply(cur, writes)
+
+    def _apply(self, cur, writes):
+        for name, value in writes.settings.items():
+            self._set_setting(cur, name, value)
+        if writes.batches:
+            self._insert_rows(cur, "batches", writes.batches)
+        if writes.jobs:
+            self._insert_rows(cur, "jobs", writes.jobs)
+        self._update_rows(cur, "jobs", "id", writes.job_updates)
+        self._update_rows(cur, "hosts", "name", writes.host_updates)
+        self._update_rows(cur, "users", "name", writes.user_updates)
+        if writes.events:
+            cur.executemany(self.sql(
+                "INSERT INTO job_events (job_id, time, state, attempt, host, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?)"), writes.events)
+        if writes.metrics:
+            cur.executemany(self.sql(
+                "INSERT INTO host_metrics (host, time, load1, load5, load15, cpu_percent, "
+                "mem_available, nprocs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), writes.metrics)
+
+    def _insert_rows(self, cur, table, rows):
+        columns = list(rows[0])
+        marks = ", ".join("?" * len(columns))
+        cur.executemany(self.sql(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"),
+                        [tuple(row[c] for c in columns) for row in rows])
+
+    def _update_rows(self, cur, table, key, updates):
+        by_columns = {}
+        for ident, columns in updates.items():
+            names = tuple(sorted(columns))
+            by_columns.setdefault(names, []).append(
+                tuple(columns[n] for n in names) + (ident,))
+        for names, rows in by_columns.items():
+            sets = ", ".join(f"{n} = ?" for n in names)
+            cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
+
+    def prune_metrics(self, before):
+        return self.execute("DELETE FROM host_metrics WHERE time < ?", (before,))
+
+    # -- queries -------------------------------------------------------------------------
+    def get_jobs(self, ids, user=None):
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        args = list(ids)
+        where = f"id IN ({marks})"
+        if user is not None:
+            where += " AND user = ?"
+            args.append(user)
+        return self.query(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
+
+    def list_jobs(self, user=None, states=None, batch=None, limit=None, newest_first=False):
+        where, args = ["1 = 1"], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if states:
+            where.append(f"state IN ({', '.join('?' * len(states))})")
+            args.extend(states)
+        if batch is not None:
+            where.append("batch = ?")
+            args.append(batch)
+        order = "DESC" if newest_first else "ASC"
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY id {order}"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, args)
+
+    def count_states(self, user=None):
+        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
+        rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {where} GROUP BY state", args)
+        return {r["state"]: int(r["n"]) for r in rows}
+
+    def job_events(self, job_ids):
+        if not job_ids:
+            return []
+        marks = ", ".join("?" * len(job_ids))
+        return self.query(f"SELECT job_id, time, state, attempt, host, detail FROM job_events "
+                          f"WHERE job_id IN ({marks}) ORDER BY id", list(job_ids))
+
+    def recent_metrics(self, host, limit=10):
+        return self.query("SELECT * FROM host_metrics WHERE host = ? ORDER BY time DESC LIMIT "
+                          f"{int(limit)}", (host,))
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__

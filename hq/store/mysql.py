@@ -1,0 +1,60 @@
+"""MySQL/MariaDB backend: PyMySQL connections from a DBUtils PooledDB.
+
+The pool pings a connection before handing it out, so a restarted server is reconnected.
+"""
+
+import contextlib
+
+import pymysql
+from dbutils.pooled_db import PooledDB
+
+from hq.errors import DATABASE_ERROR, HQError
+from hq.store.base import SqlStore
+
+UNKNOWN_DATABASE = 1049
+
+
+class MysqlStore(SqlStore):
+    dialect = "mysql"
+    insert_ignore = "INSERT IGNORE"
+    db_errors = (pymysql.MySQLError,)
+
+    def __init__(self, config, create_database=False):
+        self.config = config
+        if create_database:
+            self._create_database()
+        self._pool = PooledDB(
+            creator=pymysql, mincached=0, maxconnections=config.pool_size, blocking=True,
+            ping=1, host=config.host, port=config.port, user=config.user,
+            password=config.password, database=config.database, charset="utf8mb4",
+            autocommit=False, connect_timeout=5, read_timeout=30, write_timeout=30)
+
+    def _create_database(self):
+        c = self.config
+        try:
+            conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                                   connect_timeout=5)
+        except pymysql.MySQLError as exc:
+            raise HQError(DATABASE_ERROR, f"cannot reach MySQL at {c.host}:{c.port}: "
+                          f"{exc.args[-1] if exc.args else exc}") from None
+        with conn:
+            conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{c.database}` "
+                                  "CHARACTER SET utf8mb4")
+
+    @contextlib.contextmanager
+    def connection(self):
+        conn = self._pool.connection()
+        try:
+            yield conn
+        finally:
+            conn.close()  # back to the pool
+
+    def sql(self, statement):
+        return statement.replace("?", "%s")
+
+    def close(self):
+        self._pool.close()
+
+    def describe(self):
+        c = self.config
+        return f"mysql://{c.user}@{c.host}:{c.port}/{c.database}"

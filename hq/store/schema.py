@@ -1,0 +1,75 @@
+"""The database schema: a public interface other tools read (documented in the README).
+
+One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
+"""
+
+SCHEMA_VERSION = 1
+
+# (table, [column definitions], primary key, [(index name, columns)])
+# Types are written in a neutral form and mapped per dialect by `_type`.
+TABLES = [
+    ("schema_version", ["version INT NOT NULL"], None, []),
+    ("settings", ["name STR64 NOT NULL", "value STR255 NOT NULL"], "name", []),
+    ("users", ["name STR64 NOT NULL", "roles STR255 NOT NULL", "enabled INT NOT NULL",
+               "public_key STR255", "created REAL"], "name", []),
+    ("hosts", ["name STR255 NOT NULL", "address STR255 NOT NULL", "max_slots INT NOT NULL",
+               "host_groups STR255 NOT NULL", "state STR16 NOT NULL", "status STR16 NOT NULL",
+               "in_config INT NOT NULL", "cores INT", "memory_total BIGINT", "os STR255",
+               "load1 REAL", "load5 REAL", "load15 REAL", "cpu_percent REAL",
+               "mem_available BIGINT", "nprocs INT", "last_seen REAL", "status_reason STR255"],
+     "name", []),
+    ("batches", ["id BIGINT NOT NULL", "user STR64 NOT NULL", "submitted REAL NOT NULL",
+                 "size INT NOT NULL", "env TEXT"], "id", [("batches_user", "user")]),
+    ("jobs", ["id BIGINT NOT NULL", "batch BIGINT NOT NULL", "user STR64 NOT NULL",
+              "name STR255 NOT NULL", "command TEXT NOT NULL", "state STR16 NOT NULL",
+              "cores INT NOT NULL", "memory BIGINT NOT NULL", "priority INT NOT NULL",
+              "host_req STR255 NOT NULL", "group_req STR255 NOT NULL",
+              "exclude_hosts STR255 NOT NULL", "stdout TEXT NOT NULL", "stderr TEXT NOT NULL",
+              "logfile TEXT NOT NULL", "info_text TEXT NOT NULL", "shell STR255 NOT NULL",
+              "time_limit INT NOT NULL", "retries INT NOT NULL", "cwd TEXT NOT NULL",
+              "submitted REAL NOT NULL", "attempt INT NOT NULL", "host STR255",
+              "started REAL", "finished REAL", "exit_code INT", "term_signal INT",
+              "max_rss BIGINT", "reason STR255"],
+     "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
+    ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
+                    "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",
+                    "detail TEXT"], None, [("job_events_job", "job_id")]),
+    ("host_metrics", ["id SERIAL", "host STR255 NOT NULL", "time REAL NOT NULL", "load1 REAL",
+                      "load5 REAL", "load15 REAL", "cpu_percent REAL", "mem_available BIGINT",
+                      "nprocs INT"], None, [("host_metrics_host_time", "host, time")]),
+]
+
+TABLE_NAMES = [t[0] for t in TABLES]
+
+_TYPES = {
+    "sqlite": {"INT": "INTEGER", "BIGINT": "INTEGER", "REAL": "REAL", "TEXT": "TEXT",
+               "STR16": "TEXT", "STR64": "TEXT", "STR255": "TEXT",
+               "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "mysql": {"INT": "INT", "BIGINT": "BIGINT", "REAL": "DOUBLE", "TEXT": "MEDIUMTEXT",
+              "STR16": "VARCHAR(16)", "STR64": "VARCHAR(64)", "STR255": "VARCHAR(255)",
+              "SERIAL": "BIGINT AUTO_INCREMENT PRIMARY KEY"},
+}
+
+
+def _column(definition, dialect):
+    name, kind, *rest = definition.split(" ", 2)
+    return " ".join([name, _TYPES[dialect][kind], *rest])
+
+
+def ddl(dialect):
+    """CREATE statements (idempotent) for every table and index."""
+    suffix = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
+    statements = []
+    for table, columns, key, indexes in TABLES:
+        parts = [_column(c, dialect) for c in columns]
+        if key:
+            parts.append(f"PRIMARY KEY ({key})")
+        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(parts)}){suffix}")
+        for index, cols in indexes:
+            # MariaDB and SQLite both accept IF NOT EXISTS on indexes.
+            statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({cols})")
+    return statements
+
+
+JOB_COLUMNS = [c.split(" ", 1)[0] for c in TABLES[5][1]]
+HOST_COLUMNS = [c.split(" ", 1)[0] for c in TABLES[3][1]]

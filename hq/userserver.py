@@ -1,0 +1,256 @@
+"""hq-user-server: one per user per submit host. Listens on ipc:// in the user's private
+$HQ_HOME/run/, forwards requests to hq-server, starts the user's agents when asked.
+
+Usage:
+  hq-user-server [--idle=S] [--log-level=LEVEL]
+  hq-user-server (-h | --help)
+
+Options:
+  --idle=S           Exit after this many seconds without requests (default: etc/hq.cfg).
+  --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import signal
+import sys
+import time
+
+import zmq
+
+from hq import config, launch, protocol as p
+from hq.errors import SERVER_UNREACHABLE, HQError
+
+log = logging.getLogger("hq.user-server")
+
+HELLO_EVERY_S = 10.0
+
+
+def socket_path(home):
+    return os.path.join(home, "run", "user.sock")
+
+
+def pid_path(home):
+    return os.path.join(home, "run", "user-server.pid")
+
+
+class UserServer:
+    def __init__(self, settings, home, idle_s):
+        self.settings = settings
+        self.home = home
+        self.idle_s = idle_s
+        self.user = config.current_user()
+        self.server_address = settings.server_address
+        self.context = zmq.Context.instance()
+        self.frontend = self.context.socket(zmq.ROUTER)
+        self.frontend.setsockopt(zmq.LINGER, 0)
+        path = socket_path(home)
+        if os.path.exists(path):
+            os.unlink(path)   # stale: we hold the pidfile lock, so nobody else serves it
+        self.frontend.bind(f"ipc://{path}")
+        os.chmod(path, 0o600)
+        self.backend = None
+        self.waiting = []       # (deadline, client identity, client req, kind, body) not yet sent
+        self.in_flight = {}     # our req -> (deadline, client identity, client req)
+        self.counter = 0
+        self.last_request = time.time()
+        self.next_hello = 0.0
+        self.running = True
+        self.reset_backend()
+
+    def reset_backend(self):
+        """Lazy Pirate: a fresh socket drops whatever the old one still queued."""
+        if self.backend is not None:
+            self.backend.close(linger=0)
+        self.backend = self.context.socket(zmq.DEALER)
+        self.backend.setsockopt(zmq.LINGER, 0)
+        self.backend.setsockopt(zmq.IMMEDIATE, 1)
+        self.backend.connect(self.server_address)
+        self.next_hello = 0.0
+
+    # -- loop --------------------------------------------------------------------------------
+    def serve_forever(self):
+        while self.running:
+            poller = zmq.Poller()
+            poller.register(self.frontend, zmq.POLLIN)
+            poller.register(self.backend, zmq.POLLIN)
+            ready = dict(poller.poll(self.poll_ms()))
+            now = time.time()
+            if self.frontend in ready:
+                self.from_clients(now)
+            if self.backend in ready:
+                self.from_server()
+            self.send_waiting(now)
+            self.expire(now)
+            self.reap_children()
+            if now >= self.next_hello:
+                sent = self.forward_raw(p.HELLO, {"req": "hello", "user": self.user})
+                self.next_hello = now + (HELLO_EVERY_S if sent else 0.2)
+            if not self.in_flight and not self.waiting and now - self.last_request > self.idle_s:
+                log.info("idle for %.0fs: exiting", now - self.last_request)
+                self.running = False
+
+    def poll_ms(self):
+        return 20 if self.waiting or not self.next_hello else 200
+
+    def from_clients(self, now):
+        while True:
+            try:
+                frames = self.frontend.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            identity, frames = frames[0], frames[1:]
+            self.last_request = now
+            try:
+                kind, body = p.decode(frames, kinds=p.CLIENT_KINDS,
+                                      max_body=self.settings.max_message_bytes)
+            except HQError as exc:
+                self.frontend.send_multipart([identity, *p.error(None, exc.code, exc.message)])
+                continue
+            body["user"] = self.user
+            deadline = now + self.settings.connect_timeout_s
+            self.waiting.append((deadline, identity, body.get("req"), kind, body))
+
+    def send_waiting(self, now):
+        still = []
+        for deadline, identity, client_req, kind, body in self.waiting:
+            self.counter += 1
+            req = self.counter
+            if self.forward_raw(kind, dict(body, req=req)):
+                self.in_flight[req] = (now + self.settings.request_timeout_s, identity, client_req)
+            elif now >= deadline:
+                self.reply_error(identity, client_req, self.unreachable("cannot connect to"))
+            else:
+                still.append((deadline, identity, client_req, kind, body))
+        self.waiting = still
+
+    def forward_raw(self, kind, body):
+        try:
+            self.backend.send_multipart(p.encode(kind, body), zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def from_server(self):
+        while True:
+            try:
+                frames = self.backend.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.SPAWN})
+            except HQError as exc:
+                log.warning("bad message from server: %s", exc)
+                continue
+            if kind == p.SPAWN:
+                self.spawn(body)
+                continue
+            entry = self.in_flight.pop(body.get("req"), None)
+            if entry is None:
+                continue     # hello replies, or answers that came after their deadline
+            _, identity, client_req = entry
+            body["req"] = client_req
+            self.frontend.send_multipart([identity, *p.encode(kind, body)])
+
+    def expire(self, now):
+        late = [req for req, (deadline, _, _) in self.in_flight.items() if now >= deadline]
+        if not late:
+            return
+        for req in late:
+            _, identity, client_req = self.in_flight.pop(req)
+            self.reply_error(identity, client_req, self.unreachable("no answer within "
+                             f"{self.settings.request_timeout_s:g}s from"))
+        self.reset_backend()
+
+    def unreachable(self, what):
+        return (f"{what} hq-server at {self.server_address}; is it running? "
+                "Start it with 'make run' or 'hq-server'")
+
+    def reply_error(self, identity, client_req, message):
+        log.warning("%s", message)
+        self.frontend.send_multipart([identity, *p.error(client_req, SERVER_UNREACHABLE, message)])
+
+    def spawn(self, body):
+        for host in body.get("hosts", []):
+            if not isinstance(host, dict):
+                continue
+            try:
+                outcome = launch.start_agent(
+                    self.home, str(host.get("name")), str(host.get("address", "")),
+                    self.server_address, self.user, self.settings.heartbeat_s,
+                    self.settings.agent_orphan_s)
+            except OSError as exc:
+                outcome = f"cannot start agent on {host.get('name')}: {exc}"
+            log.info("%s", outcome)
+
+    def reap_children(self):
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    def close(self):
+        self.frontend.close(linger=0)
+        self.backend.close(linger=0)
+        try:
+            os.unlink(socket_path(self.home))
+        except OSError:
+            pass
+
+
+def take_lock(home):
+    """An exclusive lock on the pidfile, held for life; None if another user-server has it."""
+    config.run_dir(home)
+    handle = open(pid_path(home), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            return None
+        raise
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def main(argv=None):
+    from docopt import docopt
+    args = docopt(__doc__, argv=argv)
+    home = config.home_dir()
+    logging.basicConfig(level=getattr(logging, args["--log-level"].upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lock = take_lock(home)
+    if lock is None:
+        log.info("another hq-user-server serves %s: exiting", home)
+        return 0
+    try:
+        settings = config.load_settings()
+        idle = float(args["--idle"]) if args["--idle"] else settings.user_server_idle_s
+        server = UserServer(settings, home, idle)
+    except (HQError, ValueError, zmq.ZMQError) as exc:
+        print(f"hq-user-server: {exc}", file=sys.stderr)
+        return 1
+
+    def stop(signum, frame):
+        server.running = False
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("user-server of %s (pid %s) serving %s, forwarding to %s", server.user,
+             os.getpid(), socket_path(home), server.server_address)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
