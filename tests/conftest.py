@@ -1,0 +1,58 @@
+"""Fixtures: a database per backend (SQLite file, or a MySQL database made for this session)
+and a running cluster on it. MySQL tests skip with a reason unless CI=true, where they fail."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests.helpers import MYSQL, Cluster, MysqlDatabase  # noqa: E402
+
+BACKENDS = ["sqlite", "mysql"]
+
+
+@pytest.fixture(scope="session")
+def mysql_database():
+    try:
+        database = MysqlDatabase()
+    except Exception as exc:
+        reason = f"MySQL at {MYSQL['host']}:{MYSQL['port']} unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: the MySQL tests must run)", pytrace=False)
+        print(f"\nskipping MySQL tests: {reason}")
+        pytest.skip(reason)
+    yield database
+    database.drop()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/hq.sqlite"
+    request.applymarker(pytest.mark.mysql)
+    return request.getfixturevalue("mysql_database").url
+
+
+@pytest.fixture
+def store(db_url):
+    from hq.config import parse_db_url
+    from hq.store import open_store
+    store = open_store(parse_db_url(db_url))
+    store.drop_tables()
+    store.create_tables()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def cluster(db_url):
+    """hq-server running on a fresh database; the user-server and agent start on first use."""
+    c = Cluster(db_url)
+    try:
+        c.setup_database()
+        c.start_server()
+        yield c
+    finally:
+        c.close()
