@@ -49,6 +49,7 @@ class Agent:
         self.context = zmq.Context.instance()
         self.socket = None
         self.facts = metrics.facts()
+        self.sampler = metrics.Sampler()
         self.unacked = {}         # seq -> (sent time, events)
         self.outgoing = []        # events not yet sent
         self.seq = 0
@@ -72,7 +73,7 @@ class Agent:
 
     def register(self):
         body = {"req": "register", "user": self.user, "host": self.host_name,
-                "running": self.runner.running_pairs(), **self.facts, **metrics.sample()}
+                "running": self.runner.running_pairs(), **self.facts, **self.sampler.sample()}
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
@@ -163,7 +164,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                **metrics.sample()})
+                                **self.sampler.sample()})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""

@@ -12,7 +12,8 @@ from hq.model import DISPATCHED, RUNNING, UP
 log = logging.getLogger("hq.agents")
 
 UNKNOWN_AGENT = "UNKNOWN_AGENT"   # heartbeat/events from an agent that must register again
-METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs")
+METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs",
+                 "foreign_load")
 
 
 def register(server, identity, body):

@@ -92,6 +92,9 @@ class Client:
     def _spec(self, command, options):
         spec = {"command": command}
         spec.update({k: v for k, v in options.items() if v is not None})
+        after = spec.pop("after", None)
+        if after:
+            spec["depends_on"] = after if isinstance(after, str) else ",".join(map(str, after))
         out_dir = os.path.join(self.home, "output")
         spec["stdout"] = self._path(spec.get("stdout") or os.path.join(out_dir, "%j.out"))
         spec["stderr"] = self._path(spec.get("stderr") or os.path.join(out_dir, "%j.err"))

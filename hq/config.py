@@ -63,6 +63,9 @@ class Settings:
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
+    outside_load: bool = True
+    reserve_after_s: float = 300.0
+    placement_limit: int = 5000
     etc: str = ""
 
     @property
@@ -90,6 +93,8 @@ def _get(parser, path, section, key, kind, default):
             return parser.getfloat(section, key, fallback=default)
         if kind is int:
             return parser.getint(section, key, fallback=default)
+        if kind is bool:
+            return parser.getboolean(section, key, fallback=default)
         return parser.get(section, key, fallback=default)
     except ValueError:
         raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be a {kind.__name__}") from None
@@ -118,6 +123,9 @@ def load_settings(etc=None):
         connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
                                d.connect_timeout_s),
         agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        outside_load=_get(p, path, "scheduler", "outside_load", bool, d.outside_load),
+        reserve_after_s=_get(p, path, "scheduler", "reserve_after_s", float, d.reserve_after_s),
+        placement_limit=_get(p, path, "scheduler", "placement_limit", int, d.placement_limit),
         etc=etc,
     )
     env = os.environ.get("HQ_SERVER")

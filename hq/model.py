@@ -37,7 +37,7 @@ def check_transition(old, new):
 JOB_OPTIONS = {
     "name": "", "cores": 1, "memory": 0, "priority": 0, "host_req": "", "group_req": "",
     "exclude_hosts": "", "stdout": "", "stderr": "", "logfile": "", "info_text": "",
-    "shell": "/bin/sh", "time_limit": 0, "retries": 1,
+    "shell": "/bin/sh", "time_limit": 0, "retries": 1, "depends_on": "", "reservation": "",
 }
 
 
@@ -63,6 +63,8 @@ class Job:
     shell: str = "/bin/sh"
     time_limit: int = 0
     retries: int = 1
+    depends_on: str = ""        # comma-separated job ids that must end `done` first
+    reservation: str = ""       # reservation code whose slots the job may use
     cwd: str = ""
     submitted: float = 0.0
     attempt: int = 0
@@ -87,6 +89,7 @@ class Host:
     max_slots: int = 0          # 0: use the reported cores
     groups: tuple = ()
     state: str = ACTIVE         # administrative: active / inactive
+    in_config: bool = True      # False once removed from cluster.tab: drains, gets no work
     status: str = UNKNOWN       # liveness: up / down / unknown
     cores: int = 0
     memory_total: int = 0
@@ -96,8 +99,10 @@ class Host:
     load15: float = 0.0
     cpu_percent: float = 0.0
     mem_available: int = 0
+    foreign_load: float = 0.0   # cores busy with processes outside hq jobs (agent-measured)
     last_seen: float = None
     slots_used: int = 0
+    mem_reserved: int = 0       # memory asked for by the hq jobs placed here
     agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
 
     @property

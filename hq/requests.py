@@ -32,13 +32,18 @@ def validate_spec(raw, index, settings):
         if name == "retries" and name not in raw:
             value = settings.default_retries
         if isinstance(default, int):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= 0")
+            low = -(1 << 30) if name == "priority" else 0
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 1 << 62:
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= {low}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
         spec[name] = value
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
+    deps = [d.strip() for d in spec["depends_on"].split(",") if d.strip()]
+    if not all(d.isdigit() and 0 < int(d) < 1 << 62 for d in deps):
+        raise HQError(BAD_REQUEST, f"{where}: depends_on must be job ids separated by commas")
+    spec["depends_on"] = ",".join(str(int(d)) for d in deps)
     cwd = raw.get("cwd")
     if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
         raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
@@ -57,16 +62,48 @@ def submit(server, user, body):
     cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
     hold = p.field(body, "hold", bool, False)
     clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
-    hosts = list(server.state.hosts.values())
-    if hosts and all(h.slots for h in hosts):
-        for i, spec in enumerate(clean):
-            if not can_ever_run(_probe(spec), hosts):
-                raise HQError(NO_HOST_FITS, f"job {i + 1}: no host can ever run it "
-                              f"({spec['cores']} cores"
-                              + (f", host {spec['host_req']}" if spec["host_req"] else "")
-                              + (f", group {spec['group_req']}" if spec["group_req"] else "")
-                              + ")")
-    return server.stage_submission(user, clean, env, cwd, hold)
+    _check_fits(server, clean)
+    ended = _ended_dependencies(server, clean)
+    return server.stage_submission(user, clean, env, cwd, hold, ended)
+
+
+def _check_fits(server, specs):
+    """Refuse a job that no host can ever run (too many cores, unknown host or group)."""
+    hosts = [h for h in server.state.hosts.values() if h.in_config]
+    shapes = {}
+    for i, spec in enumerate(specs):
+        key = tuple(spec[k] for k in ("cores", "memory", "host_req", "group_req",
+                                       "exclude_hosts"))
+        if key in shapes:
+            continue
+        shapes[key] = True
+        probe = _probe(spec)
+        if spec["host_req"] and spec["host_req"] not in server.state.hosts:
+            raise HQError(UNKNOWN_HOST, f"job {i + 1}: no host {spec['host_req']!r} in the "
+                          "cluster")
+        if spec["group_req"] and not any(spec["group_req"] in h.groups for h in hosts):
+            raise HQError(NO_HOST_FITS, f"job {i + 1}: no host in group {spec['group_req']!r}")
+        known = [h for h in hosts if h.slots]
+        if hosts and len(known) == len(hosts) and not can_ever_run(probe, known):
+            raise HQError(NO_HOST_FITS, f"job {i + 1}: no host can ever run it "
+                          f"({spec['cores']} cores"
+                          + (f", {spec['memory'] >> 20} MB" if spec["memory"] else "")
+                          + (f", host {spec['host_req']}" if spec["host_req"] else "")
+                          + (f", group {spec['group_req']}" if spec["group_req"] else "")
+                          + "; see 'hq-admin lscluster')")
+
+
+def _ended_dependencies(server, specs):
+    """States of the --after jobs that are no longer live; HQError for unknown ids."""
+    wanted = {int(d) for spec in specs for d in spec["depends_on"].split(",") if d}
+    gone = sorted(d for d in wanted if d not in server.state.jobs)
+    if not gone:
+        return {}
+    ended = {r["id"]: r["state"] for r in server.store.get_jobs(gone)}
+    missing = [d for d in gone if d not in ended]
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"--after: no job {', '.join(map(str, missing))}")
+    return ended
 
 
 class _probe:
@@ -102,6 +139,8 @@ def details(server, user, body):
         if missing:
             raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
     jobs = [job_json(r) for r in rows]
+    if len(jobs) <= 1000:
+        live_reasons(server, jobs)
     if p.field(body, "events", bool, True) and len(jobs) <= 1000:
         events = {}
         for e in server.store.job_events([j["id"] for j in jobs]):
@@ -109,6 +148,17 @@ def details(server, user, body):
         for j in jobs:
             j["events"] = events.get(j["id"], [])
     return {"jobs": jobs}
+
+
+def live_reasons(server, jobs):
+    """Fill in why each held or pending job waits, from the server's live state."""
+    for j in jobs:
+        live = server.state.jobs.get(j["id"])
+        if live is not None and live.state in (HELD, PENDING):
+            j["reason"] = server.state.waiting_reason(live, server.settings.outside_load)
+            reserved = server.state.reservations.get(live.id)
+            if reserved:
+                j["reserved_host"] = reserved
 
 
 def cancel(server, user, body):

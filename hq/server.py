@@ -51,6 +51,7 @@ class Server:
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
         self.last_sample = {}       # host -> time of the last host_metrics row
+        self.largest_pass = 0       # most jobs placed by one scheduling pass
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
@@ -148,10 +149,11 @@ class Server:
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
 
     # -- submissions -------------------------------------------------------------------------
-    def stage_submission(self, user, specs, env, cwd, hold):
+    def stage_submission(self, user, specs, env, cwd, hold, ended=None):
+        """Stage a batch; `ended` maps dependencies that are no longer live to their states."""
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
                                              hold)
-        self.staged.append((self.current, batch, env, jobs))
+        self.staged.append((self.current, batch, env, jobs, ended or {}))
         return DEFERRED
 
     def cancel_job(self, job):
@@ -165,11 +167,24 @@ class Server:
     # -- scheduling --------------------------------------------------------------------------
     def schedule(self):
         state = self.state
-        if not state.pending or not state.cluster_active:
+        if not len(state.pending) or not state.cluster_active:
             return
-        assignments = place(state.pending.values(), state.hosts.values(), state.user_slots)
+        state.pending.tidy()
+        disabled = {name for name, user in state.users.items() if not user["enabled"]}
+        settings = self.settings
+        result = place(state.pending, state.hosts.values(), state.user_slots, self.now,
+                       state.reservations, disabled, reserve_after_s=settings.reserve_after_s,
+                       outside_load=settings.outside_load, limit=settings.placement_limit)
+        for job_id, host_name in result.reservations.items():
+            if state.reservations.get(job_id) != host_name:
+                log.info("job %s waited %.0fs: host %s reserved for it", job_id,
+                         self.now - state.jobs[job_id].submitted, host_name)
+                state.writes.event(job_id, self.now, "pending", 0, host_name,
+                                   f"host {host_name} reserved for this job")
+        state.reservations = result.reservations
+        self.largest_pass = max(self.largest_pass, len(result.assignments))
         runs = {}
-        for job, host_name in assignments:
+        for job, host_name in result.assignments:
             state.dispatch(job, host_name, self.now)
             identity = state.hosts[host_name].agents[job.user]
             run = runs.setdefault(identity, {"jobs": [], "envs": {}})
@@ -190,7 +205,7 @@ class Server:
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
-        waiting = {job.user for job in self.state.pending.values()}
+        waiting = self.state.pending.users()
         for user in waiting:
             identity = self.user_servers.get(user)
             if identity is None:
@@ -214,7 +229,7 @@ class Server:
         self.last_sample[host.name] = self.now
         self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
                                           host.load15, host.cpu_percent, host.mem_available,
-                                          body.get("nprocs")))
+                                          body.get("nprocs"), host.foreign_load))
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
@@ -227,13 +242,14 @@ class Server:
             return
         self.db_backoff = 0.1
         self.state.writes, self.staged_writes = Writes(), Writes()
-        for (identity, req), batch, env, jobs in self.staged:
-            self.state.activate(batch, env, jobs)
+        for (identity, req), batch, env, jobs, ended in self.staged:
+            self.state.activate(batch, env, jobs, ended, self.now)
             self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
             log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
                      len(jobs), jobs[0].id, jobs[-1].id)
         self.again = self.again or bool(self.staged)
         self.staged = []
+        self.state.just_ended.clear()
         outbox, self.outbox = self.outbox, []
         for identity, frames in outbox:
             self.send(identity, frames)
@@ -241,7 +257,7 @@ class Server:
     def database_failed(self, exc):
         """Refuse this turn's submissions; keep every other change to retry with backoff."""
         log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
-        for (identity, req), _, _, jobs in self.staged:
+        for (identity, req), *_ in self.staged:
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()

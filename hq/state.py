@@ -5,10 +5,12 @@ Each transition updates memory and records the matching rows in `self.writes` (g
 
 import json
 import logging
+import time
 from collections import defaultdict
 
 from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
+from hq.scheduler import PendingIndex, explain
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.state")
@@ -19,11 +21,15 @@ JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
 class ClusterState:
     def __init__(self):
         self.jobs = {}                 # live (non-terminal) jobs by id
-        self.pending = {}              # id -> job, the pending subset (scheduler input)
+        self.pending = PendingIndex()  # pending jobs free to run (scheduler input)
+        self.deps_left = {}            # job id -> ids of live jobs it waits for (--after)
+        self.waiters = defaultdict(set)  # job id -> ids of jobs waiting for it to end
+        self.just_ended = {}           # job id -> terminal state, for waiters not yet live
+        self.reservations = {}         # job id -> host reserved for it (scheduler output)
         self.hosts = {}                # name -> Host
         self.users = {}                # name -> {"roles": [...], "enabled": bool}
         self.envs = {}                 # batch id -> environment of that submission
-        self.attempts = {}             # (job id, attempt) -> (host name, cores): slots held
+        self.attempts = {}             # (job id, attempt) -> (host, cores, memory) held
         self.user_slots = defaultdict(int)
         self.agents = {}               # routing identity -> (user, host name)
         self.cluster_active = True
@@ -43,20 +49,27 @@ class ClusterState:
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
         rows = store.load_live_jobs()
         self.envs = store.batch_envs({r["batch"] for r in rows})
+        jobs = []
         for row in rows:
             job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})
             job.signal = row["term_signal"]
             self.jobs[job.id] = job
-            if job.state == PENDING:
-                self.pending[job.id] = job
-            elif job.state in (DISPATCHED, RUNNING):
+            jobs.append(job)
+            if job.state in (DISPATCHED, RUNNING):
                 self._hold_slots(job, job.host)
+        ended = {d for job in jobs for d in dependencies(job) if d not in self.jobs}
+        ended = {r["id"]: r["state"] for r in store.get_jobs(sorted(ended))}
+        waiting = [job for job in jobs if job.state in (PENDING, HELD)]
+        for job in waiting:
+            self.watch_dependencies(job)
+        for job in waiting:
+            self.settle_dependencies(job, ended, time.time())
         return len(rows)
 
     def expect_agents(self, now):
         """After a restart: hosts with running jobs count as up until their agents are silent
         for the heartbeat timeout, so jobs of agents that never come back are handled as lost."""
-        for host_name, _ in self.attempts.values():
+        for host_name, _, _ in self.attempts.values():
             host = self.hosts.get(host_name)
             if host is not None:
                 host.status, host.last_seen = UP, now
@@ -79,28 +92,95 @@ class ClusterState:
             jobs.append(job)
             writes.jobs.append(job_row(job))
             writes.event(job.id, now, job.state, 0, None, "submitted")
+            self.watch_dependencies(job)
         return batch, jobs
 
-    def activate(self, batch, env, jobs):
-        """Make committed jobs live."""
+    def activate(self, batch, env, jobs, ended, now):
+        """Make committed jobs live; `ended` maps finished dependencies to their states."""
         self.envs[batch] = env
         for job in jobs:
             self.jobs[job.id] = job
-            if job.state == PENDING:
-                self.pending[job.id] = job
+        for job in jobs:
+            self.settle_dependencies(job, ended, now)
+
+    # -- dependencies (--after) ----------------------------------------------------------------
+    def watch_dependencies(self, job):
+        for dep in dependencies(job):
+            if dep in self.jobs:
+                self.waiters[dep].add(job.id)
+
+    def settle_dependencies(self, job, ended, now):
+        """A newly live job: wait for live dependencies, fail on one that did not end `done`,
+        else queue it. `ended` (and self.just_ended) give states of dependencies no longer live."""
+        left = set()
+        for dep in dependencies(job):
+            state = self.just_ended.get(dep) or (None if dep in self.jobs else ended.get(dep))
+            if state is None:
+                left.add(dep)
+            elif state != DONE:
+                self.set_state(job, FAILED, now, f"dependency: job {dep} ended {state}",
+                               reason="dependency", finished=now)
+                return
+        if left:
+            self.deps_left[job.id] = left
+        elif job.state == PENDING:
+            self.pending.add(job)
+
+    def _release_dependents(self, job_id, state, now):
+        """A job ended: its waiters go on when it is done, else fail (and so theirs, in turn)."""
+        work = [(job_id, state)]
+        while work:
+            ended_id, ended_state = work.pop()
+            for waiter in sorted(self.waiters.pop(ended_id, ())):
+                job = self.jobs.get(waiter)
+                if job is None:                 # staged, not yet live: settled at activation
+                    self.just_ended[ended_id] = ended_state
+                    continue
+                if ended_state == DONE:
+                    left = self.deps_left.get(waiter, set())
+                    left.discard(ended_id)
+                    if not left:
+                        self.deps_left.pop(waiter, None)
+                        if job.state == PENDING:
+                            self.pending.add(job)
+                    continue
+                self.deps_left.pop(waiter, None)
+                self._transition(job, FAILED, now, f"dependency: job {ended_id} ended "
+                                 f"{ended_state}", reason="dependency", finished=now)
+                work.append((waiter, FAILED))
+
+    def waiting_reason(self, job, outside_load=True):
+        """Why a held or pending job does not run (for `details`)."""
+        if job.state == HELD:
+            return "held"
+        left = self.deps_left.get(job.id)
+        if left:
+            return "dependency: waiting for job " + ", ".join(map(str, sorted(left)))
+        user = self.users.get(job.user)
+        if user is None or not user["enabled"]:
+            return "user disabled"
+        if not self.cluster_active:
+            return "cluster inactive"
+        return explain(job, self.hosts.values(), self.pending, self.reservations, outside_load)
 
     # -- transitions ---------------------------------------------------------------------------
     def set_state(self, job, new, now, detail="", **columns):
+        self._transition(job, new, now, detail, **columns)
+        if new in TERMINAL and job.id in self.waiters:
+            self._release_dependents(job.id, new, now)
+
+    def _transition(self, job, new, now, detail="", **columns):
         old = job.state
         job.transition(new)
         for name, value in columns.items():
             setattr(job, name, value)
         if old == PENDING:
-            self.pending.pop(job.id, None)
-        if new == PENDING:
-            self.pending[job.id] = job
+            self.pending.remove(job.id)
+        if new == PENDING and job.id not in self.deps_left:
+            self.pending.add(job)
         if new in TERMINAL:
             self.jobs.pop(job.id, None)
+            self.deps_left.pop(job.id, None)
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
@@ -119,20 +199,22 @@ class ClusterState:
         self._hold_slots(job, host_name)
 
     def _hold_slots(self, job, host_name):
-        self.attempts[(job.id, job.attempt)] = (host_name, job.cores)
+        self.attempts[(job.id, job.attempt)] = (host_name, job.cores, job.memory)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used += job.cores
+            host.mem_reserved += job.memory
         self.user_slots[job.user] += job.cores
 
     def release(self, job_id, attempt, user):
         held = self.attempts.pop((job_id, attempt), None)
         if held is None:
             return False
-        host_name, cores = held
+        host_name, cores, memory = held
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used = max(0, host.slots_used - cores)
+            host.mem_reserved = max(0, host.mem_reserved - memory)
         self.user_slots[user] = max(0, self.user_slots[user] - cores)
         return True
 
@@ -201,7 +283,7 @@ class ClusterState:
         host.agents.clear()
         self.writes.update_host(host.name, status=DOWN, status_reason=why)
         log.warning("host %s down: %s", host.name, why)
-        for (job_id, attempt), (name, _) in list(self.attempts.items()):
+        for (job_id, attempt), (name, _, _) in list(self.attempts.items()):
             if name != host.name:
                 continue
             job = self.jobs.get(job_id)
@@ -239,4 +321,10 @@ def host_from_row(row):
         cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
         load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
         cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
-        last_seen=row["last_seen"])
+        last_seen=row["last_seen"], in_config=bool(row["in_config"]),
+        foreign_load=row["foreign_load"] or 0.0)
+
+
+def dependencies(job):
+    """The job ids a job waits for (its --after list)."""
+    return [int(d) for d in job.depends_on.split(",") if d.strip()] if job.depends_on else []

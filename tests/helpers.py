@@ -92,7 +92,7 @@ class Cluster:
     """A real hq installation in a temporary directory: etc/, HQ_HOME, a database."""
 
     def __init__(self, db_url, hosts=(("localhost", "-", "local", "127.0.0.1"),),
-                 heartbeat_s=0.5, users=""):
+                 heartbeat_s=0.5, users="", outside_load=False):
         self.root = tempfile.mkdtemp(prefix="hq")   # short: ipc:// paths have a length limit
         self.home = os.path.join(self.root, "home")
         self.etc = os.path.join(self.root, "etc")
@@ -101,6 +101,7 @@ class Cluster:
         self.port = free_port()
         self.db_url = db_url
         self.heartbeat_s = heartbeat_s
+        self.outside_load = outside_load    # off by default: the test machine is shared
         self.write_cluster(hosts)
         with open(os.path.join(self.etc, "users"), "w") as handle:
             handle.write(users)
@@ -119,6 +120,9 @@ class Cluster:
         cfg["server"]["spawn_retry_s"] = "2"
         cfg["user-server"]["connect_timeout_s"] = "2"
         cfg["user-server"]["request_timeout_s"] = "5"
+        if not cfg.has_section("scheduler"):
+            cfg.add_section("scheduler")
+        cfg["scheduler"]["outside_load"] = "yes" if self.outside_load else "no"
         with open(path, "w") as handle:
             cfg.write(handle)
 

@@ -186,7 +186,8 @@ class SqlStore:
         if writes.metrics:
             cur.executemany(self.sql(
                 "INSERT INTO host_metrics (host, time, load1, load5, load15, cpu_percent, "
-                "mem_available, nprocs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), writes.metrics)
+                "mem_available, nprocs, foreign_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                writes.metrics)
 
     def _insert_rows(self, cur, table, rows):
         columns = list(rows[0])

@@ -13,7 +13,7 @@ class Writes:
     job_updates: dict = field(default_factory=dict)  # job id -> {column: value}
     events: list = field(default_factory=list)       # (job_id, time, state, attempt, host, detail)
     host_updates: dict = field(default_factory=dict)  # host name -> {column: value}
-    metrics: list = field(default_factory=list)      # (host, time, load1, load5, load15, cpu, mem, nprocs)
+    metrics: list = field(default_factory=list)      # (host, time, load1, ..., nprocs, foreign_load)
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
 
