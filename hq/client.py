@@ -130,8 +130,8 @@ class Client:
     def release(self, ids):
         return self.request(p.RELEASE, ids=[int(i) for i in ids])
 
-    def admin(self, command, arg=""):
-        return self.request(p.ADMIN, command=command, arg=arg)
+    def admin(self, command, arg="", **fields):
+        return self.request(p.ADMIN, command=command, arg=arg, **fields)
 
     def wait(self, ids, timeout=None, poll_s=0.02):
         """Block until every job has ended; returns their JSON forms. HQError TIMEOUT after

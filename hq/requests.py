@@ -5,7 +5,7 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 
 import os
 
-from hq import protocol as p
+from hq import admin, protocol as p
 from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
                        HQError)
 from hq.jobview import event_json, job_json
@@ -13,7 +13,6 @@ from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
 from hq.scheduler import can_ever_run
 
 MAX_COMMAND = 1 << 20
-READ_ONLY_ADMIN = {"info", "status", "lscluster"}
 
 
 def validate_spec(raw, index, settings):
@@ -202,76 +201,7 @@ def _live_of(server, job_id, user):
     return job if job is not None and job.user == user else None
 
 
-def admin(server, user, body):
-    command = p.field(body, "command", str)
-    arg = p.field(body, "arg", str, "")
-    if command not in READ_ONLY_ADMIN and "ADMIN" not in server.state.users[user]["roles"]:
-        raise HQError(PERMISSION_DENIED, f"'{command}' needs the ADMIN role; user {user} lacks it")
-    handler = ADMIN_COMMANDS.get(command)
-    if handler is None:
-        raise HQError(BAD_REQUEST, f"unknown admin command {command!r}")
-    return handler(server, arg)
-
-
-def _info(server, arg):
-    state = server.state
-    return {"server": server.address, "pid": os.getpid(), "database": server.store.describe(),
-            "cluster": ACTIVE if state.cluster_active else INACTIVE,
-            "hosts": len(state.hosts), "users": len(state.users),
-            "live_jobs": len(state.jobs), "pending_jobs": len(state.pending),
-            "started": server.started}
-
-
-def _status(server, arg):
-    counts = server.store.count_states()
-    info = _info(server, arg)
-    info["counts"] = {s: counts.get(s, 0) for s in STATES}
-    return info
-
-
-def _lscluster(server, arg):
-    now = server.now
-    hosts = []
-    for h in sorted(server.state.hosts.values(), key=lambda h: h.name):
-        hosts.append({
-            "name": h.name, "address": h.address, "state": h.state, "status": h.status,
-            "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
-            "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
-            "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
-            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None})
-    return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
-
-
-def _host_state(state):
-    def change(server, name):
-        host = server.state.hosts.get(name)
-        if host is None:
-            raise HQError(UNKNOWN_HOST, f"no host {name!r} in the cluster")
-        server.state.set_host_state(host, state)
-        return {"host": name, "state": state}
-    return change
-
-
-def _cluster_state(state):
-    def change(server, arg):
-        server.state.set_cluster_state(state)
-        return {"cluster": state}
-    return change
-
-
-def _shutdown(server, arg):
-    server.running = False
-    return {"shutdown": True}
-
-
-ADMIN_COMMANDS = {
-    "info": _info, "status": _status, "lscluster": _lscluster,
-    "activatehost": _host_state(ACTIVE), "deactivatehost": _host_state(INACTIVE),
-    "activate": _cluster_state(ACTIVE), "deactivate": _cluster_state(INACTIVE),
-    "shutdown": _shutdown,
-}
-
 USER_REQUESTS = {
     p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
-    p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin,
+    p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
 }

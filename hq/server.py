@@ -32,6 +32,7 @@ log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
+PRUNE_EVERY_S = 60.0
 DEFERRED = object()
 
 
@@ -52,6 +53,7 @@ class Server:
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
         self.last_sample = {}       # host -> time of the last host_metrics row
         self.largest_pass = 0       # most jobs placed by one scheduling pass
+        self.next_prune = 0.0       # next deletion of host_metrics rows past their retention
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
@@ -202,6 +204,9 @@ class Server:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
         self.request_agents()
         state.prune_envs()
+        if self.now >= self.next_prune:
+            self.next_prune = self.now + PRUNE_EVERY_S
+            state.writes.prune_metrics_before = self.now - self.settings.metrics_retention_s
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
@@ -213,7 +218,7 @@ class Server:
             hosts = []
             for host in self.state.hosts.values():
                 asked = self.spawn_asked.get((user, host.name), 0)
-                if (host.state == ACTIVE and user not in host.agents
+                if (host.state == ACTIVE and host.in_config and user not in host.agents
                         and self.now - asked >= self.settings.spawn_retry_s):
                     self.spawn_asked[(user, host.name)] = self.now
                     hosts.append({"name": host.name, "address": host.address})

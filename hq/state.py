@@ -301,6 +301,12 @@ class ClusterState:
         host.state = state
         self.writes.update_host(host.name, state=state)
 
+    def set_user_enabled(self, name, enabled):
+        """A disabled user's jobs wait (the scheduler skips them) and their requests are refused."""
+        self.users[name]["enabled"] = enabled
+        self.writes.user_updates.setdefault(name, {})["enabled"] = int(enabled)
+        log.info("user %s %s", name, "enabled" if enabled else "disabled")
+
     def set_cluster_state(self, state):
         self.cluster_active = state == ACTIVE
         self.writes.settings["cluster_state"] = state

@@ -189,6 +189,10 @@ class SqlStore:
                 "mem_available, nprocs, foreign_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 writes.metrics)
 
+        if writes.prune_metrics_before is not None:
+            cur.execute(self.sql("DELETE FROM host_metrics WHERE time < ?"),
+                        (writes.prune_metrics_before,))
+
     def _insert_rows(self, cur, table, rows):
         columns = list(rows[0])
         marks = ", ".join("?" * len(columns))
@@ -241,6 +245,23 @@ class SqlStore:
         where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
         rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {where} GROUP BY state", args)
         return {r["state"]: int(r["n"]) for r in rows}
+
+    def count_by_user(self, user=None):
+        """{(user, state): number of jobs}, for every user or one."""
+        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
+        rows = self.query(f"SELECT user, state, COUNT(*) AS n FROM jobs {where} "
+                          "GROUP BY user, state", args)
+        return {(r["user"], r["state"]): int(r["n"]) for r in rows}
+
+    def find_jobs(self, user, text, limit=0):
+        """A user's jobs whose command, name, info text or group contains `text`."""
+        pattern = "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        like = "LIKE ? ESCAPE '!'"
+        sql = (f"SELECT * FROM jobs WHERE user = ? AND (command {like} OR name {like} OR "
+               f"info_text {like} OR group_req {like}) ORDER BY id DESC")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, (user, pattern, pattern, pattern, pattern))
 
     def job_events(self, job_ids):
         if not job_ids:

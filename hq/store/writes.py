@@ -16,6 +16,7 @@ class Writes:
     metrics: list = field(default_factory=list)      # (host, time, load1, ..., nprocs, foreign_load)
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
+    prune_metrics_before: float = None               # delete host_metrics rows older than this
 
     def update_job(self, job_id, **columns):
         self.job_updates.setdefault(job_id, {}).update(columns)
@@ -28,4 +29,5 @@ class Writes:
 
     def __bool__(self):
         return any((self.batches, self.jobs, self.job_updates, self.events, self.host_updates,
-                    self.metrics, self.settings, self.user_updates))
+                    self.metrics, self.settings, self.user_updates,
+                    self.prune_metrics_before is not None))
