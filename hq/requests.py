@@ -77,9 +77,10 @@ def _check_fits(server, specs):
             continue
         shapes[key] = True
         probe = _probe(spec)
-        if spec["host_req"] and spec["host_req"] not in server.state.hosts:
+        known = server.state.hosts.get(spec["host_req"])
+        if spec["host_req"] and (known is None or not known.in_config):
             raise HQError(UNKNOWN_HOST, f"job {i + 1}: no host {spec['host_req']!r} in the "
-                          "cluster")
+                          "cluster (see 'hq-admin lscluster')")
         if spec["group_req"] and not any(spec["group_req"] in h.groups for h in hosts):
             raise HQError(NO_HOST_FITS, f"job {i + 1}: no host in group {spec['group_req']!r}")
         known = [h for h in hosts if h.slots]

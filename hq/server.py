@@ -21,7 +21,8 @@ import time
 import zmq
 
 from hq import agentlink, config, protocol as p, requests
-from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
+from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
+                       HQError)
 from hq.model import ACTIVE, UP
 from hq.scheduler import place
 from hq.state import ClusterState
@@ -127,6 +128,9 @@ class Server:
         if kind in (p.OK, p.ERROR):
             return None
         user = self.check_user(body)
+        if kind == p.SUBMIT and not self.state.users[user]["enabled"]:
+            raise HQError(PERMISSION_DENIED, f"user {user!r} is disabled: no new jobs "
+                          "(an admin can 'hq-admin enableuser:NAME')")
         if kind == p.PING:
             return {"pong": True}
         if kind == p.HELLO:
@@ -140,8 +144,6 @@ class Server:
         known = self.state.users.get(user)
         if known is None:
             raise HQError(UNKNOWN_USER, f"user {user!r} is not registered in etc/users")
-        if not known["enabled"]:
-            raise HQError(UNKNOWN_USER, f"user {user!r} is disabled")
         return user
 
     def send(self, identity, frames):

@@ -76,8 +76,9 @@ def submit(args):
     from hq.client import Client
     options, cwd = job_options(args)
     client = Client()
-    if args["-"] or args["-f"]:
-        handle = sys.stdin if args["-"] else open(args["-f"], encoding="utf-8")
+    from_stdin = args["-"] or args["COMMAND"] == ["-"]    # docopt takes a lone "-" as COMMAND
+    if from_stdin or args["-f"]:
+        handle = sys.stdin if from_stdin else open(args["-f"], encoding="utf-8")
         with handle:
             ids = client.submit_many(read_commands(handle), hold=args["--hold"], cwd=cwd,
                                      **options)

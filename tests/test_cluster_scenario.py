@@ -1,0 +1,180 @@
+"""Three agents on this machine play hosts of 1, 2 and 4 slots: placement, dependencies, time
+limits, draining and administration, checked through the real command lines and the database."""
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import Cluster, wait_until
+
+pytestmark = pytest.mark.slow
+
+HOSTS = (("h1", "1", "small", "127.0.0.1"), ("h2", "2", "small", "localhost"),
+         ("h4", "4", "big", "127.0.0.1"))
+SLOTS = {"h1": 1, "h2": 2, "h4": 4}
+TERMINAL = {"done", "failed", "cancelled", "lost"}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "mysql"])
+def three(request, tmp_path_factory):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('three')}/hq.sqlite"
+    else:
+        url = request.getfixturevalue("mysql_database").url
+    cluster = Cluster(url, hosts=HOSTS)
+    try:
+        cluster.setup_database()
+        cluster.start_server()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def run_json(cluster, *args):
+    return json.loads(cluster.run(*args, check=True).stdout)
+
+
+def submit(cluster, *args, **kw):
+    result = cluster.run("hq-submit", *args, **kw)
+    assert result.returncode == 0, result.stderr
+    return [int(line) for line in result.stdout.split()]
+
+
+def jobs(cluster, ids):
+    return run_json(cluster, "hq-client", "details", "--json", *map(str, ids))
+
+
+def wait_ended(cluster, ids, timeout=45):
+    return wait_until(lambda: (lambda js: js if all(j["state"] in TERMINAL for j in js)
+                               else None)(jobs(cluster, ids)), timeout, 0.2,
+                      f"jobs {ids[:5]}... to end")
+
+
+def peak_concurrency(intervals):
+    """Most intervals open at one moment (an end at the same instant as a start comes first)."""
+    edges = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals])
+    peak = now = 0
+    for _, step in edges:
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def test_one_agent_per_local_host_and_forty_jobs_never_oversubscribe(three):
+    lines = "".join(f"sleep 0.{i % 4 + 1}\n" for i in range(40))
+    ids = submit(three, "-", input=lines)
+    assert len(ids) == 40
+    finished = wait_ended(three, ids, timeout=60)
+    assert {j["state"] for j in finished} == {"done"}
+    by_host = {}
+    for job in finished:
+        by_host.setdefault(job["host"], []).append((job["started"], job["finished"]))
+    assert set(by_host) == set(SLOTS), "every host played by an agent of its own took work"
+    for host, intervals in by_host.items():
+        assert peak_concurrency(intervals) <= SLOTS[host], f"{host} oversubscribed"
+    cluster = run_json(three, "hq-admin", "lscluster", "--json")
+    assert {h["name"]: h["max_slots"] for h in cluster["hosts"]} == SLOTS
+    assert all(h["status"] == "up" and h["agents"] for h in cluster["hosts"])
+    pids = three.agent_pids()
+    assert len(pids) == 3 and len(set(pids)) == 3
+
+
+def test_host_and_group_requests_are_obeyed(three):
+    pinned = submit(three, "--host", "h1", "-", input="true\n" * 4)
+    grouped = submit(three, "--group", "small", "-", input="true\n" * 6)
+    done = wait_ended(three, pinned + grouped)
+    assert {j["host"] for j in done[:4]} == {"h1"}
+    assert {j["host"] for j in done[4:]} <= {"h1", "h2"}
+    result = three.run("hq-submit", "-c", "5", "true")
+    assert result.returncode != 0 and "NO_HOST_FITS" in result.stderr
+    result = three.run("hq-submit", "--host", "h9", "true")
+    assert result.returncode != 0 and "UNKNOWN_HOST" in result.stderr
+
+
+def test_after_chains_run_in_order_and_failure_propagates(three):
+    first, = submit(three, "sleep 0.3")
+    second, = submit(three, "--after", str(first), "sleep 0.2")
+    third, = submit(three, "--after", f"{first},{second}", "true")
+    bad, = submit(three, "exit 4")
+    skipped, = submit(three, "--after", str(bad), "true")
+    chained, = submit(three, "--after", str(skipped), "true")
+    a, b, c, d, e, f = wait_ended(three, [first, second, third, bad, skipped, chained])
+    assert [a["state"], b["state"], c["state"]] == ["done"] * 3
+    assert a["finished"] <= b["started"] and b["finished"] <= c["started"]
+    assert d["state"] == "failed"
+    assert (e["state"], e["reason"], e["started"]) == ("failed", "dependency", None)
+    assert (f["state"], f["reason"]) == ("failed", "dependency")
+    result = three.run("hq-submit", "--after", "999999", "true")
+    assert result.returncode != 0 and "UNKNOWN_JOB" in result.stderr
+
+
+def test_time_limit_kills_in_time(three):
+    job_id, = submit(three, "-t", "1", "sleep 30")
+    job, = wait_ended(three, [job_id], timeout=20)
+    assert (job["state"], job["reason"], job["signal"]) == ("failed", "time limit", 15)
+    from datetime import datetime
+    took = (datetime.fromisoformat(job["finished"].rstrip("Z"))
+            - datetime.fromisoformat(job["started"].rstrip("Z"))).total_seconds()
+    assert 0.9 <= took < 4, took
+
+
+def test_deactivated_host_drains_and_says_why(three):
+    running, = submit(three, "--host", "h4", "sleep 1.5")
+    wait_until(lambda: jobs(three, [running])[0]["state"] == "running", 15, 0.1,
+               "the job on h4 to run")
+    three.run("hq-admin", "deactivatehost:h4", check=True)
+    waiting, = submit(three, "--group", "big", "true")
+    job, = jobs(three, [waiting])
+    assert job["state"] == "pending" and job["reason"].startswith("host inactive"), job
+    drained, = wait_ended(three, [running])
+    assert drained["state"] == "done", "the running job finished on the inactive host"
+    assert jobs(three, [waiting])[0]["state"] == "pending"
+    info = run_json(three, "hq-admin", "hostinfo:h4", "--json")
+    assert info["host"]["state"] == "inactive" and info["jobs"] == []
+    three.run("hq-admin", "activatehost:h4", check=True)
+    assert wait_ended(three, [waiting])[0]["host"] == "h4"
+
+
+def test_hold_release_and_disabled_user_wait(three):
+    held, = submit(three, "--hold", "true")
+    assert jobs(three, [held])[0]["reason"] == "held"
+    user = run_json(three, "hq-admin", "lsusers", "--json")["users"][0]["name"]
+    three.run("hq-admin", f"disableuser:{user}", check=True)
+    try:
+        refused = three.run("hq-submit", "true")
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+        three.run("hq-client", "release", str(held), check=True)
+        job, = jobs(three, [held])
+        assert job["state"] == "pending" and job["reason"] == "user disabled"
+        listed = run_json(three, "hq-admin", "lsuser:" + user, "--json")["user"]
+        assert listed["enabled"] is False and listed["counts"]["pending"] >= 1
+    finally:
+        three.run("hq-admin", f"enableuser:{user}", check=True)
+    assert wait_ended(three, [held])[0]["state"] == "done"
+    result = three.run("hq-admin", "lsuser:nobody")
+    assert result.returncode != 0 and "UNKNOWN_USER" in result.stderr
+
+
+def test_admin_jobs_hostinfo_and_reload(three):
+    listed = run_json(three, "hq-admin", "jobs", "--state", "done", "--json")["jobs"]
+    assert listed and {j["state"] for j in listed} == {"done"}
+    info = run_json(three, "hq-admin", "hostinfo:h2", "--json")
+    assert info["host"]["cores"] >= 1 and info["metrics"], "health samples recorded"
+    assert {"load1", "foreign_load", "mem_available"} <= set(info["metrics"][0])
+    bad = three.run("hq-admin", "hostinfo:nosuch")
+    assert bad.returncode != 0 and "UNKNOWN_HOST" in bad.stderr and "Traceback" not in bad.stderr
+    three.write_cluster(HOSTS[1:] + (("h8", "8", "big", "127.0.0.1"),))
+    try:
+        reply = run_json(three, "hq-admin", "reload", "--json")
+        assert reply["removed"] == ["h1"]
+        hosts = {h["name"]: h for h in run_json(three, "hq-admin", "lscluster", "--json")["hosts"]}
+        assert hosts["h8"]["max_slots"] == 8 and not hosts["h1"]["in_config"]
+        wide, = submit(three, "-c", "6", "--wait", "echo $HQ_HOST")
+        assert jobs(three, [wide])[0]["host"] == "h8"
+        pinned = three.run("hq-submit", "--host", "h1", "true")
+        assert pinned.returncode != 0 and "UNKNOWN_HOST" in pinned.stderr
+    finally:
+        three.write_cluster(HOSTS)
+        three.run("hq-admin", "reload", check=True)
+    assert os.path.exists(three.etc)
