@@ -157,6 +157,7 @@ def test_hold_release_and_disabled_user_wait(three):
 
 
 def test_admin_jobs_hostinfo_and_reload(three):
+    submit(three, "--wait", "--host", "h2", "true")
     listed = run_json(three, "hq-admin", "jobs", "--state", "done", "--json")["jobs"]
     assert listed and {j["state"] for j in listed} == {"done"}
     info = run_json(three, "hq-admin", "hostinfo:h2", "--json")
