@@ -80,7 +80,8 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        self.socket.close()
+        self.socket.close(linger=1000)
+        self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
 
     def turn(self):
         self.now = time.time()
