@@ -58,6 +58,7 @@ class Server:
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -66,7 +67,7 @@ class Server:
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store)
+        count = self.state.load(self.store, time.time())
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
                  len(self.state.users), count)
