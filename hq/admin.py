@@ -57,10 +57,7 @@ def _status(server, arg, body):
 
 
 def _jobs_by_host(server):
-    counts = {}
-    for host_name, _, _ in server.state.attempts.values():
-        counts[host_name] = counts.get(host_name, 0) + 1
-    return counts
+    return {name: len(held) for name, held in server.state.on_host.items()}
 
 
 def host_json(server, host, jobs=0):

@@ -87,6 +87,8 @@ def _take_metrics(server, host, body):
 def heartbeat(server, identity, body):
     user, host = _agent(server, identity)
     _take_metrics(server, host, body)
+    known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
+    server.state.reconcile(host, user, known, server.now, 2 * server.settings.heartbeat_s + 1)
     return {}
 
 
@@ -100,10 +102,11 @@ def events(server, identity, body):
         attempt = p.field(event, "attempt", int)
         kind = p.field(event, "type", str)
         if kind == "started":
-            server.state.job_started(job_id, attempt, p.field(event, "time", (int, float), server.now),
-                                     event.get("pid"), server.now)
+            when = p.field(event, "time", (int, float), server.now)
+            if not server.state.job_started(job_id, attempt, when, event.get("pid"), server.now):
+                server.send(identity, p.encode(p.KILL, {"jobs": [[job_id, attempt]]}))
         elif kind == "finished":
-            server.state.job_finished(job_id, attempt, event, server.now, user)
+            server.state.job_finished(job_id, attempt, event, server.now)
         else:
             raise HQError(BAD_REQUEST, f"unknown event type {kind!r}")
     return {"seq": body.get("seq")}

@@ -222,8 +222,8 @@ class DbConfig:
 def parse_db_url(url):
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = unquote(parts.path)
-        if not path or path == "/":
+        path = "/" + unquote(parts.path).lstrip("/")   # sqlite:///a/b and sqlite:////a/b: /a/b
+        if path == "/":
             raise HQError(CONFIG_ERROR, f"HQ_DB_URL={url!r}: expected sqlite:///PATH")
         return DbConfig("sqlite", path=path)
     if parts.scheme == "mysql":

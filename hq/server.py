@@ -62,6 +62,7 @@ class Server:
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -70,7 +71,7 @@ class Server:
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store)
+        count = self.state.load(self.store, time.time())
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
                  len(self.state.users), count)
@@ -84,7 +85,8 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        self.socket.close()
+        self.socket.close(linger=1000)
+        self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
 
     def turn(self):
         self.now = time.time()

@@ -112,17 +112,21 @@ class Cluster:
         self.env["HQ_VE_PATH"] = os.path.dirname(os.path.dirname(sys.executable))
 
     def _set_cfg(self):
+        self.set_config("server", "heartbeat_s", str(self.heartbeat_s))
+        self.set_config("server", "spawn_retry_s", "2")
+        self.set_config("user-server", "connect_timeout_s", "2")
+        self.set_config("user-server", "request_timeout_s", "5")
+        self.set_config("scheduler", "outside_load", "yes" if self.outside_load else "no")
+
+    def set_config(self, section, key, value):
+        """Change one value of this cluster's etc/hq.cfg (read by processes started later)."""
         import configparser
         path = os.path.join(self.etc, "hq.cfg")
         cfg = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
         cfg.read(path)
-        cfg["server"]["heartbeat_s"] = str(self.heartbeat_s)
-        cfg["server"]["spawn_retry_s"] = "2"
-        cfg["user-server"]["connect_timeout_s"] = "2"
-        cfg["user-server"]["request_timeout_s"] = "5"
-        if not cfg.has_section("scheduler"):
-            cfg.add_section("scheduler")
-        cfg["scheduler"]["outside_load"] = "yes" if self.outside_load else "no"
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg[section][key] = value
         with open(path, "w") as handle:
             cfg.write(handle)
 

@@ -210,7 +210,7 @@ def test_dependency_order_kept(dep_choices, outcomes, slots):
             break
         for job in running:
             ok = outcomes[job.id % 30]
-            state.job_finished(job.id, job.attempt, {"exit_code": 0 if ok else 1}, turn, "ann")
+            state.job_finished(job.id, job.attempt, {"exit_code": 0 if ok else 1}, turn)
             final[job.id] = job.state
     for job in jobs:
         deps = [int(d) for d in filter(None, job.depends_on.split(","))]
