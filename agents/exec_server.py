@@ -127,14 +127,22 @@ class Agent:
             self.last_heard = time.time()
             self.backoff = BACKOFF_START_S
             try:
-                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL})
+                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL, p.STOP})
             except Exception as exc:
                 log.warning("bad message from server ignored: %s", exc)
                 continue
             self.on_message(kind, body)
 
     def on_message(self, kind, body):
-        if kind == p.RUN:
+        if not self.running:
+            return
+        if kind == p.STOP:
+            if self.runner.by_pid:
+                log.warning("asked to stop while running jobs: staying")
+            else:
+                log.info("asked to stop by the server (cleanup): exiting")
+                self.running = False
+        elif kind == p.RUN:
             envs = body.get("envs", {})
             for spec in body.get("jobs", []):
                 event = self.runner.start(spec, envs.get(str(spec.get("batch")), {}))

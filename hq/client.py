@@ -118,6 +118,14 @@ class Client:
             states = [states]
         return self.request(p.LIST, states=list(states or []), limit=limit, batch=batch)["jobs"]
 
+    def request_list(self, **fields):
+        """LIST with any of its fields (states, limit, batch, text)."""
+        return self.request(p.LIST, **fields)["jobs"]
+
+    def agents(self, action="list"):
+        """Your agents: action list (lss), start (invokeservers) or stop idle ones (cleanup)."""
+        return self.request(p.AGENTS, action=action)
+
     def details(self, ids=None, events=True):
         return self.request(p.DETAILS, ids=[int(i) for i in ids or []], events=events)["jobs"]
 

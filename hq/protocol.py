@@ -25,6 +25,7 @@ RELEASE = b"RELEASE"
 ADMIN = b"ADMIN"
 PING = b"PING"
 HELLO = b"HELLO"          # user-server announces itself for its user
+AGENTS = b"AGENTS"        # list, start or stop the user's agents (lss, invokeservers, cleanup)
 
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
@@ -32,9 +33,10 @@ HEARTBEAT = b"HEARTBEAT"  # agent -> server: metrics and running job ids
 EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
 RUN = b"RUN"              # server -> agent: assignments
 KILL = b"KILL"            # server -> agent: job ids to kill
+STOP = b"STOP"            # server -> agent: exit (sent only to agents without jobs)
 SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
 
-CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
+CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING, AGENTS,
                           HELLO})
 AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}

@@ -124,7 +124,11 @@ def list_jobs(server, user, body):
         raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
     limit = p.field(body, "limit", int, 0)
     batch = p.field(body, "batch", int, None)
-    rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
+    text = p.field(body, "text", str, "")
+    if text:
+        rows = server.store.find_jobs(user, text, limit)
+    else:
+        rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
     rows.sort(key=lambda r: r["id"])
     return {"jobs": [job_json(r) for r in rows]}
 
@@ -202,7 +206,28 @@ def _live_of(server, job_id, user):
     return job if job is not None and job.user == user else None
 
 
+def agents(server, user, body):
+    """lss (list), invokeservers (start on every active host), cleanup (stop idle agents)."""
+    action = p.field(body, "action", str, "list")
+    state = server.state
+    mine = sorted((h for h in state.hosts.values() if user in h.agents), key=lambda h: h.name)
+    busy = {name for name, held in state.on_host.items()
+            if any(state.attempts[key][2] == user for key in held)}
+    if action == "list":
+        return {"agents": [{"host": h.name, "status": h.status, "state": h.state,
+                            "busy": h.name in busy} for h in mine]}
+    if action == "start":
+        return {"asked": server.request_agents(only_user=user, force=True)}
+    if action == "stop":
+        stopped = [h.name for h in mine if h.name not in busy]
+        for name in stopped:
+            server.stop_agent(state.hosts[name], user)
+        return {"stopped": stopped, "busy": sorted(h.name for h in mine if h.name in busy)}
+    raise HQError(BAD_REQUEST, f"unknown agents action {action!r}: list, start or stop")
+
+
 USER_REQUESTS = {
     p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
     p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
+    p.AGENTS: agents,
 }

@@ -23,7 +23,7 @@ import zmq
 from hq import agentlink, config, protocol as p, requests
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
-from hq.model import ACTIVE, UP
+from hq.model import ACTIVE, UNKNOWN, UP
 from hq.scheduler import place
 from hq.state import ClusterState
 from hq.store import open_store
@@ -212,16 +212,17 @@ class Server:
             self.next_prune = self.now + PRUNE_EVERY_S
             state.writes.prune_metrics_before = self.now - self.settings.metrics_retention_s
 
-    def request_agents(self):
-        """Ask users' user-servers to start agents on active hosts where their jobs could run."""
-        waiting = self.state.pending.users()
-        for user in waiting:
+    def request_agents(self, only_user=None, force=False):
+        """Ask users' user-servers to start agents on active hosts where their jobs could run
+        (users with pending jobs, or `only_user`); returns the host names asked for."""
+        asked_for = []
+        for user in [only_user] if only_user else self.state.pending.users():
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
             hosts = []
             for host in self.state.hosts.values():
-                asked = self.spawn_asked.get((user, host.name), 0)
+                asked = -1e9 if force else self.spawn_asked.get((user, host.name), 0)
                 if (host.state == ACTIVE and host.in_config and user not in host.agents
                         and self.now - asked >= self.settings.spawn_retry_s):
                     self.spawn_asked[(user, host.name)] = self.now
@@ -231,6 +232,20 @@ class Server:
                          ", ".join(h["name"] for h in hosts))
                 self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
                                                        "server_port": self.settings.port}))
+                asked_for += [h["name"] for h in hosts]
+        return asked_for
+
+    def stop_agent(self, host, user):
+        """Tell a user's idle agent to exit and forget it (cleanup)."""
+        identity = host.agents.pop(user, None)
+        if identity is None:
+            return
+        self.state.agents.pop(identity, None)
+        self.outbox.append((identity, p.encode(p.STOP, {})))
+        if not host.agents:
+            host.status = UNKNOWN
+            self.state.writes.update_host(host.name, status=UNKNOWN, status_reason="agents stopped")
+        log.info("agent of %s on %s asked to stop", user, host.name)
 
     def sample_metrics(self, host, body):
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
