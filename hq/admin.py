@@ -5,12 +5,13 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 
 import os
 
-from hq import config, protocol as p
+from hq import config, protocol as p, reservations
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_USER, HQError
 from hq.jobview import iso, job_json
 from hq.model import ACTIVE, DISPATCHED, INACTIVE, RUNNING, STATES, Host
 
-READ_ONLY = {"info", "status", "lscluster", "lsusers", "lsuser", "jobs", "hostinfo"}
+READ_ONLY = {"info", "status", "lscluster", "lsusers", "lsuser", "jobs", "hostinfo",
+             "reservations"}
 METRIC_COLUMNS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs",
                   "foreign_load")
 
@@ -192,5 +193,5 @@ COMMANDS = {
     "activate": _cluster_state(ACTIVE), "deactivate": _cluster_state(INACTIVE),
     "lsusers": _lsusers, "lsuser": _lsuser, "enableuser": _user_enabled(True),
     "disableuser": _user_enabled(False), "jobs": _jobs, "reload": _reload,
-    "shutdown": _shutdown,
+    "shutdown": _shutdown, **reservations.COMMANDS,
 }

@@ -103,6 +103,8 @@ class Host:
     last_seen: float = None
     slots_used: int = 0
     mem_reserved: int = 0       # memory asked for by the hq jobs placed here
+    reserved: dict = field(default_factory=dict)       # reservation code -> slots held back
+    reserved_used: dict = field(default_factory=dict)  # reservation code -> slots its jobs use
     agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
 
     @property

@@ -5,7 +5,7 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 
 import os
 
-from hq import admin, protocol as p
+from hq import admin, protocol as p, reservations
 from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
                        HQError)
 from hq.jobview import event_json, job_json
@@ -77,6 +77,11 @@ def _check_fits(server, specs):
             continue
         shapes[key] = True
         probe = _probe(spec)
+        if spec["reservation"]:
+            reserved = reservations.check_code(server, spec["reservation"])
+            if spec["cores"] > max(reserved.values()):
+                raise HQError(NO_HOST_FITS, f"job {i + 1}: reservation {spec['reservation']} "
+                              f"has at most {max(reserved.values())} slots on one host")
         known = server.state.hosts.get(spec["host_req"])
         if spec["host_req"] and (known is None or not known.in_config):
             raise HQError(UNKNOWN_HOST, f"job {i + 1}: no host {spec['host_req']!r} in the "

@@ -127,10 +127,17 @@ def usable(host):
     return host.state == ACTIVE and host.status == UP and host.in_config and bool(host.agents)
 
 
-def offer(host, outside_load=True):
+def held_back(host):
+    """Reserved slots (hq-reservation) that no job of their code uses yet."""
+    return sum(max(0, slots - host.reserved_used.get(code, 0))
+               for code, slots in host.reserved.items()) if host.reserved else 0
+
+
+def offer(host, outside_load=True, reserved=True):
     """Slots a host offers now: max slots minus slots in use, minus the cores busy with work
-    from outside hq beyond the cores hq does not claim (max slots below the core count)."""
-    free = host.slots - host.slots_used
+    from outside hq beyond the cores hq does not claim (max slots below the core count), minus
+    unused reserved slots (kept for jobs of their code) unless `reserved` is False."""
+    free = host.slots - host.slots_used - (held_back(host) if reserved else 0)
     if outside_load and host.cores and host.foreign_load > 0:
         spare = max(0, host.cores - host.slots)
         free -= max(0, int(host.foreign_load - spare + 0.5))
@@ -151,10 +158,14 @@ class HostPool:
 
     def __init__(self, hosts, reserved, outside_load):
         self.hosts = {h.name: h for h in hosts if usable(h)}
-        self.free = {name: offer(h, outside_load) for name, h in self.hosts.items()}
+        self.base = {name: offer(h, outside_load, False) for name, h in self.hosts.items()}
+        self.held = {name: held_back(h) for name, h in self.hosts.items()}
+        self.free = {name: max(0, self.base[name] - self.held[name]) for name in self.hosts}
+        self.code_free = {(name, code): max(0, slots - h.reserved_used.get(code, 0))
+                          for name, h in self.hosts.items() for code, slots in h.reserved.items()}
         self.memory = {name: memory_free(h) for name, h in self.hosts.items()}
         self.reserved = reserved           # host name -> job id holding it
-        self.total_free = sum(self.free.values())
+        self.total_free = sum(self.free.values()) + sum(self.code_free.values())
         self.scopes = {}                   # None (all) or group -> [ {name: None} per free count ]
         self.top = max(self.free.values(), default=0)
 
@@ -175,8 +186,18 @@ class HostPool:
                 and (not job.memory or self.memory[name] >= job.memory)
                 and host_fits(job, host, job.user))
 
+    def _code_ok(self, job, name):
+        return (self.code_free.get((name, job.reservation), 0) >= job.cores
+                and self.base[name] >= job.cores
+                and (not job.memory or self.memory[name] >= job.memory)
+                and host_fits(job, self.hosts[name], job.user))
+
     def find(self, job, reserved_host=None):
         """The best host for `job` now, or None."""
+        if job.reservation:         # only the slots of its reservation, fullest host first
+            fits = [n for n in sorted(self.hosts) if (n, job.reservation) in self.code_free
+                    and self._code_ok(job, n)]
+            return min(fits, key=lambda n: self.code_free[(n, job.reservation)], default=None)
         if reserved_host is not None and reserved_host in self.hosts \
                 and self._ok(job, reserved_host):
             return reserved_host
@@ -209,10 +230,16 @@ class HostPool:
 
     def take(self, job, name):
         old = self.free[name]
-        new = old - job.cores
+        self.base[name] -= job.cores
+        if job.reservation:
+            self.code_free[(name, job.reservation)] -= job.cores
+            self.held[name] -= job.cores
+        new = max(0, self.base[name] - self.held[name])
         self.free[name] = new
         self.memory[name] -= job.memory
-        self.total_free -= job.cores
+        self.total_free -= job.cores + old - new if job.reservation else job.cores
+        if new == old:
+            return
         host = self.hosts[name]
         for scope, buckets in self.scopes.items():
             if scope is None or scope in host.groups:
@@ -298,6 +325,13 @@ def explain(job, hosts, index, reservations, outside_load=True):
     with_agent = [h for h in active if job.user in h.agents]
     if not with_agent:
         return "starting agents: no agent of yours runs on a host that fits yet"
+    if job.reservation:
+        room = [max(0, h.reserved.get(job.reservation, 0)
+                    - h.reserved_used.get(job.reservation, 0)) for h in with_agent]
+        if not any(job.reservation in h.reserved for h in hosts):
+            return f"no host fits: reservation {job.reservation} no longer exists"
+        return (f"resources: reservation {job.reservation} has {max(room, default=0)} free "
+                f"slots on one host, the job needs {job.cores}")
     mine = reservations.get(job.id)
     if mine:
         return f"resources: host {mine} is reserved for this job until {job.cores} slots free"

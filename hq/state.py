@@ -25,6 +25,7 @@ class ClusterState:
         self.waiters = defaultdict(set)  # job id -> ids of jobs waiting for it to end
         self.just_ended = {}           # job id -> terminal state, for waiters not yet live
         self.reservations = {}         # job id -> host reserved for it (scheduler output)
+        self.slot_reservations = {}    # code -> {"user", "created", "hosts": {host: slots}}
         self.hosts = {}                # name -> Host
         self.users = {}                # name -> {"roles": [...], "enabled": bool}
         self.envs = {}                 # batch id -> environment of that submission
@@ -46,6 +47,12 @@ class ClusterState:
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)
         self.cluster_active = store.get_setting("cluster_state", ACTIVE) == ACTIVE
+        for row in store.load_reservations():
+            entry = self.slot_reservations.setdefault(
+                row["code"], {"user": row["user"], "created": row["created"], "hosts": {}})
+            entry["hosts"][row["host"]] = row["slots"]
+            if row["host"] in self.hosts:
+                self.hosts[row["host"]].reserved[row["code"]] = row["slots"]
         job_max, batch_max = store.max_ids()
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
         rows = store.load_live_jobs()
@@ -201,13 +208,16 @@ class ClusterState:
 
     def _hold_slots(self, job, host_name, now):
         key = (job.id, job.attempt)
-        self.attempts[key] = (host_name, job.cores, job.user, job.memory)
+        self.attempts[key] = (host_name, job.cores, job.user, job.memory, job.reservation)
         self.attempt_since[key] = now
         self.on_host[host_name].add(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used += job.cores
             host.mem_reserved += job.memory
+            if job.reservation:
+                used = host.reserved_used
+                used[job.reservation] = used.get(job.reservation, 0) + job.cores
         self.user_slots[job.user] += job.cores
 
     def release(self, job_id, attempt):
@@ -217,12 +227,14 @@ class ClusterState:
         self.attempt_since.pop(key, None)
         if held is None:
             return False
-        host_name, cores, user, memory = held
+        host_name, cores, user, memory, code = held
         self.on_host[host_name].discard(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used = max(0, host.slots_used - cores)
             host.mem_reserved = max(0, host.mem_reserved - memory)
+            if code and code in host.reserved_used:
+                host.reserved_used[code] = max(0, host.reserved_used[code] - cores)
         self.user_slots[user] = max(0, self.user_slots[user] - cores)
         return True
 

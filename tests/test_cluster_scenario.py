@@ -179,3 +179,53 @@ def test_admin_jobs_hostinfo_and_reload(three):
         three.write_cluster(HOSTS)
         three.run("hq-admin", "reload", check=True)
     assert os.path.exists(three.etc)
+
+
+def test_reserved_slots_go_only_to_jobs_with_the_code(three):
+    code = three.run("hq-reservation", "-a", "h2:2", check=True).stdout.strip()
+    try:
+        shown = run_json(three, "hq-reservation", "-s", "--json")
+        assert [(r["code"], r["host"], r["slots"]) for r in shown] == [(code, "h2", 2)]
+        normal = submit(three, "--group", "small", "-", input="sleep 0.2\n" * 4)
+        coded = submit(three, "--reservation", code, "-", input="sleep 0.1\n" * 3)
+        done = wait_ended(three, normal + coded)
+        assert {j["state"] for j in done} == {"done"}
+        assert {j["host"] for j in done[:4]} == {"h1"}, "reserved slots stayed free"
+        assert {j["host"] for j in done[4:]} == {"h2"}
+        assert peak_concurrency([(j["started"], j["finished"]) for j in done[4:]]) <= 2
+        bad = three.run("hq-submit", "--reservation", "nosuch", "true")
+        assert bad.returncode != 0 and "no reservation 'nosuch'" in bad.stderr
+        wide = three.run("hq-submit", "--reservation", code, "-c", "3", "true")
+        assert wide.returncode != 0 and "NO_HOST_FITS" in wide.stderr
+    finally:
+        three.run("hq-reservation", "-d", code, check=True)
+    assert run_json(three, "hq-reservation", "-s", "--json") == []
+
+
+def test_original_words(three):
+    ids = submit(three, "-n", "wordy", "-i", "find-me-please", "-", input="true\n" * 3)
+    wait_ended(three, ids)
+    assert [j["id"] for j in run_json(three, "hq-client", "lsfjobs:2", "--json")] == ids[1:]
+    assert len(run_json(three, "hq-client", "lsfjobs:all", "--json")) > 10
+    assert len(run_json(three, "hq-client", "lsfjobs", "--json")) == 10
+    found = run_json(three, "hq-client", "findjobs:me-please", "--json")
+    assert sorted(j["id"] for j in found) == ids
+    job, = run_json(three, "hq-client", "lajob:" + str(ids[0]), "--json")
+    assert job["name"] == "wordy" and job["events"]
+    held, = submit(three, "--hold", "true")
+    assert [j["id"] for j in run_json(three, "hq-client", "lswjobs", "--json")] == [held]
+    three.run("hq-client", "cancel", str(held), check=True)
+    agents = run_json(three, "hq-client", "lss", "--json")
+    assert {a["host"] for a in agents} >= {"h1", "h2", "h4"}   # (h8: left by the reload test)
+    pids = three.agent_pids()
+    stopped = run_json(three, "hq-client", "cleanup", "--json")
+    assert set(stopped["stopped"]) >= {"h1", "h2", "h4"} and stopped["busy"] == []
+    from tests.helpers import pid_alive
+    wait_until(lambda: not any(pid_alive(pid) for pid in pids), 15, 0.1, "agents to exit")
+    assert run_json(three, "hq-client", "lss", "--json") == []
+    asked = run_json(three, "hq-client", "invokeservers", "--json")["asked"]
+    assert sorted(asked) == ["h1", "h2", "h4"]
+    wait_until(lambda: len(run_json(three, "hq-client", "lss", "--json")) == 3, 20, 0.2,
+               "agents to start again")
+    bad = three.run("hq-client", "lsrjobs:zero")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr

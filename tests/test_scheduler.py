@@ -241,3 +241,46 @@ def test_reasons_for_waiting_jobs():
     assert held.state == PENDING and held.id in state.pending
     state.hold(after, 1.0)
     assert after.state == HELD and after.id not in state.pending
+
+
+def test_reserved_slots_only_for_jobs_with_the_code():
+    host = make_host("h", 4, used=1)
+    host.reserved = {"abc": 2}
+    other = make_host("o", 2)
+    normal = [make_job(i) for i in range(1, 6)]
+    coded = [make_job(10 + i) for i in range(3)]
+    for job in coded:
+        job.reservation = "abc"
+    result = place(index_of(normal + coded), [host, other], {})
+    on = Counter((name, bool(job.reservation)) for job, name in result.assignments)
+    assert on[("h", False)] == 1 and on[("o", False)] == 2     # 4 - 1 used - 2 reserved = 1
+    assert on[("h", True)] == 2 and on[("o", True)] == 0       # the code's 2 slots, no more
+    host.reserved_used = {"abc": 2}
+    host.slots_used = 3
+    again = place(index_of(coded[2:]), [host, other], {})
+    assert again.assignments == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(hosts_strategy, jobs_strategy, st.integers(0, 3), st.integers(0, 3))
+def test_reservations_never_oversubscribe(hosts, specs, reserved, used_by_code):
+    hosts = named(hosts)
+    hosts[0].reserved = {"c": reserved} if reserved else {}
+    hosts[0].reserved_used = {"c": min(used_by_code, reserved, hosts[0].slots_used)}
+    jobs = build_jobs(specs)
+    for job in jobs[::3]:
+        job.reservation = "c"
+    result = place(index_of(jobs), hosts, {}, outside_load=False)
+    by_name = {h.name: h for h in hosts}
+    cores, coded = Counter(), Counter()
+    for job, name in result.assignments:
+        cores[name] += job.cores
+        if job.reservation:
+            coded[name] += job.cores
+            assert by_name[name].reserved.get("c"), "a coded job left its reservation"
+    for name, used in cores.items():
+        host = by_name[name]
+        assert used <= host.slots - host.slots_used
+        room = host.reserved.get("c", 0) - host.reserved_used.get("c", 0)
+        assert coded[name] <= max(0, room)
+        assert used - coded[name] <= offer(host, False), "normal jobs took reserved slots"

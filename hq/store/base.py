@@ -144,6 +144,9 @@ class SqlStore:
     def load_hosts(self):
         return self.query("SELECT * FROM hosts ORDER BY name")
 
+    def load_reservations(self):
+        return self.query("SELECT * FROM reservations ORDER BY code, host")
+
     def load_live_jobs(self):
         return self.query(f"SELECT * FROM jobs WHERE state NOT IN ({TERMINAL_SQL}) ORDER BY id")
 
@@ -189,6 +192,11 @@ class SqlStore:
                 "mem_available, nprocs, foreign_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
                 writes.metrics)
 
+        if writes.reservations:
+            self._insert_rows(cur, "reservations", writes.reservations)
+        if writes.reservations_deleted:
+            cur.executemany(self.sql("DELETE FROM reservations WHERE code = ?"),
+                            [(code,) for code in writes.reservations_deleted])
         if writes.prune_metrics_before is not None:
             cur.execute(self.sql("DELETE FROM host_metrics WHERE time < ?"),
                         (writes.prune_metrics_before,))

@@ -40,6 +40,8 @@ TABLES = [
                       "load5 REAL", "load15 REAL", "cpu_percent REAL", "mem_available BIGINT",
                       "nprocs INT", "foreign_load REAL"], None,
      [("host_metrics_host_time", "host, time"), ("host_metrics_time", "time")]),
+    ("reservations", ["code STR64 NOT NULL", "host STR255 NOT NULL", "slots INT NOT NULL",
+                      "user STR64 NOT NULL", "created REAL NOT NULL"], "code, host", []),
 ]
 
 TABLE_NAMES = [t[0] for t in TABLES]

@@ -17,6 +17,8 @@ class Writes:
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
     prune_metrics_before: float = None               # delete host_metrics rows older than this
+    reservations: list = field(default_factory=list)  # dict rows for `reservations` (new)
+    reservations_deleted: list = field(default_factory=list)  # codes whose rows go
 
     def update_job(self, job_id, **columns):
         self.job_updates.setdefault(job_id, {}).update(columns)
@@ -30,4 +32,5 @@ class Writes:
     def __bool__(self):
         return any((self.batches, self.jobs, self.job_updates, self.events, self.host_updates,
                     self.metrics, self.settings, self.user_updates,
-                    self.prune_metrics_before is not None))
+                    self.prune_metrics_before is not None, self.reservations,
+                    self.reservations_deleted))
