@@ -141,7 +141,7 @@ def _user_enabled(enabled):
 
 # -- jobs of every user -------------------------------------------------------------------------
 def _jobs(server, arg, body):
-    from hq.requests import live_reasons
+    from hq.requests import MAX_REASONS, live_reasons
     owner = p.field(body, "for_user", str, "") or None
     if owner is not None:
         _user(server, owner)
@@ -153,7 +153,7 @@ def _jobs(server, arg, body):
     rows = server.store.list_jobs(owner, states, None, limit, newest_first=bool(limit))
     rows.sort(key=lambda r: r["id"])
     jobs = [job_json(r) for r in rows]
-    if len(jobs) <= 1000:
+    if len(jobs) <= MAX_REASONS:
         live_reasons(server, jobs)
     return {"jobs": jobs}
 

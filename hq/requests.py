@@ -13,6 +13,7 @@ from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
 from hq.scheduler import can_ever_run
 
 MAX_COMMAND = 1 << 20
+MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
 
 
 def validate_spec(raw, index, settings):
@@ -148,7 +149,7 @@ def details(server, user, body):
         if missing:
             raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
     jobs = [job_json(r) for r in rows]
-    if len(jobs) <= 1000:
+    if len(jobs) <= MAX_REASONS:
         live_reasons(server, jobs)
     if p.field(body, "events", bool, True) and len(jobs) <= 1000:
         events = {}

@@ -3,7 +3,7 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
