@@ -33,7 +33,7 @@ def register(server, identity, body):
     host.cores = p.field(body, "cores", int, host.cores)
     host.memory_total = p.field(body, "memory_total", int, host.memory_total)
     host.os = p.field(body, "os", str, host.os)
-    _take_metrics(server, host, body)
+    _take_metrics(server, host, body, user)
     state.writes.update_host(host.name, cores=host.cores, memory_total=host.memory_total,
                              os=host.os, status=UP, status_reason="")
     log.info("agent of %s registered on host %s (%d cores)", user, host_name, host.cores)
@@ -70,11 +70,13 @@ def _agent(server, identity):
     return user, server.state.hosts[host_name]
 
 
-def _take_metrics(server, host, body):
+def _take_metrics(server, host, body, user):
     for name in METRIC_FIELDS:
         value = body.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             setattr(host, name, value)
+    if "foreign_load" in body and host.foreign_load > 0:
+        host.foreign_load = max(0.0, host.foreign_load - _others_slots(server, host, user))
     now = server.now
     host.last_seen = now
     if host.status != UP:
@@ -84,9 +86,17 @@ def _take_metrics(server, host, body):
     server.sample_metrics(host, body)
 
 
+def _others_slots(server, host, user):
+    """Slots of other users' hq jobs on the host: the agent of `user` may not read their
+    processes' environment, so it counted them as outside load."""
+    state = server.state
+    return sum(state.attempts[key][1] for key in state.on_host.get(host.name, ())
+               if state.attempts[key][2] != user)
+
+
 def heartbeat(server, identity, body):
     user, host = _agent(server, identity)
-    _take_metrics(server, host, body)
+    _take_metrics(server, host, body, user)
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     server.state.reconcile(host, user, known, server.now, 2 * server.settings.heartbeat_s + 1)
     return {}
