@@ -165,6 +165,7 @@ class HostPool:
                           for name, h in self.hosts.items() for code, slots in h.reserved.items()}
         self.memory = {name: memory_free(h) for name, h in self.hosts.items()}
         self.reserved = reserved           # host name -> job id holding it
+        self.reserving_users = set()       # users with a job holding a host
         self.total_free = sum(self.free.values()) + sum(self.code_free.values())
         self.scopes = {}                   # None (all) or group -> [ {name: None} per free count ]
         self.top = max(self.free.values(), default=0)
@@ -211,13 +212,12 @@ class HostPool:
                     return name
         return None
 
-    def reserve(self, job, reservations, index):
+    def reserve(self, job, reservations):
         """Hold for a wide job that waited too long the host that could take it with the
         most free slots now (it fills up soonest): nothing else starts there meanwhile.
         One reservation per user, and at most a tenth of the hosts, so reserved hosts stay few
         (a user's next wide job gets its host once the first one runs)."""
-        users = {index.get(j).user for j in reservations if j in index}
-        if job.user in users or len(reservations) >= max(1, len(self.hosts) // 10):
+        if job.user in self.reserving_users or len(reservations) >= max(1, len(self.hosts) // 10):
             return
         best = None
         for name, host in self.hosts.items():
@@ -226,6 +226,7 @@ class HostPool:
                 best = name
         if best is not None:
             self.reserved[best] = job.id
+            self.reserving_users.add(job.user)
             reservations[job.id] = best
 
     def take(self, job, name):
@@ -266,27 +267,31 @@ def place(index, hosts, user_slots=None, now=0.0, reservations=None, disabled_us
     if not cluster_active or not len(index):
         return result
     pool = HostPool(hosts, {h: j for j, h in reservations.items()}, outside_load)
+    pool.reserving_users = {index.get(j).user for j in reservations}
     used = dict(user_slots or {})
     overdue = now - reserve_after_s
-    for priority in sorted({key[0] for key in index.queues}, reverse=True):
+    levels = {}
+    for key, queue in index.queues.items():
+        if key[1] not in disabled_users:
+            levels.setdefault(key[0], []).append(queue)
+    for priority in sorted(levels, reverse=True):
         if pool.total_free <= 0 or (limit and len(result.assignments) >= limit):
             break
-        _place_level(index, priority, pool, used, disabled_users, result, overdue, limit)
+        _place_level(levels[priority], pool, used, result, overdue, limit)
     for job, _ in result.assignments:
         reservations.pop(job.id, None)
     return result
 
 
-def _place_level(index, priority, pool, used, disabled_users, result, overdue, limit):
+def _place_level(queues, pool, used, result, overdue, limit):
     """Fair share among the users' queues of one priority: the user with fewer slots in use
     goes next; a queue whose head finds no host sits out the rest of the pass."""
     heap, cursors = [], {}
-    for key, queue in index.queues.items():
-        if key[0] == priority and key[1] not in disabled_users:
-            jobs = queue.ordered()
-            head = next(jobs)
-            cursors[key] = (jobs, head)
-            heap.append((used.get(key[1], 0), head.id, key))
+    for queue in queues:
+        jobs = queue.ordered()
+        head = next(jobs)
+        cursors[queue.key] = (jobs, head)
+        heap.append((used.get(queue.key[1], 0), head.id, queue.key))
     heapq.heapify(heap)
     while heap and pool.total_free > 0 and not (limit and len(result.assignments) >= limit):
         slots, head_id, key = heapq.heappop(heap)
@@ -299,7 +304,7 @@ def _place_level(index, priority, pool, used, disabled_users, result, overdue, l
         name = pool.find(job, result.reservations.get(job.id))
         if name is None:
             if job.cores > 1 and job.submitted <= overdue and job.id not in result.reservations:
-                pool.reserve(job, result.reservations, index)
+                pool.reserve(job, result.reservations)
             continue
         pool.take(job, name)
         result.assignments.append((job, name))

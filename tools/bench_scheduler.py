@@ -89,7 +89,8 @@ def main():
         for host in full:
             host.slots_used = args.slots
         full[0].slots_used -= 1
-        seconds, result = timed_pass(index, full)
+        seconds, result = min((timed_pass(index, full) for _ in range(args.repeat)),
+                              key=lambda pair: pair[0])
         print(f"{pending:>7} pending, full cluster, one free slot: pass of "
               f"{seconds * 1000:.2f} ms placed {len(result.assignments)}")
     print(f"largest single placement pass: {largest} jobs")
