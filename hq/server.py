@@ -146,8 +146,10 @@ class Server:
     def send(self, identity, frames):
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
+            return False
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold):
@@ -197,18 +199,20 @@ class Server:
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
-            hosts = []
-            for host in self.state.hosts.values():
-                asked = self.spawn_asked.get((user, host.name), 0)
-                if (host.state == ACTIVE and user not in host.agents
-                        and self.now - asked >= self.settings.spawn_retry_s):
-                    self.spawn_asked[(user, host.name)] = self.now
-                    hosts.append({"name": host.name, "address": host.address})
-            if hosts:
-                log.info("asking user-server of %s to start agents on %s", user,
-                         ", ".join(h["name"] for h in hosts))
-                self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
-                                                       "server_port": self.settings.port}))
+            hosts = [h for h in self.state.hosts.values()
+                     if h.state == ACTIVE and user not in h.agents
+                     and self.now - self.spawn_asked.get((user, h.name), 0)
+                     >= self.settings.spawn_retry_s]
+            if not hosts:
+                continue
+            body = {"hosts": [{"name": h.name, "address": h.address} for h in hosts]}
+            if not self.send(identity, p.encode(p.SPAWN, body)):
+                del self.user_servers[user]     # gone; its successor will say HELLO
+                continue
+            log.info("asked user-server of %s to start agents on %s", user,
+                     ", ".join(h.name for h in hosts))
+            for h in hosts:
+                self.spawn_asked[(user, h.name)] = self.now
 
     def sample_metrics(self, host, body):
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
