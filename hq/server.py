@@ -2,12 +2,14 @@
 all changes in one transaction (group commit), and only then sends replies and dispatches.
 
 Usage:
-  hq-server [--port=N] [--bind=ADDR] [--log-level=LEVEL] [--log-file=FILE]
+  hq-server [--port=N] [--bind=ADDR] [--metrics-port=N] [--log-level=LEVEL]
+            [--log-file=FILE]
   hq-server (-h | --help)
 
 Options:
   --port=N           TCP port (default: port of HQ_SERVER, else etc/hq.cfg, else 10101).
   --bind=ADDR        Address to listen on (default: [server] bind in etc/hq.cfg).
+  --metrics-port=N   Serve Prometheus metrics on http://127.0.0.1:N/metrics (off by default).
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --log-file=FILE    Log here instead of standard error.
 """
@@ -55,6 +57,8 @@ class Server:
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
         self.again = False
+        self.exporter = None        # Prometheus metrics, when --metrics-port is given
+        self.next_export = 0.0
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -191,6 +195,9 @@ class Server:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
         self.request_agents()
         state.prune_envs()
+        if self.exporter is not None and self.now >= self.next_export:
+            self.exporter.refresh(state)
+            self.next_export = self.now + 2.0
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
@@ -262,6 +269,16 @@ def run_spec(job):
             "name": job.name, "host": job.host}
 
 
+def start_exporter(server, port):
+    from hq.exporter import Exporter
+    try:
+        server.exporter = Exporter(port)
+    except OSError as exc:
+        raise HQError(CONFIG_ERROR, f"cannot serve metrics on port {port}: {exc}") from None
+    server.state.listeners.append(server.exporter.on_transition)
+    server.exporter.refresh(server.state)
+
+
 def start(settings, port=None, bind=None):
     """Open the store, sync etc/ into it, bind, load: a Server ready for serve_forever()."""
     store = open_store(config.load_db_config(settings.etc))
@@ -289,6 +306,8 @@ def main(argv=None):
         settings = config.load_settings()
         port = int(args["--port"]) if args["--port"] else None
         server = start(settings, port, args["--bind"])
+        if args["--metrics-port"]:
+            start_exporter(server, int(args["--metrics-port"]))
     except (HQError, ValueError) as exc:
         print(f"hq-server: {exc}", file=sys.stderr)
         return 1

@@ -32,6 +32,7 @@ class ClusterState:
         self.next_job_id = 1
         self.next_batch_id = 1
         self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
+        self.listeners = []            # callables (job, old, new, now), e.g. the Prometheus exporter
         self.writes = Writes()
 
     # -- loading ---------------------------------------------------------------------------
@@ -106,6 +107,8 @@ class ClusterState:
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
+        for listener in self.listeners:
+            listener(job, old, new, now)
         log.info("job %s %s -> %s%s%s", job.id, old, new, f" on {job.host}" if job.host else "",
                  f" ({detail})" if detail else "")
 

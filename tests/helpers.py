@@ -156,9 +156,9 @@ class Cluster:
         self.run("hq-dbadmin", "--drop-tables", "--yes", "--create-tables",
                  "--add-standard-entries", check=True)
 
-    def start_server(self):
+    def start_server(self, *args):
         log = open(os.path.join(self.root, "server.log"), "ab")
-        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG"],
+        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG", *args],
                                        env=self.env, stdout=log, stderr=log, cwd=self.root)
         log.close()
         wait_until(lambda: "listening on" in self.server_log() or self.server.poll() is not None,
