@@ -56,6 +56,7 @@ class Server:
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
+        self.db_error = None        # the last commit error while the database is failing
         self.again = False
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.next_export = 0.0
@@ -157,6 +158,8 @@ class Server:
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold):
+        if self.db_error is not None:   # refuse at once rather than wait for the next retry
+            raise HQError(DATABASE_ERROR, f"submission not accepted: {self.db_error}")
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
                                              hold)
         self.staged.append((self.current, batch, env, jobs))
@@ -238,7 +241,9 @@ class Server:
         except HQError as exc:
             self.database_failed(exc)
             return
-        self.db_backoff = 0.1
+        if self.db_error is not None:
+            log.info("database back: pending changes committed")
+        self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs in self.staged:
             self.state.activate(batch, env, jobs)
@@ -258,8 +263,9 @@ class Server:
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
+        self.db_error = exc.message
         self.db_retry_at = time.time() + self.db_backoff
-        self.db_backoff = min(5.0, self.db_backoff * 2)
+        self.db_backoff = min(2.0, self.db_backoff * 2)
 
 
 def run_spec(job):
