@@ -158,8 +158,6 @@ class Server:
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold):
-        if self.db_error is not None:   # refuse at once rather than wait for the next retry
-            raise HQError(DATABASE_ERROR, f"submission not accepted: {self.db_error}")
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
                                              hold)
         self.staged.append((self.current, batch, env, jobs))
@@ -234,8 +232,8 @@ class Server:
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
-        if self.now < self.db_retry_at:
-            return
+        if self.now < self.db_retry_at and not self.staged:
+            return          # backing off; a submission tries at once (and fails fast)
         try:
             self.store.apply(self.state.writes, self.staged_writes)
         except HQError as exc:
