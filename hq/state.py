@@ -206,7 +206,7 @@ class ClusterState:
 
     def host_lost(self, host, now, why):
         """A host went silent: requeue its jobs while retries last, else they end lost."""
-        host.status = DOWN
+        host.status, host.status_reason = DOWN, why
         for identity, (user, name) in list(self.agents.items()):
             if name == host.name:
                 del self.agents[identity]
@@ -261,4 +261,4 @@ def host_from_row(row):
         cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
         load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
         cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
-        last_seen=row["last_seen"])
+        last_seen=row["last_seen"], status_reason=row["status_reason"] or "")
