@@ -71,7 +71,8 @@ def host_json(server, host, jobs=0):
             "memory_total": host.memory_total, "os": host.os, "agents": sorted(host.agents),
             "reserved_for": sorted(j for j, h in server.state.reservations.items()
                                    if h == host.name),
-            "heartbeat_age": round(server.now - host.last_seen, 1) if host.last_seen else None}
+            "heartbeat_age": round(server.now - host.last_seen, 1) if host.last_seen else None,
+            "last_seen": iso(host.last_seen), "status_reason": host.status_reason}
 
 
 def _lscluster(server, arg, body):

@@ -33,6 +33,7 @@ def register(server, identity, body):
     host.cores = p.field(body, "cores", int, host.cores)
     host.memory_total = p.field(body, "memory_total", int, host.memory_total)
     host.os = p.field(body, "os", str, host.os)
+    host.status_reason = ""
     _take_metrics(server, host, body, user)
     state.writes.update_host(host.name, cores=host.cores, memory_total=host.memory_total,
                              os=host.os, status=UP, status_reason="")

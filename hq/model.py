@@ -101,6 +101,7 @@ class Host:
     mem_available: int = 0
     foreign_load: float = 0.0   # cores busy with processes outside hq jobs (agent-measured)
     last_seen: float = None
+    status_reason: str = ""     # why the host is down or unreachable
     slots_used: int = 0
     mem_reserved: int = 0       # memory asked for by the hq jobs placed here
     reserved: dict = field(default_factory=dict)       # reservation code -> slots held back

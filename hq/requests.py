@@ -157,6 +157,7 @@ def details(server, user, body):
             events.setdefault(e["job_id"], []).append(event_json(e))
         for j in jobs:
             j["events"] = events.get(j["id"], [])
+            j["attempts"] = attempts_of(j["events"])
     return {"jobs": jobs}
 
 
@@ -169,6 +170,24 @@ def live_reasons(server, jobs):
             reserved = server.state.reservations.get(live.id)
             if reserved:
                 j["reserved_host"] = reserved
+
+
+def attempts_of(events):
+    """Each attempt of a job from its events: host, dispatched, started, ended, outcome, why."""
+    attempts = {}
+    for e in events:
+        if e["attempt"] < 1 or e["state"] == "stale":
+            continue
+        a = attempts.setdefault(e["attempt"], {"attempt": e["attempt"], "host": e["host"],
+                                               "dispatched": None, "started": None,
+                                               "ended": None, "outcome": None, "why": ""})
+        if e["state"] == "dispatched":
+            a["dispatched"] = e["time"]
+        elif e["state"] == "running":
+            a["started"] = e["time"]
+        elif a["ended"] is None:
+            a["ended"], a["outcome"], a["why"] = e["time"], e["state"], e["detail"] or ""
+    return [attempts[n] for n in sorted(attempts)]
 
 
 def cancel(server, user, body):

@@ -2,12 +2,14 @@
 all changes in one transaction (group commit), and only then sends replies and dispatches.
 
 Usage:
-  hq-server [--port=N] [--bind=ADDR] [--log-level=LEVEL] [--log-file=FILE]
+  hq-server [--port=N] [--bind=ADDR] [--metrics-port=N] [--log-level=LEVEL]
+            [--log-file=FILE]
   hq-server (-h | --help)
 
 Options:
   --port=N           TCP port (default: port of HQ_SERVER, else etc/hq.cfg, else 10101).
   --bind=ADDR        Address to listen on (default: [server] bind in etc/hq.cfg).
+  --metrics-port=N   Serve Prometheus metrics on http://127.0.0.1:N/metrics (off by default).
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --log-file=FILE    Log here instead of standard error.
 """
@@ -58,7 +60,10 @@ class Server:
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
+        self.db_error = None        # the last commit error while the database is failing
         self.again = False
+        self.exporter = None        # Prometheus metrics, when --metrics-port is given
+        self.next_export = 0.0
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -151,8 +156,10 @@ class Server:
     def send(self, identity, frames):
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
+            return False
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold, ended=None):
@@ -211,6 +218,9 @@ class Server:
         if self.now >= self.next_prune:
             self.next_prune = self.now + PRUNE_EVERY_S
             state.writes.prune_metrics_before = self.now - self.settings.metrics_retention_s
+        if self.exporter is not None and self.now >= self.next_export:
+            self.exporter.refresh(state)
+            self.next_export = self.now + 2.0
 
     def request_agents(self, only_user=None, force=False):
         """Ask users' user-servers to start agents on active hosts where their jobs could run
@@ -220,19 +230,21 @@ class Server:
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
-            hosts = []
-            for host in self.state.hosts.values():
-                asked = -1e9 if force else self.spawn_asked.get((user, host.name), 0)
-                if (host.state == ACTIVE and host.in_config and user not in host.agents
-                        and self.now - asked >= self.settings.spawn_retry_s):
-                    self.spawn_asked[(user, host.name)] = self.now
-                    hosts.append({"name": host.name, "address": host.address})
-            if hosts:
-                log.info("asking user-server of %s to start agents on %s", user,
-                         ", ".join(h["name"] for h in hosts))
-                self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
-                                                       "server_port": self.settings.port}))
-                asked_for += [h["name"] for h in hosts]
+            hosts = [h for h in self.state.hosts.values()
+                     if h.state == ACTIVE and h.in_config and user not in h.agents
+                     and (force or self.now - self.spawn_asked.get((user, h.name), 0)
+                          >= self.settings.spawn_retry_s)]
+            if not hosts:
+                continue
+            body = {"hosts": [{"name": h.name, "address": h.address} for h in hosts]}
+            if not self.send(identity, p.encode(p.SPAWN, body)):
+                del self.user_servers[user]     # gone; its successor will say HELLO
+                continue
+            log.info("asked user-server of %s to start agents on %s", user,
+                     ", ".join(h.name for h in hosts))
+            for h in hosts:
+                self.spawn_asked[(user, h.name)] = self.now
+            asked_for += [h.name for h in hosts]
         return asked_for
 
     def stop_agent(self, host, user):
@@ -257,14 +269,16 @@ class Server:
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
-        if self.now < self.db_retry_at:
-            return
+        if self.now < self.db_retry_at and not self.staged:
+            return          # backing off; a submission tries at once (and fails fast)
         try:
             self.store.apply(self.state.writes, self.staged_writes)
         except HQError as exc:
             self.database_failed(exc)
             return
-        self.db_backoff = 0.1
+        if self.db_error is not None:
+            log.info("database back: pending changes committed")
+        self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs, ended in self.staged:
             self.state.activate(batch, env, jobs, ended, self.now)
@@ -285,8 +299,9 @@ class Server:
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
+        self.db_error = exc.message
         self.db_retry_at = time.time() + self.db_backoff
-        self.db_backoff = min(5.0, self.db_backoff * 2)
+        self.db_backoff = min(2.0, self.db_backoff * 2)
 
 
 def run_spec(job):
@@ -294,6 +309,16 @@ def run_spec(job):
             "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
             "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
             "name": job.name, "host": job.host}
+
+
+def start_exporter(server, port):
+    from hq.exporter import Exporter
+    try:
+        server.exporter = Exporter(port)
+    except OSError as exc:
+        raise HQError(CONFIG_ERROR, f"cannot serve metrics on port {port}: {exc}") from None
+    server.state.listeners.append(server.exporter.on_transition)
+    server.exporter.refresh(server.state)
 
 
 def start(settings, port=None, bind=None):
@@ -323,6 +348,8 @@ def main(argv=None):
         settings = config.load_settings()
         port = int(args["--port"]) if args["--port"] else None
         server = start(settings, port, args["--bind"])
+        if args["--metrics-port"]:
+            start_exporter(server, int(args["--metrics-port"]))
     except (HQError, ValueError) as exc:
         print(f"hq-server: {exc}", file=sys.stderr)
         return 1

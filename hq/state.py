@@ -38,6 +38,7 @@ class ClusterState:
         self.next_job_id = 1
         self.next_batch_id = 1
         self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
+        self.listeners = []            # callables (job, old, new, now), e.g. the Prometheus exporter
         self.writes = Writes()
 
     # -- loading ---------------------------------------------------------------------------
@@ -192,6 +193,8 @@ class ClusterState:
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
+        for listener in self.listeners:
+            listener(job, old, new, now)
         log.info("job %s %s -> %s%s%s", job.id, old, new, f" on {job.host}" if job.host else "",
                  f" ({detail})" if detail else "")
 
@@ -296,7 +299,7 @@ class ClusterState:
 
     def host_lost(self, host, now, why):
         """A host went silent: requeue its jobs while retries last, else they end lost."""
-        host.status = DOWN
+        host.status, host.status_reason = DOWN, why
         for identity, (user, name) in list(self.agents.items()):
             if name == host.name:
                 del self.agents[identity]
@@ -357,7 +360,8 @@ def host_from_row(row):
         cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
         load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
         cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
-        last_seen=row["last_seen"], in_config=bool(row["in_config"]),
+        last_seen=row["last_seen"], status_reason=row["status_reason"] or "",
+        in_config=bool(row["in_config"]),
         foreign_load=row["foreign_load"] or 0.0)
 
 
