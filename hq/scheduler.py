@@ -1,13 +1,5 @@
-"""Placement: pending jobs x hosts -> assignments. Pure: no sockets, database or clock (`now` is
-passed in). Pending jobs live in a `PendingIndex` the server keeps current as jobs come and go.
-
-Order: higher priority first, then the user with fewer slots in use (fair share), then job id.
-Jobs of one user and priority with identical demands share a queue; a pass touches queue heads
-and placed jobs only (a queue whose head finds no host is set aside whole), so the cost of one
-placement does not grow with the number of pending jobs. Hosts sit in buckets by free slots
-(best fit: the fullest host that still takes the job). A wide job that waited `reserve_after_s`
-gets a host reserved: nothing else starts there until the job fits.
-"""
+"""Placement: pending jobs x hosts -> assignments, a pure function (no sockets, database or
+clock); see "Scheduling" in docs/architecture.md for the queues, order and reservations."""
 
 import heapq
 from collections import OrderedDict

@@ -192,7 +192,7 @@ class Server:
             if state.reservations.get(job_id) != host_name:
                 log.info("job %s waited %.0fs: host %s reserved for it", job_id,
                          self.now - state.jobs[job_id].submitted, host_name)
-                state.writes.event(job_id, self.now, "pending", 0, host_name,
+                state.writes.event(job_id, self.now, "reserved", 0, host_name,
                                    f"host {host_name} reserved for this job")
         state.reservations = result.reservations
         self.largest_pass = max(self.largest_pass, len(result.assignments))
