@@ -90,6 +90,18 @@ def test_host_and_group_requests_are_obeyed(three):
     assert result.returncode != 0 and "NO_HOST_FITS" in result.stderr
     result = three.run("hq-submit", "--host", "h9", "true")
     assert result.returncode != 0 and "UNKNOWN_HOST" in result.stderr
+    result = three.run("hq-submit", "--mem", "100T", "true")     # host memory is known by now
+    assert result.returncode != 0 and "NO_HOST_FITS" in result.stderr
+
+
+def test_priority_decides_who_gets_a_freed_slot(three):
+    blocker, = submit(three, "--host", "h1", "sleep 1")
+    low, = submit(three, "--host", "h1", "-p", "0", "true")
+    high, = submit(three, "--host", "h1", "-p", "5", "true")
+    waiting = jobs(three, [low])[0]
+    assert waiting["state"] == "pending" and waiting["reason"].startswith("priority"), waiting
+    ended = {j["id"]: j for j in wait_ended(three, [blocker, low, high])}
+    assert ended[high]["started"] < ended[low]["started"], "the higher priority ran first"
 
 
 def test_after_chains_run_in_order_and_failure_propagates(three):
