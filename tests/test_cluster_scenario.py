@@ -241,3 +241,28 @@ def test_original_words(three):
                "agents to start again")
     bad = three.run("hq-client", "lsrjobs:zero")
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_wide_job_gets_a_reserved_host_instead_of_starving(tmp_path):
+    """Narrow jobs keep a 4-slot host busy; the 4-slot job that waited reserve_after_s gets the
+    host reserved, runs before the narrow jobs submitted after it, and `details` says why.
+    (SQLite only: the scheduler does not touch the database.)"""
+    cluster = Cluster(f"sqlite:///{tmp_path}/hq.sqlite", hosts=(("h4", "4", "big", "127.0.0.1"),))
+    try:
+        cluster.setup_database()
+        cluster.set_config("scheduler", "reserve_after_s", "1")
+        cluster.start_server()
+        first = submit(cluster, "-", input="sleep 3\n" * 3)   # end well after the reservation
+        wait_until(lambda: all(j["state"] == "running" for j in jobs(cluster, first)), 20, 0.1,
+                   "three narrow jobs to run")
+        wide, = submit(cluster, "-c", "4", "sleep 0.2")
+        later = submit(cluster, "-", input="sleep 1.5\n" * 6)
+        reserved = wait_until(lambda: (lambda j: j if j.get("reserved_host") else None)(
+            jobs(cluster, [wide])[0]), 15, 0.1, "a host reserved for the wide job")
+        assert reserved["reserved_host"] == "h4" and "reserved" in reserved["reason"]
+        ended = {j["id"]: j for j in wait_ended(cluster, first + [wide] + later, timeout=60)}
+        assert ended[wide]["state"] == "done"
+        overtook = [i for i in later if ended[i]["started"] < ended[wide]["started"]]
+        assert len(overtook) <= 1, "narrow jobs kept overtaking the wide one"
+    finally:
+        cluster.close()
