@@ -180,6 +180,7 @@ def _reload(server, arg, body):
                      if name not in listed and host.in_config)
     for name in removed:
         state.hosts[name].in_config = False
+    state.changed = True
     for name, roles in users:
         known = state.users.setdefault(name, {"roles": set(roles), "enabled": True})
         if known["roles"] != set(roles) and name != config.current_user():

@@ -30,6 +30,7 @@ def register(server, identity, body):
         state.agents.pop(old, None)
     host.agents[user] = identity
     state.agents[identity] = (user, host_name)
+    state.changed = True
     host.cores = p.field(body, "cores", int, host.cores)
     host.memory_total = p.field(body, "memory_total", int, host.memory_total)
     host.os = p.field(body, "os", str, host.os)
@@ -82,6 +83,7 @@ def _take_metrics(server, host, body, user):
     host.last_seen = now
     if host.status != UP:
         host.status = UP
+        server.state.changed = True
     server.state.writes.update_host(host.name, last_seen=now, status=UP,
                                     **{n: getattr(host, n) for n in METRIC_FIELDS if n != "nprocs"})
     server.sample_metrics(host, body)

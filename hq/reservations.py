@@ -36,6 +36,7 @@ def _add(server, arg, body):
         raise HQError(BAD_REQUEST, f"reservation {code} exists")
     user = body.get("user", "")
     state.slot_reservations[code] = {"user": user, "created": server.now, "hosts": wanted}
+    state.changed = True
     for name, slots in wanted.items():
         state.hosts[name].reserved[code] = slots
         state.writes.reservations.append({"code": code, "host": name, "slots": slots,
@@ -53,6 +54,7 @@ def _delete(server, code, body):
     for host in state.hosts.values():
         host.reserved.pop(code, None)
     state.writes.reservations_deleted.append(code)
+    state.changed = True
     failed = [job for job in state.jobs.values()
               if job.reservation == code and job.state in (HELD, PENDING)]
     for job in failed:

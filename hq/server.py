@@ -36,6 +36,7 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
+SHUTDOWN_GRACE_S = 0.3
 DEFERRED = object()
 
 
@@ -90,6 +91,9 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
+        # Keep the connections open a moment: a user-server's DEALER (ZMQ_IMMEDIATE) drops a
+        # reply it has received but not yet read when the connection closes under it.
+        time.sleep(SHUTDOWN_GRACE_S)
         self.socket.close(linger=1000)
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
 
@@ -103,10 +107,13 @@ class Server:
             self.handle(frames)
         else:
             self.again = True
-        if self.now >= self.next_tick:
+        ticked = self.now >= self.next_tick
+        if ticked:
             self.tick()
             self.next_tick = self.now + TICK_S
-        self.schedule()
+        if self.state.changed or ticked:     # the tick also catches changed host metrics
+            self.state.changed = False
+            self.schedule()
         self.commit()
 
     # -- messages ----------------------------------------------------------------------------
@@ -196,6 +203,8 @@ class Server:
                                    f"host {host_name} reserved for this job")
         state.reservations = result.reservations
         self.largest_pass = max(self.largest_pass, len(result.assignments))
+        if settings.placement_limit and len(result.assignments) >= settings.placement_limit:
+            state.changed = True                # more may fit: another pass next turn
         runs = {}
         for job, host_name in result.assignments:
             state.dispatch(job, host_name, self.now)
@@ -253,6 +262,7 @@ class Server:
         if identity is None:
             return
         self.state.agents.pop(identity, None)
+        self.state.changed = True
         self.outbox.append((identity, p.encode(p.STOP, {})))
         if not host.agents:
             host.status = UNKNOWN

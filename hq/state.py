@@ -25,6 +25,7 @@ class ClusterState:
         self.waiters = defaultdict(set)  # job id -> ids of jobs waiting for it to end
         self.just_ended = {}           # job id -> terminal state, for waiters not yet live
         self.reservations = {}         # job id -> host reserved for it (scheduler output)
+        self.changed = True            # something that may allow a placement happened
         self.slot_reservations = {}    # code -> {"user", "created", "hosts": {host: slots}}
         self.hosts = {}                # name -> Host
         self.users = {}                # name -> {"roles": [...], "enabled": bool}
@@ -107,6 +108,7 @@ class ClusterState:
     def activate(self, batch, env, jobs, ended, now):
         """Make committed jobs live; `ended` maps finished dependencies to their states."""
         self.envs[batch] = env
+        self.changed = True
         for job in jobs:
             self.jobs[job.id] = job
         for job in jobs:
@@ -180,6 +182,7 @@ class ClusterState:
 
     def _transition(self, job, new, now, detail="", **columns):
         old = job.state
+        self.changed = True
         job.transition(new)
         for name, value in columns.items():
             setattr(job, name, value)
@@ -230,6 +233,7 @@ class ClusterState:
         self.attempt_since.pop(key, None)
         if held is None:
             return False
+        self.changed = True
         host_name, cores, user, memory, code = held
         self.on_host[host_name].discard(key)
         host = self.hosts.get(host_name)
@@ -332,15 +336,18 @@ class ClusterState:
 
     def set_host_state(self, host, state):
         host.state = state
+        self.changed = True
         self.writes.update_host(host.name, state=state)
 
     def set_user_enabled(self, name, enabled):
         """A disabled user's jobs wait (the scheduler skips them) and their requests are refused."""
         self.users[name]["enabled"] = enabled
+        self.changed = True
         self.writes.user_updates.setdefault(name, {})["enabled"] = int(enabled)
         log.info("user %s %s", name, "enabled" if enabled else "disabled")
 
     def set_cluster_state(self, state):
+        self.changed = True
         self.cluster_active = state == ACTIVE
         self.writes.settings["cluster_state"] = state
 
