@@ -125,7 +125,8 @@ class ClusterState:
         else queue it. `ended` (and self.just_ended) give states of dependencies no longer live."""
         left = set()
         for dep in dependencies(job):
-            state = self.just_ended.get(dep) or (None if dep in self.jobs else ended.get(dep))
+            state = self.just_ended.get(dep) or (
+                None if dep in self.jobs else ended.get(dep, "unknown"))
             if state is None:
                 left.add(dep)
             elif state != DONE:

@@ -284,3 +284,30 @@ def test_reservations_never_oversubscribe(hosts, specs, reserved, used_by_code):
         room = host.reserved.get("c", 0) - host.reserved_used.get("c", 0)
         assert coded[name] <= max(0, room)
         assert used - coded[name] <= offer(host, False), "normal jobs took reserved slots"
+
+
+def test_dependencies_survive_a_restart(store):
+    """ClusterState.load rebuilds the queue and the waits from the database alone."""
+    from hq.state import job_row
+    rows = []
+    for job_id, state, after in ((1, "done", ""), (2, "failed", ""), (3, "running", ""),
+                                 (4, "pending", "3"), (5, "pending", "1"), (6, "held", "2"),
+                                 (7, "pending", "4"), (8, "pending", "99")):
+        job = Job(id=job_id, user="ann", command="true", batch=1, state=state, cwd="/",
+                  depends_on=after, host="h" if state == "running" else "", attempt=1)
+        rows.append(job_row(job))
+    w = Writes()
+    w.jobs = rows
+    w.batches.append({"id": 1, "user": "ann", "submitted": 0.0, "size": 8, "env": "{}"})
+    store.apply(w)
+    state = ClusterState()
+    state.load(store, 10.0)
+    assert sorted(j.id for j in state.pending.values()) == [5]
+    assert state.deps_left == {4: {3}, 7: {4}}
+    assert (state.jobs.get(6), state.jobs.get(8)) == (None, None)     # failed: dependency
+    store.apply(state.writes)
+    failed = {r["id"]: r for r in store.get_jobs([6, 8])}
+    assert {r["state"] for r in failed.values()} == {"failed"}
+    assert {r["reason"] for r in failed.values()} == {"dependency"}
+    state.job_finished(3, 1, {"exit_code": 0}, 11.0)
+    assert sorted(j.id for j in state.pending.values()) == [4, 5]
