@@ -4,6 +4,7 @@ runs the jobs the server assigns, reports their start and end, kills on request.
 Usage:
   hq-exec-server [--server=ADDR] [--host-name=NAME] [--user=USER] [--heartbeat=S]
                  [--orphan=S] [--log-file=FILE] [--log-level=LEVEL] [--pidfile=FILE]
+                 [--server-key=Z85] [--key-file=FILE]
   hq-exec-server (-h | --help)
 
 Options:
@@ -16,6 +17,9 @@ Options:
   --log-file=FILE    Log here instead of standard error.
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --pidfile=FILE     Write the process id here (removed at exit).
+  --server-key=Z85   hq-server's CURVE public key: connect with CURVE (default: plain TCP,
+                     which a server with [security] curve on refuses).
+  --key-file=FILE    The user's CURVE secret key file (default: $HQ_HOME/keys/user.key_secret).
 """
 
 import getpass
@@ -30,7 +34,8 @@ import zmq
 
 from agents import metrics
 from agents.runner import Runner
-from hq import protocol as p
+from hq import protocol as p, security
+from hq.errors import HQError
 
 log = logging.getLogger("hq.agent")
 
@@ -39,8 +44,9 @@ RESEND_S = 5.0
 
 
 class Agent:
-    def __init__(self, server, host_name, user, heartbeat_s, orphan_s):
+    def __init__(self, server, host_name, user, heartbeat_s, orphan_s, curve_keys=None):
         self.server = server
+        self.curve_keys = curve_keys     # (server public, our public, our secret) or None
         self.host_name = host_name
         self.user = user
         self.heartbeat_s = heartbeat_s
@@ -66,6 +72,8 @@ class Agent:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTING_ID,
                                f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
+        if self.curve_keys:
+            security.make_client_socket(self.socket, *self.curve_keys)
         self.socket.connect(self.server)
         self.register()
         self.last_heard = time.time()
@@ -182,6 +190,16 @@ class Agent:
                 self.last_heard = now - 3 * self.heartbeat_s + self.backoff
 
 
+def curve_keys(args):
+    """(server public, user public, user secret) when --server-key is given, else None."""
+    if not args["--server-key"]:
+        return None
+    key_file = args["--key-file"] or security.cert_paths(
+        os.path.abspath(os.path.expanduser(os.environ.get("HQ_HOME") or "~/.hq")),
+        security.USER_CERT)[1]
+    return (args["--server-key"].encode(), *security.load_keypair(key_file))
+
+
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
@@ -192,8 +210,8 @@ def main(argv=None):
     host_name = args["--host-name"] or socket.gethostname().split(".")[0]
     try:
         agent = Agent(server, host_name, args["--user"] or getpass.getuser(),
-                      float(args["--heartbeat"]), float(args["--orphan"]))
-    except ValueError as exc:
+                      float(args["--heartbeat"]), float(args["--orphan"]), curve_keys(args))
+    except (ValueError, HQError) as exc:
         print(f"hq-exec-server: {exc}", file=sys.stderr)
         return 2
 

@@ -16,7 +16,7 @@ METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "np
 
 
 def register(server, identity, body):
-    user = p.field(body, "user", str)
+    user = server.requester(body)     # the agent's CURVE key says whose jobs it may run
     host_name = p.field(body, "host", str)
     state = server.state
     host = state.hosts.get(host_name)
@@ -66,6 +66,8 @@ def _agent(server, identity):
     if known is None:
         raise HQError(UNKNOWN_AGENT, "agent not registered (server restarted?): register again")
     user, host_name = known
+    if server.authenticator is not None and user != server.peer_user:
+        raise HQError(UNKNOWN_AGENT, "agent connection changed user: register again")
     return user, server.state.hosts[host_name]
 
 

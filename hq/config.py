@@ -63,6 +63,8 @@ class Settings:
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
+    curve: bool = True
+    server_key: str = ""
     etc: str = ""
 
     @property
@@ -90,9 +92,12 @@ def _get(parser, path, section, key, kind, default):
             return parser.getfloat(section, key, fallback=default)
         if kind is int:
             return parser.getint(section, key, fallback=default)
+        if kind is bool:
+            return parser.getboolean(section, key, fallback=default)
         return parser.get(section, key, fallback=default)
     except ValueError:
-        raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be a {kind.__name__}") from None
+        what = "on or off" if kind is bool else f"a {kind.__name__}"
+        raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be {what}") from None
 
 
 def load_settings(etc=None):
@@ -118,6 +123,8 @@ def load_settings(etc=None):
         connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
                                d.connect_timeout_s),
         agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        curve=_get(p, path, "security", "curve", bool, d.curve),
+        server_key=_get(p, path, "security", "server_key", str, d.server_key),
         etc=etc,
     )
     env = os.environ.get("HQ_SERVER")

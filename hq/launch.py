@@ -42,13 +42,17 @@ def pid_alive(pid):
     return True
 
 
-def agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile):
-    return [sys.executable, "-m", "agents.exec_server", f"--server={server}",
-            f"--host-name={host_name}", f"--user={user}", f"--heartbeat={heartbeat_s}",
-            f"--orphan={orphan_s}", f"--log-file={log_file}", f"--pidfile={pidfile}"]
+def agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
+                  server_key="", key_file=""):
+    command = [sys.executable, "-m", "agents.exec_server", f"--server={server}",
+               f"--host-name={host_name}", f"--user={user}", f"--heartbeat={heartbeat_s}",
+               f"--orphan={orphan_s}", f"--log-file={log_file}", f"--pidfile={pidfile}"]
+    if server_key:   # public: fine on a command line; the secret stays in the key file
+        command += [f"--server-key={server_key}", f"--key-file={key_file}"]
+    return command
 
 
-def start_agent(home, host_name, address, server, user, heartbeat_s, orphan_s):
+def start_agent(home, host_name, address, server, user, heartbeat_s, orphan_s, server_key=""):
     """Start the user's agent for `host_name` unless one runs. Returns a one-line outcome."""
     if not is_local_address(address):
         return f"host {host_name} ({address}) is remote: starting agents over ssh is not " \
@@ -59,8 +63,10 @@ def start_agent(home, host_name, address, server, user, heartbeat_s, orphan_s):
     os.makedirs(log_dir, exist_ok=True)
     log_file = os.path.join(log_dir, f"agent-{os.path.basename(agent_pidfile(home, host_name))[6:-4]}.log")
     pidfile = agent_pidfile(home, host_name)
-    command = agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile)
-    env = dict(os.environ)
+    key_file = os.path.join(home, "keys", "user.key_secret")
+    command = agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
+                            server_key, key_file)
+    env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     with open(os.devnull, "rb") as null_in, open(log_file, "ab") as out:
         proc = subprocess.Popen(command, stdin=null_in, stdout=out, stderr=out, env=env,

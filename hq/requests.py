@@ -3,7 +3,11 @@
 Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
+import logging
 import os
+import struct
+
+from zmq.utils import z85
 
 from hq import protocol as p
 from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
@@ -11,6 +15,8 @@ from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOS
 from hq.jobview import event_json, job_json
 from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
 from hq.scheduler import can_ever_run
+
+log = logging.getLogger("hq.requests")
 
 MAX_COMMAND = 1 << 20
 READ_ONLY_ADMIN = {"info", "status", "lscluster"}
@@ -157,10 +163,33 @@ def admin(server, user, body):
     arg = p.field(body, "arg", str, "")
     if command not in READ_ONLY_ADMIN and "ADMIN" not in server.state.users[user]["roles"]:
         raise HQError(PERMISSION_DENIED, f"'{command}' needs the ADMIN role; user {user} lacks it")
+    if command == "adduser":
+        return _adduser(server, arg, p.field(body, "key", str))
     handler = ADMIN_COMMANDS.get(command)
     if handler is None:
         raise HQError(BAD_REQUEST, f"unknown admin command {command!r}")
     return handler(server, arg)
+
+
+def _adduser(server, name, key):
+    """Register `key` (z85 CURVE public key) for user `name` (added with USER if unknown)."""
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise HQError(BAD_REQUEST, f"bad user name {name[:64]!r}")
+    if len(key) != 40 or not _is_z85(key):
+        raise HQError(BAD_REQUEST, "key must be a 40-character z85 CURVE public key")
+    server.store.set_user_key(name, key)
+    info = server.state.users.setdefault(name, {"roles": {"USER"}, "enabled": True})
+    info["key"] = key
+    server.refresh_keys()
+    log.info("user %s registered with key %s...", name, key[:8])
+    return {"user": name, "key": key, "roles": sorted(info["roles"])}
+
+
+def _is_z85(text):
+    try:
+        return len(z85.decode(text.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError, KeyError, IndexError, struct.error):
+        return False
 
 
 def _info(server, arg):

@@ -21,7 +21,7 @@ class ClusterState:
         self.jobs = {}                 # live (non-terminal) jobs by id
         self.pending = {}              # id -> job, the pending subset (scheduler input)
         self.hosts = {}                # name -> Host
-        self.users = {}                # name -> {"roles": [...], "enabled": bool}
+        self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
         self.attempts = {}             # (job id, attempt) -> (host name, cores): slots held
         self.user_slots = defaultdict(int)
@@ -34,7 +34,8 @@ class ClusterState:
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, store):
-        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"])}
+        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
+                             "key": r["public_key"]}
                       for name, r in store.load_users().items()}
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)
