@@ -19,6 +19,10 @@ from hq.scheduler import can_ever_run
 log = logging.getLogger("hq.requests")
 
 MAX_COMMAND = 1 << 20
+MAX_ENV = 1 << 20
+INT32_LIMIT = 1 << 31                 # INT columns
+SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
+SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell"}
 READ_ONLY_ADMIN = {"info", "status", "lscluster"}
 
 
@@ -38,15 +42,20 @@ def validate_spec(raw, index, settings):
         if name == "retries" and name not in raw:
             value = settings.default_retries
         if isinstance(default, int):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= 0")
+            limit = p.INT_LIMIT if name == "memory" else INT32_LIMIT
+            if not p.is_int(value, 0, limit):
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from 0 "
+                              f"to {limit - 1}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
+        elif len(value) > (SHORT_TEXT if name in SHORT_OPTIONS else LONG_TEXT):
+            raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
         spec[name] = value
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
     cwd = raw.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)
+                            or len(cwd) > LONG_TEXT or "\0" in cwd):
         raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
     spec["cwd"] = cwd
     return spec
@@ -60,7 +69,10 @@ def submit(server, user, body):
     env = p.field(body, "env", dict, {})
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
         raise HQError(BAD_REQUEST, "env must map strings to strings")
-    cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
+    if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV:
+        raise HQError(BAD_REQUEST, f"env is larger than {MAX_ENV} characters")
+    cwd = p.field(body, "cwd", str, "/",
+                  check=lambda d: os.path.isabs(d) and len(d) <= LONG_TEXT and "\0" not in d)
     hold = p.field(body, "hold", bool, False)
     clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
     hosts = list(server.state.hosts.values())

@@ -233,9 +233,10 @@ class Server:
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
             return
         self.last_sample[host.name] = self.now
+        nprocs = body.get("nprocs")
         self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
                                           host.load15, host.cpu_percent, host.mem_available,
-                                          body.get("nprocs")))
+                                          nprocs if p.is_int(nprocs, 0, 1 << 31) else None))
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
