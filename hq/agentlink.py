@@ -35,6 +35,7 @@ def register(server, identity, body):
                                 check=lambda v: v >= 0)
     host.os = p.field(body, "os", str, host.os or "")[:255]
     _take_metrics(server, host, body)
+    server.host_reasons.pop(host_name, None)
     state.writes.update_host(host.name, cores=host.cores, memory_total=host.memory_total,
                              os=host.os, status=UP, status_reason="")
     log.info("agent of %s registered on host %s (%d cores)", user, host_name, host.cores)

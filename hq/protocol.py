@@ -29,6 +29,7 @@ RELEASE = b"RELEASE"
 ADMIN = b"ADMIN"
 PING = b"PING"
 HELLO = b"HELLO"          # user-server announces itself for its user
+UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be started on a host
 
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
@@ -39,7 +40,7 @@ KILL = b"KILL"            # server -> agent: job ids to kill
 SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
 
 CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
-                          HELLO})
+                          HELLO, UNREACHABLE})
 AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
 

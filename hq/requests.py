@@ -170,6 +170,19 @@ def _live_of(server, job_id, user):
     return job if job is not None and job.user == user else None
 
 
+def unreachable(server, user, body):
+    """The user-server could not start the user's agent on a host: lscluster says why."""
+    name = p.field(body, "host", str)
+    host = server.state.hosts.get(name)
+    if host is None:
+        raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
+    reason = f"{user}: {p.field(body, 'reason', str)}"[:255]
+    server.host_reasons[name] = reason
+    server.state.writes.update_host(name, status_reason=reason)
+    log.warning("host %s unreachable for %s", name, reason)
+    return {}
+
+
 def admin(server, user, body):
     command = p.field(body, "command", str)
     arg = p.field(body, "arg", str, "")
@@ -229,6 +242,7 @@ def _lscluster(server, arg):
             "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
             "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
             "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
+            "reason": server.host_reasons.get(h.name, ""),
             "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None})
     return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
 
@@ -263,6 +277,6 @@ ADMIN_COMMANDS = {
 }
 
 USER_REQUESTS = {
-    p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
+    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
     p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin,
 }

@@ -51,6 +51,7 @@ class Server:
         self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
+        self.host_reasons = {}      # host -> why a user's agent could not be started there
         self.last_sample = {}       # host -> time of the last host_metrics row
         self.next_tick = 0.0
         self.db_retry_at = 0.0

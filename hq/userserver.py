@@ -62,6 +62,7 @@ class UserServer:
         self.waiting = []       # (deadline, client identity, client req, kind, body) not yet sent
         self.in_flight = {}     # our req -> (deadline, client identity, client req)
         self.counter = 0
+        self.remote = launch.RemoteStarter(settings)
         self.last_request = time.time()
         self.next_hello = 0.0
         self.running = True
@@ -101,6 +102,7 @@ class UserServer:
             self.send_waiting(now)
             self.expire(now)
             self.reap_children()
+            self.remote_outcomes()
             if now >= self.next_hello:
                 sent = self.forward_raw(p.HELLO, {"req": "hello", "user": self.user})
                 self.next_hello = now + (HELLO_EVERY_S if sent else 0.2)
@@ -215,15 +217,35 @@ class UserServer:
         for host in body.get("hosts", []):
             if not isinstance(host, dict):
                 continue
+            name, address = str(host.get("name")), str(host.get("address") or host.get("name"))
             try:
-                outcome = launch.start_agent(
-                    self.home, str(host.get("name")), str(host.get("address", "")),
-                    self.server_address, self.user, self.settings.heartbeat_s,
-                    self.settings.agent_orphan_s,
-                    server_key=self.server_key[0].decode() if self.server_key else "")
-            except OSError as exc:
-                outcome = f"cannot start agent on {host.get('name')}: {exc}"
+                outcome = self.start_agent(name, address)
+            except (OSError, HQError) as exc:
+                outcome = f"cannot start agent on {name}: {exc}"
             log.info("%s", outcome)
+
+    def start_agent(self, name, address):
+        server_key = self.server_key[0].decode() if self.server_key else ""
+        s = self.settings
+        if config.is_local_address(address):
+            return launch.start_agent(self.home, name, self.server_address, self.user,
+                                      s.heartbeat_s, s.agent_orphan_s, server_key)
+        command = launch.remote_script(self.home, name, self.server_address, self.user,
+                                       s.heartbeat_s, s.agent_orphan_s, server_key,
+                                       s.ssh_python or None)
+        if self.remote.request(name, address, command):
+            return f"starting agent on {name} ({address}) over ssh"
+        return f"agent on {name}: an ssh try is under way or the host is backing off"
+
+    def remote_outcomes(self):
+        """Log finished ssh tries; tell hq-server why a host could not be reached."""
+        for name, ok, outcome in self.remote.finished():
+            if ok:
+                log.info("%s", outcome)
+                continue
+            log.warning("%s", outcome)
+            self.forward_raw(p.UNREACHABLE, {"req": "unreachable", "user": self.user,
+                                             "host": name, "reason": outcome})
 
     def reap_children(self):
         while True:
@@ -235,6 +257,7 @@ class UserServer:
                 return
 
     def close(self):
+        self.remote.close()
         self.monitor.close(linger=0)
         self.frontend.close(linger=0)
         self.backend.close(linger=0)

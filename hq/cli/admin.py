@@ -58,7 +58,7 @@ def show(command, reply, as_json):
             host["load"] = f"{host['load1'] or 0:.2f}"
             host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
         table(reply["hosts"], ["name", "state", "status", "cores", "slots", "load", "mem_free",
-                               "heartbeat"])
+                               "heartbeat", "reason"])
     else:
         for key, value in reply.items():
             if isinstance(value, dict):
