@@ -78,9 +78,15 @@ class Agent:
         self.register()
         self.last_heard = time.time()
 
+    def reported_pairs(self):
+        """[job, attempt] of finished reports the server has not acknowledged yet."""
+        return [[e["job"], e["attempt"]] for _, events in self.unacked.values() for e in events
+                if e["type"] == "finished"] + [[e["job"], e["attempt"]] for e in self.outgoing]
+
     def register(self):
         body = {"req": "register", "user": self.user, "host": self.host_name,
-                "running": self.runner.running_pairs(), **self.facts, **metrics.sample()}
+                "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
+                **self.facts, **metrics.sample()}
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
@@ -94,7 +100,6 @@ class Agent:
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
         self.connect()
-        poller = zmq.Poller()
         while self.running:
             poller = zmq.Poller()
             poller.register(self.socket, zmq.POLLIN)
@@ -171,7 +176,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                **metrics.sample()})
+                                "reported": self.reported_pairs(), **metrics.sample()})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""

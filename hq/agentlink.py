@@ -34,8 +34,8 @@ def register(server, identity, body):
     host.memory_total = p.field(body, "memory_total", int, host.memory_total,
                                 check=lambda v: v >= 0)
     host.os = p.field(body, "os", str, host.os or "")[:255]
+    host.status_reason = ""
     _take_metrics(server, host, body)
-    server.host_reasons.pop(host_name, None)
     state.writes.update_host(host.name, cores=host.cores, memory_total=host.memory_total,
                              os=host.os, status=UP, status_reason="")
     log.info("agent of %s registered on host %s (%d cores)", user, host_name, host.cores)
@@ -91,6 +91,8 @@ def _take_metrics(server, host, body):
 def heartbeat(server, identity, body):
     user, host = _agent(server, identity)
     _take_metrics(server, host, body)
+    known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
+    server.state.reconcile(host, user, known, server.now, 2 * server.settings.heartbeat_s + 1)
     return {}
 
 
@@ -104,10 +106,12 @@ def events(server, identity, body):
             log.warning("agent of %s on %s reported job %s attempt %s that is not its own: "
                         "ignored", user, host.name, job_id, attempt)
         elif report["type"] == "started":
-            server.state.job_started(job_id, attempt, report.get("time") or server.now,
-                                     report.get("pid"), server.now)
+            when = report.get("time") or server.now
+            if not server.state.job_started(job_id, attempt, when, report.get("pid"),
+                                            server.now):
+                server.send(identity, p.encode(p.KILL, {"jobs": [[job_id, attempt]]}))
         else:
-            server.state.job_finished(job_id, attempt, report, server.now, user)
+            server.state.job_finished(job_id, attempt, report, server.now)
     return {"seq": body.get("seq")}
 
 
@@ -142,7 +146,7 @@ def _ours(server, user, host, job_id, attempt):
     if job is not None:
         return job.user == user and job.host == host.name
     held = server.state.attempts.get((job_id, attempt))
-    return held is None or held[0] == host.name
+    return held is None or (held[0] == host.name and held[2] == user)
 
 
 AGENT_REQUESTS = {p.REGISTER: register, p.HEARTBEAT: heartbeat, p.EVENTS: events}

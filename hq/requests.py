@@ -12,8 +12,8 @@ from zmq.utils import z85
 from hq import protocol as p
 from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
                        HQError)
-from hq.jobview import event_json, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
+from hq.jobview import event_json, iso, job_json
+from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES, UP
 from hq.scheduler import can_ever_run
 
 log = logging.getLogger("hq.requests")
@@ -126,7 +126,26 @@ def details(server, user, body):
             events.setdefault(e["job_id"], []).append(event_json(e))
         for j in jobs:
             j["events"] = events.get(j["id"], [])
+            j["attempts"] = attempts_of(j["events"])
     return {"jobs": jobs}
+
+
+def attempts_of(events):
+    """Each attempt of a job from its events: host, dispatched, started, ended, outcome, why."""
+    attempts = {}
+    for e in events:
+        if e["attempt"] < 1 or e["state"] == "stale":
+            continue
+        a = attempts.setdefault(e["attempt"], {"attempt": e["attempt"], "host": e["host"],
+                                               "dispatched": None, "started": None,
+                                               "ended": None, "outcome": None, "why": ""})
+        if e["state"] == "dispatched":
+            a["dispatched"] = e["time"]
+        elif e["state"] == "running":
+            a["started"] = e["time"]
+        elif a["ended"] is None:
+            a["ended"], a["outcome"], a["why"] = e["time"], e["state"], e["detail"] or ""
+    return [attempts[n] for n in sorted(attempts)]
 
 
 def cancel(server, user, body):
@@ -177,8 +196,9 @@ def unreachable(server, user, body):
     if host is None:
         raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
     reason = f"{user}: {p.field(body, 'reason', str)}"[:255]
-    server.host_reasons[name] = reason
-    server.state.writes.update_host(name, status_reason=reason)
+    if host.status != UP:
+        host.status_reason = reason
+        server.state.writes.update_host(name, status_reason=reason)
     log.warning("host %s unreachable for %s", name, reason)
     return {}
 
@@ -242,8 +262,8 @@ def _lscluster(server, arg):
             "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
             "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
             "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
-            "reason": server.host_reasons.get(h.name, ""),
-            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None})
+            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None,
+            "last_seen": iso(h.last_seen), "status_reason": h.status_reason})
     return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
 
 

@@ -2,12 +2,14 @@
 all changes in one transaction (group commit), and only then sends replies and dispatches.
 
 Usage:
-  hq-server [--port=N] [--bind=ADDR] [--log-level=LEVEL] [--log-file=FILE]
+  hq-server [--port=N] [--bind=ADDR] [--metrics-port=N] [--log-level=LEVEL]
+            [--log-file=FILE]
   hq-server (-h | --help)
 
 Options:
   --port=N           TCP port (default: port of HQ_SERVER, else etc/hq.cfg, else 10101).
   --bind=ADDR        Address to listen on (default: [server] bind in etc/hq.cfg).
+  --metrics-port=N   Serve Prometheus metrics on http://127.0.0.1:N/metrics (off by default).
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --log-file=FILE    Log here instead of standard error.
 """
@@ -51,15 +53,18 @@ class Server:
         self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
-        self.host_reasons = {}      # host -> why a user's agent could not be started there
         self.last_sample = {}       # host -> time of the last host_metrics row
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
+        self.db_error = None        # the last commit error while the database is failing
         self.again = False
+        self.exporter = None        # Prometheus metrics, when --metrics-port is given
+        self.next_export = 0.0
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.LINGER, 1000)
@@ -72,7 +77,7 @@ class Server:
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store)
+        count = self.state.load(self.store, time.time())
         self.refresh_keys()
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
@@ -87,9 +92,10 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        self.socket.close()
+        self.socket.close(linger=1000)
         if self.authenticator is not None:
             self.authenticator.stop()
+        self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
 
     def refresh_keys(self):
         if self.authenticator is not None:
@@ -166,8 +172,10 @@ class Server:
     def send(self, identity, frames):
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
+            return False
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold):
@@ -209,6 +217,9 @@ class Server:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
         self.request_agents()
         state.prune_envs()
+        if self.exporter is not None and self.now >= self.next_export:
+            self.exporter.refresh(state)
+            self.next_export = self.now + 2.0
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
@@ -217,18 +228,20 @@ class Server:
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
-            hosts = []
-            for host in self.state.hosts.values():
-                asked = self.spawn_asked.get((user, host.name), 0)
-                if (host.state == ACTIVE and user not in host.agents
-                        and self.now - asked >= self.settings.spawn_retry_s):
-                    self.spawn_asked[(user, host.name)] = self.now
-                    hosts.append({"name": host.name, "address": host.address})
-            if hosts:
-                log.info("asking user-server of %s to start agents on %s", user,
-                         ", ".join(h["name"] for h in hosts))
-                self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
-                                                       "server_port": self.settings.port}))
+            hosts = [h for h in self.state.hosts.values()
+                     if h.state == ACTIVE and user not in h.agents
+                     and self.now - self.spawn_asked.get((user, h.name), 0)
+                     >= self.settings.spawn_retry_s]
+            if not hosts:
+                continue
+            body = {"hosts": [{"name": h.name, "address": h.address} for h in hosts]}
+            if not self.send(identity, p.encode(p.SPAWN, body)):
+                del self.user_servers[user]     # gone; its successor will say HELLO
+                continue
+            log.info("asked user-server of %s to start agents on %s", user,
+                     ", ".join(h.name for h in hosts))
+            for h in hosts:
+                self.spawn_asked[(user, h.name)] = self.now
 
     def sample_metrics(self, host, body):
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
@@ -241,14 +254,16 @@ class Server:
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
-        if self.now < self.db_retry_at:
-            return
+        if self.now < self.db_retry_at and not self.staged:
+            return          # backing off; a submission tries at once (and fails fast)
         try:
             self.store.apply(self.state.writes, self.staged_writes)
         except HQError as exc:
             self.database_failed(exc)
             return
-        self.db_backoff = 0.1
+        if self.db_error is not None:
+            log.info("database back: pending changes committed")
+        self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs in self.staged:
             self.state.activate(batch, env, jobs)
@@ -268,8 +283,9 @@ class Server:
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
+        self.db_error = exc.message
         self.db_retry_at = time.time() + self.db_backoff
-        self.db_backoff = min(5.0, self.db_backoff * 2)
+        self.db_backoff = min(2.0, self.db_backoff * 2)
 
 
 def run_spec(job):
@@ -277,6 +293,16 @@ def run_spec(job):
             "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
             "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
             "name": job.name, "host": job.host}
+
+
+def start_exporter(server, port):
+    from hq.exporter import Exporter
+    try:
+        server.exporter = Exporter(port)
+    except OSError as exc:
+        raise HQError(CONFIG_ERROR, f"cannot serve metrics on port {port}: {exc}") from None
+    server.state.listeners.append(server.exporter.on_transition)
+    server.exporter.refresh(server.state)
 
 
 def start(settings, port=None, bind=None):
@@ -312,6 +338,8 @@ def main(argv=None):
         settings = config.load_settings()
         port = int(args["--port"]) if args["--port"] else None
         server = start(settings, port, args["--bind"])
+        if args["--metrics-port"]:
+            start_exporter(server, int(args["--metrics-port"]))
     except (HQError, ValueError) as exc:
         print(f"hq-server: {exc}", file=sys.stderr)
         return 1

@@ -37,15 +37,24 @@ def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
 
 
 def pid_alive(pid):
+    """True while any thread of the process still runs (a zombie leader whose other threads
+    are still exiting still holds its files and locks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().split(") ", 1)[1][0] not in "ZX":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def read_pid(path):
@@ -111,14 +120,20 @@ class Cluster:
         self.env["HQ_VE_PATH"] = os.path.dirname(os.path.dirname(sys.executable))
 
     def _set_cfg(self):
+        self.set_config("server", "heartbeat_s", str(self.heartbeat_s))
+        self.set_config("server", "spawn_retry_s", "2")
+        self.set_config("user-server", "connect_timeout_s", "2")
+        self.set_config("user-server", "request_timeout_s", "5")
+
+    def set_config(self, section, key, value):
+        """Change one value of this cluster's etc/hq.cfg (read by processes started later)."""
         import configparser
         path = os.path.join(self.etc, "hq.cfg")
         cfg = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
         cfg.read(path)
-        cfg["server"]["heartbeat_s"] = str(self.heartbeat_s)
-        cfg["server"]["spawn_retry_s"] = "2"
-        cfg["user-server"]["connect_timeout_s"] = "2"
-        cfg["user-server"]["request_timeout_s"] = "5"
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg[section][key] = value
         with open(path, "w") as handle:
             cfg.write(handle)
 
@@ -141,9 +156,9 @@ class Cluster:
         self.run("hq-dbadmin", "--drop-tables", "--yes", "--create-tables",
                  "--add-standard-entries", check=True)
 
-    def start_server(self):
+    def start_server(self, *args):
         log = open(os.path.join(self.root, "server.log"), "ab")
-        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG"],
+        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG", *args],
                                        env=self.env, stdout=log, stderr=log, cwd=self.root)
         log.close()
         wait_until(lambda: "listening on" in self.server_log() or self.server.poll() is not None,
@@ -189,4 +204,7 @@ class Cluster:
         self.stop_server()
         for pid in [self.user_server_pid(), *self.agent_pids()]:
             kill_pid(pid)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("HQ_TEST_KEEP"):
+            print(f"kept {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)

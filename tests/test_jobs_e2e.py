@@ -165,3 +165,32 @@ def test_unreachable_server_gives_a_clear_error_quickly(cluster):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "SERVER_UNREACHABLE" in result.stderr and f"127.0.0.1:{cluster.port}" in result.stderr
     assert elapsed < 5, f"took {elapsed:.1f}s"
+
+
+def test_admin_info_status_and_cluster_switch(cluster):
+    info = json.loads(cluster.run("hq-admin", "info", "--json", check=True).stdout)
+    assert info["server"].endswith(f":{cluster.port}") and info["cluster"] == "active"
+    assert cluster.run("hq-admin", "help", check=True).stdout.startswith("hq-admin")
+    cluster.run("hq-admin", "deactivatecluster", check=True)
+    status = json.loads(cluster.run("hq-admin", "status", "--json", check=True).stdout)
+    assert status["cluster"] == "inactive" and "pending" in status["counts"]
+    cluster.run("hq-admin", "activate", check=True)
+    result = cluster.run("hq-admin", "frobnicate")
+    assert result.returncode != 0 and "unknown command" in result.stderr
+
+
+def test_admin_shutdown_stops_the_server(cluster):
+    cluster.run("hq-admin", "shutdown", check=True)
+    wait_until(lambda: cluster.server.poll() is not None, 10, message="hq-server to exit")
+    assert cluster.server.returncode == 0
+
+
+def test_user_server_exits_when_idle(cluster):
+    cluster.set_config("user-server", "idle_s", "1")
+    submit(cluster, "true")
+    pid = cluster.user_server_pid()
+    assert pid_alive(pid)
+    wait_until(lambda: not pid_alive(pid), 15, message="the idle user-server to exit")
+    assert not os.path.exists(os.path.join(cluster.home, "run", "user.sock"))
+    submit(cluster, "true")                       # the next command starts a new one
+    assert cluster.user_server_pid() not in (None, pid)

@@ -155,10 +155,10 @@ def test_job_for_ssh_host_runs_there_and_unreachable_host_is_reported(sshd, ssh_
         assert handle.read() == "ran on sshbox\n"
     assert "Accepted publickey for" in sshd.log.read_text()
     assert os.path.exists(os.path.join(ssh_cluster.home, "log", "agent-sshbox.log"))
-    hosts = wait_until(lambda: (lambda h: h if h["deadbox"]["reason"] else None)(
+    hosts = wait_until(lambda: (lambda h: h if h["deadbox"]["status_reason"] else None)(
         lscluster(ssh_cluster)), 30, message="deadbox's reason in lscluster")
-    assert "cannot connect" in hosts["deadbox"]["reason"] and "retry in" in hosts["deadbox"]["reason"]
-    assert hosts["sshbox"]["status"] == "up" and hosts["sshbox"]["reason"] == ""
+    assert "cannot connect" in hosts["deadbox"]["status_reason"] and "retry in" in hosts["deadbox"]["status_reason"]
+    assert hosts["sshbox"]["status"] == "up" and hosts["sshbox"]["status_reason"] == ""
     table = ssh_cluster.run("hq-admin", "lscluster", check=True).stdout
     assert "REASON" in table.splitlines()[1] and "cannot connect" in table
 
@@ -167,8 +167,8 @@ def test_changed_host_key_is_refused_and_reported(sshd, ssh_cluster, tmp_path):
     trust(sshd, keygen(tmp_path / "impostor"))
     result = ssh_cluster.run("hq-submit", "--host", "sshbox", "true")
     assert result.returncode == 0, result.stderr
-    hosts = wait_until(lambda: (lambda h: h if h["sshbox"]["reason"] else None)(
+    hosts = wait_until(lambda: (lambda h: h if h["sshbox"]["status_reason"] else None)(
         lscluster(ssh_cluster)), 40, message="sshbox's reason in lscluster")
-    assert "host key differs" in hosts["sshbox"]["reason"]
+    assert "host key differs" in hosts["sshbox"]["status_reason"]
     assert hosts["sshbox"]["status"] != "up"
     assert "Accepted publickey" not in sshd.log.read_text()

@@ -57,6 +57,7 @@ def show(command, reply, as_json):
             host["mem_free"] = f"{(host['mem_available'] or 0) / (1 << 30):.1f}G"
             host["load"] = f"{host['load1'] or 0:.2f}"
             host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
+            host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
         table(reply["hosts"], ["name", "state", "status", "cores", "slots", "load", "mem_free",
                                "heartbeat", "reason"])
     else:
