@@ -7,7 +7,7 @@ import logging
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_USER, HQError
-from hq.model import DISPATCHED, RUNNING, UP
+from hq.model import DISPATCHED, RUNNING, UNKNOWN, UP
 
 log = logging.getLogger("hq.agents")
 
@@ -149,4 +149,21 @@ def _ours(server, user, host, job_id, attempt):
     return held is None or (held[0] == host.name and held[2] == user)
 
 
-AGENT_REQUESTS = {p.REGISTER: register, p.HEARTBEAT: heartbeat, p.EVENTS: events}
+def bye(server, identity, body):
+    """An idle agent asks to exit: yes (and it is forgotten) unless work is assigned to it."""
+    user, host = _agent(server, identity)
+    state = server.state
+    if any(state.attempts[key][2] == user for key in state.on_host.get(host.name, ())):
+        return {"bye": False}
+    del state.agents[identity]
+    if host.agents.get(user) == identity:
+        del host.agents[user]
+    server.spawn_asked.pop((user, host.name), None)    # new work may start it again at once
+    if not host.agents:
+        host.status, host.status_reason = UNKNOWN, "no agent: idle"
+        state.writes.update_host(host.name, status=UNKNOWN, status_reason=host.status_reason)
+    log.info("agent of %s on %s exits: idle", user, host.name)
+    return {"bye": True}
+
+
+AGENT_REQUESTS = {p.REGISTER: register, p.HEARTBEAT: heartbeat, p.EVENTS: events, p.BYE: bye}

@@ -77,6 +77,7 @@ class Settings:
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
     agent_orphan_s: float = 600.0
+    agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
@@ -146,6 +147,7 @@ def load_settings(etc=None):
         connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
                                d.connect_timeout_s),
         agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        agent_idle_s=_get(p, path, "agent", "idle_s", float, d.agent_idle_s),
         curve=_get(p, path, "security", "curve", bool, d.curve),
         server_key=_get(p, path, "security", "server_key", str, d.server_key),
         ssh_unknown_host_keys=_get(p, path, "ssh", "unknown_host_keys", str,

@@ -48,10 +48,11 @@ def pid_alive(pid):
 
 
 def agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
-                  server_key="", key_file="", python=None):
+                  server_key="", key_file="", python=None, idle_s=0):
     command = [python or sys.executable, "-m", "agents.exec_server", f"--server={server}",
                f"--host-name={host_name}", f"--user={user}", f"--heartbeat={heartbeat_s}",
-               f"--orphan={orphan_s}", f"--log-file={log_file}", f"--pidfile={pidfile}"]
+               f"--orphan={orphan_s}", f"--idle={idle_s}", f"--log-file={log_file}",
+               f"--pidfile={pidfile}"]
     if server_key:   # public: fine on a command line; the secret stays in the key file
         command += [f"--server-key={server_key}", f"--key-file={key_file}"]
     return command
@@ -65,14 +66,14 @@ def agent_files(home, host_name):
             os.path.join(home, "keys", "user.key_secret"))
 
 
-def start_agent(home, host_name, server, user, heartbeat_s, orphan_s, server_key=""):
+def start_agent(home, host_name, server, user, heartbeat_s, orphan_s, server_key="", idle_s=0):
     """Start the user's agent for `host_name` on this machine unless one runs; an outcome line."""
     if agent_alive(home, host_name):
         return f"agent on {host_name} already running"
     log_file, pidfile, key_file = agent_files(home, host_name)
     os.makedirs(os.path.dirname(log_file), exist_ok=True)
     command = agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
-                            server_key, key_file)
+                            server_key, key_file, idle_s=idle_s)
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     with open(os.devnull, "rb") as null_in, open(log_file, "ab") as out:
@@ -90,12 +91,13 @@ class LaunchError(Exception):
     """Starting an agent over ssh failed; the message says why in one line."""
 
 
-def remote_script(home, host_name, server, user, heartbeat_s, orphan_s, server_key, python):
+def remote_script(home, host_name, server, user, heartbeat_s, orphan_s, server_key, python,
+                  idle_s=0):
     """The `sh -c` line that starts the agent detached on the remote host (own session, log
     and pidfile in HQ_HOME, a shared home directory) unless its pidfile names a live process."""
     log_file, pidfile, key_file = agent_files(home, host_name)
     argv = agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
-                         server_key, key_file, python)
+                         server_key, key_file, python, idle_s)
     q = shlex.quote
     script = (f'pid=$(cat {q(pidfile)} 2>/dev/null) && kill -0 "$pid" 2>/dev/null '
               f'&& {{ echo "running $pid"; exit 0; }}; '

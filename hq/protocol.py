@@ -34,6 +34,7 @@ UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be start
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
 HEARTBEAT = b"HEARTBEAT"  # agent -> server: metrics and running job ids
+BYE = b"BYE"              # agent -> server: idle, may I exit? (OK {bye: true|false})
 EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
 RUN = b"RUN"              # server -> agent: assignments
 KILL = b"KILL"            # server -> agent: job ids to kill
@@ -41,7 +42,7 @@ SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
 
 CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
                           HELLO, UNREACHABLE})
-AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS})
+AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS, BYE})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
 
 

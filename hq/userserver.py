@@ -229,10 +229,10 @@ class UserServer:
         s = self.settings
         if config.is_local_address(address):
             return launch.start_agent(self.home, name, self.server_address, self.user,
-                                      s.heartbeat_s, s.agent_orphan_s, server_key)
+                                      s.heartbeat_s, s.agent_orphan_s, server_key, s.agent_idle_s)
         command = launch.remote_script(self.home, name, self.server_address, self.user,
                                        s.heartbeat_s, s.agent_orphan_s, server_key,
-                                       s.ssh_python or None)
+                                       s.ssh_python or None, s.agent_idle_s)
         if self.remote.request(name, address, command):
             return f"starting agent on {name} ({address}) over ssh"
         return f"agent on {name}: an ssh try is under way or the host is backing off"

@@ -20,7 +20,7 @@ FIELDS = {   # field names each kind reads, so that random values reach the type
     p.ADMIN: ["command", "arg", "key"], p.PING: [], p.HELLO: [],
     p.REGISTER: ["host", "cores", "memory_total", "os", "running", "load1", "nprocs"],
     p.HEARTBEAT: ["running", "load1", "mem_available", "nprocs"], p.EVENTS: ["events", "seq"],
-    p.OK: ["req"], p.ERROR: ["code"], p.UNREACHABLE: ["host", "reason"],
+    p.OK: ["req"], p.ERROR: ["code"], p.UNREACHABLE: ["host", "reason"], p.BYE: [],
 }
 JOB_FIELDS = ["command", "name", "cores", "memory", "priority", "host_req", "time_limit",
               "retries", "stdout", "cwd", "shell"]
