@@ -71,7 +71,10 @@ class Server:
         self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
         self.authenticator = None
         if keypair is not None:     # the ZAP handler must run before the first connection
-            self.authenticator = security.start_authenticator(self.context, {})
+            users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
+                     for name, row in store.load_users().items()}
+            self.authenticator = security.start_authenticator(self.context,
+                                                              security.user_keys(users))
             security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
 
