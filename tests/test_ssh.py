@@ -2,6 +2,7 @@
 the ssh host runs there; unknown and changed host keys are refused; an unreachable address is
 reported in lscluster; every value reaches the remote shell quoted."""
 
+import configparser
 import json
 import os
 import signal
@@ -120,13 +121,27 @@ def test_remote_script_quotes_every_value(sshd, tmp_path):
         os.environ["HOME"] = old_home or ""
 
 
+SLOW_TIMEOUT_S = 30
+
+
 @pytest.fixture
 def ssh_cluster(sshd, tmp_path):
+    """Hosts: this machine, sshbox (the sshd), deadbox (nothing listens), slowbox (accepts
+    TCP, never says a word: ssh waits for its banner until the timeout)."""
     dead = free_port()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
     c = Cluster(f"sqlite:///{tmp_path}/hq.sqlite",
                 hosts=(("localhost", "1", "local", "127.0.0.1"),
                        ("sshbox", "2", "remote", sshd.address),
-                       ("deadbox", "1", "remote", f"127.0.0.1:{dead}")))
+                       ("deadbox", "1", "remote", f"127.0.0.1:{dead}"),
+                       ("slowbox", "1", "remote", f"127.0.0.1:{silent.getsockname()[1]}")))
+    cfg = configparser.ConfigParser()
+    cfg.read(os.path.join(c.etc, "hq.cfg"))
+    cfg["ssh"]["connect_timeout_s"] = str(SLOW_TIMEOUT_S)
+    with open(os.path.join(c.etc, "hq.cfg"), "w") as handle:
+        cfg.write(handle)
     c.env["HOME"] = str(sshd.home)         # the user's ~/.ssh: key and known_hosts
     c.env.pop("SSH_AUTH_SOCK", None)
     try:
@@ -135,6 +150,7 @@ def ssh_cluster(sshd, tmp_path):
         yield c
     finally:
         c.close()
+        silent.close()
         pidfile = launch.agent_pidfile(c.home, "sshbox")
         from tests.helpers import kill_pid, read_pid
         kill_pid(read_pid(pidfile))
@@ -153,6 +169,8 @@ def test_job_for_ssh_host_runs_there_and_unreachable_host_is_reported(sshd, ssh_
     assert result.returncode == 0, result.stderr
     with open(out) as handle:
         assert handle.read() == "ran on sshbox\n"
+    # slowbox's ssh try still hangs in its worker thread: it held up no other host
+    assert lscluster(ssh_cluster)["slowbox"]["status_reason"] == ""
     assert "Accepted publickey for" in sshd.log.read_text()
     assert os.path.exists(os.path.join(ssh_cluster.home, "log", "agent-sshbox.log"))
     hosts = wait_until(lambda: (lambda h: h if h["deadbox"]["status_reason"] else None)(
