@@ -3,12 +3,18 @@
 Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
+import logging
 import os
+import struct
+
+from zmq.utils import z85
 
 from hq import config, protocol as p, reservations
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_USER, HQError
 from hq.jobview import iso, job_json
 from hq.model import ACTIVE, DISPATCHED, INACTIVE, RUNNING, STATES, Host
+
+log = logging.getLogger("hq.admin")
 
 READ_ONLY = {"info", "status", "lscluster", "lsusers", "lsuser", "jobs", "hostinfo",
              "reservations"}
@@ -189,11 +195,33 @@ def _reload(server, arg, body):
     return {"hosts": len(entries), "removed": removed, "users": len(state.users)}
 
 
+def _adduser(server, name, body):
+    """Register a z85 CURVE public key (body `key`) for user `name` (added with USER if new)."""
+    key = p.field(body, "key", str)
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise HQError(BAD_REQUEST, f"bad user name {name[:64]!r}")
+    if len(key) != 40 or not _is_z85(key):
+        raise HQError(BAD_REQUEST, "key must be a 40-character z85 CURVE public key")
+    server.store.set_user_key(name, key)
+    info = server.state.users.setdefault(name, {"roles": {"USER"}, "enabled": True})
+    info["key"] = key
+    server.refresh_keys()
+    log.info("user %s registered with key %s...", name, key[:8])
+    return {"user": name, "key": key, "roles": sorted(info["roles"])}
+
+
+def _is_z85(text):
+    try:
+        return len(z85.decode(text.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError, KeyError, IndexError, struct.error):
+        return False
+
+
 COMMANDS = {
     "info": _info, "status": _status, "lscluster": _lscluster, "hostinfo": _hostinfo,
     "activatehost": _host_state(ACTIVE), "deactivatehost": _host_state(INACTIVE),
     "activate": _cluster_state(ACTIVE), "deactivate": _cluster_state(INACTIVE),
     "lsusers": _lsusers, "lsuser": _lsuser, "enableuser": _user_enabled(True),
     "disableuser": _user_enabled(False), "jobs": _jobs, "reload": _reload,
-    "shutdown": _shutdown, **reservations.COMMANDS,
+    "shutdown": _shutdown, "adduser": _adduser, **reservations.COMMANDS,
 }

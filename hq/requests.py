@@ -3,17 +3,24 @@
 Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
+import logging
 import os
 
 from hq import admin, protocol as p, reservations
-from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
+from hq.errors import (BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB,
                        HQError)
 from hq.jobview import event_json, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
+from hq.model import HELD, JOB_OPTIONS, PENDING, STATES, UP
 from hq.scheduler import can_ever_run
+
+log = logging.getLogger("hq.requests")
 
 MAX_COMMAND = 1 << 20
 MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
+MAX_ENV = 1 << 20
+INT32_LIMIT = 1 << 31                 # INT columns
+SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
+SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell", "reservation"}
 
 
 def validate_spec(raw, index, settings):
@@ -32,11 +39,15 @@ def validate_spec(raw, index, settings):
         if name == "retries" and name not in raw:
             value = settings.default_retries
         if isinstance(default, int):
-            low = -(1 << 30) if name == "priority" else 0
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value < 1 << 62:
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= {low}")
+            low = -(INT32_LIMIT - 1) if name == "priority" else 0
+            limit = p.INT_LIMIT if name == "memory" else INT32_LIMIT
+            if not p.is_int(value, low, limit):
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from {low} "
+                              f"to {limit - 1}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
+        elif len(value) > (SHORT_TEXT if name in SHORT_OPTIONS else LONG_TEXT):
+            raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
         spec[name] = value
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
@@ -45,7 +56,8 @@ def validate_spec(raw, index, settings):
         raise HQError(BAD_REQUEST, f"{where}: depends_on must be job ids separated by commas")
     spec["depends_on"] = ",".join(str(int(d)) for d in deps)
     cwd = raw.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)
+                            or len(cwd) > LONG_TEXT or "\0" in cwd):
         raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
     spec["cwd"] = cwd
     return spec
@@ -59,7 +71,10 @@ def submit(server, user, body):
     env = p.field(body, "env", dict, {})
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
         raise HQError(BAD_REQUEST, "env must map strings to strings")
-    cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
+    if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV:
+        raise HQError(BAD_REQUEST, f"env is larger than {MAX_ENV} characters")
+    cwd = p.field(body, "cwd", str, "/",
+                  check=lambda d: os.path.isabs(d) and len(d) <= LONG_TEXT and "\0" not in d)
     hold = p.field(body, "hold", bool, False)
     clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
     _check_fits(server, clean)
@@ -231,6 +246,20 @@ def _live_of(server, job_id, user):
     return job if job is not None and job.user == user else None
 
 
+def unreachable(server, user, body):
+    """The user-server could not start the user's agent on a host: lscluster says why."""
+    name = p.field(body, "host", str)
+    host = server.state.hosts.get(name)
+    if host is None:
+        raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
+    reason = f"{user}: {p.field(body, 'reason', str)}"[:255]
+    if host.status != UP:
+        host.status_reason = reason
+        server.state.writes.update_host(name, status_reason=reason)
+    log.warning("host %s unreachable for %s", name, reason)
+    return {}
+
+
 def agents(server, user, body):
     """lss (list), invokeservers (start on every active host), cleanup (stop idle agents)."""
     action = p.field(body, "action", str, "list")
@@ -252,7 +281,7 @@ def agents(server, user, body):
 
 
 USER_REQUESTS = {
-    p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
-    p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
+    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs,
+    p.DETAILS: details, p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
     p.AGENTS: agents,
 }

@@ -22,7 +22,7 @@ import time
 
 import zmq
 
-from hq import agentlink, config, protocol as p, requests
+from hq import agentlink, config, protocol as p, requests, security
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
 from hq.model import ACTIVE, UNKNOWN, UP
@@ -41,7 +41,7 @@ DEFERRED = object()
 
 
 class Server:
-    def __init__(self, settings, store, bind_address):
+    def __init__(self, settings, store, bind_address, keypair=None):
         self.settings = settings
         self.store = store
         self.address = bind_address
@@ -53,6 +53,7 @@ class Server:
         self.staged = []            # submissions waiting for the commit: see stage_submission
         self.staged_writes = Writes()
         self.current = None         # (identity, req) of the message being handled
+        self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
         self.last_sample = {}       # host -> time of the last host_metrics row
@@ -73,11 +74,19 @@ class Server:
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
+        self.authenticator = None
+        if keypair is not None:     # the ZAP handler must run before the first connection
+            users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
+                     for name, row in store.load_users().items()}
+            self.authenticator = security.start_authenticator(self.context,
+                                                              security.user_keys(users))
+            security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
         count = self.state.load(self.store, time.time())
+        self.refresh_keys()
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
                  len(self.state.users), count)
@@ -95,13 +104,19 @@ class Server:
         # reply it has received but not yet read when the connection closes under it.
         time.sleep(SHUTDOWN_GRACE_S)
         self.socket.close(linger=1000)
+        if self.authenticator is not None:
+            self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
+
+    def refresh_keys(self):
+        if self.authenticator is not None:
+            self.authenticator.set_keys(security.user_keys(self.state.users))
 
     def turn(self):
         self.now = time.time()
         for _ in range(MAX_MESSAGES_PER_TURN):
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             self.handle(frames)
@@ -118,8 +133,10 @@ class Server:
 
     # -- messages ----------------------------------------------------------------------------
     def handle(self, frames):
-        identity, frames = frames[0], frames[1:]
+        identity, frames = frames[0].bytes, frames[1:]
         req = None
+        if self.authenticator is not None:   # ZAP named the user of the connection's key
+            self.peer_user = frames[0].get("User-Id") if frames else None
         try:
             kind, body = p.decode(frames, max_body=self.settings.max_message_bytes)
             req = body.get("req")
@@ -153,8 +170,15 @@ class Server:
             return {"heartbeat_s": self.settings.heartbeat_s}
         return requests.USER_REQUESTS[kind](self, user, body)
 
+    def requester(self, body):
+        """The user a message acts for: its CURVE key's (never a field), or with CURVE off
+        (measurements only) the `user` field."""
+        if self.authenticator is not None:
+            return self.peer_user
+        return p.field(body, "user", str)
+
     def check_user(self, body):
-        user = p.field(body, "user", str)
+        user = self.requester(body)
         known = self.state.users.get(user)
         if known is None:
             raise HQError(UNKNOWN_USER, f"user {user!r} is not registered in etc/users")
@@ -273,9 +297,11 @@ class Server:
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
             return
         self.last_sample[host.name] = self.now
+        nprocs = body.get("nprocs")
         self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
                                           host.load15, host.cpu_percent, host.mem_available,
-                                          body.get("nprocs"), host.foreign_load))
+                                          nprocs if p.is_int(nprocs, 0, 1 << 31) else None,
+                                          host.foreign_load))
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
@@ -336,12 +362,18 @@ def start(settings, port=None, bind=None):
     store = open_store(config.load_db_config(settings.etc))
     store.check_schema()
     users = config.load_users(settings.etc)
-    me = config.current_user()
+    me, home = config.current_user(), config.home_dir()
     store.add_users(users + [(me, ["USER", "ADMIN"])])
     store.add_hosts(config.load_cluster(settings.etc))
+    security.register_local_user(store, home, me)
+    keypair = None
+    if settings.curve:
+        keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
+    else:
+        log.warning("CURVE is off ([security] curve): connections are not authenticated")
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
     try:
-        server = Server(settings, store, address)
+        server = Server(settings, store, address, keypair)
     except zmq.ZMQError as exc:
         raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc}") from None
     server.load()

@@ -28,7 +28,7 @@ class ClusterState:
         self.changed = True            # something that may allow a placement happened
         self.slot_reservations = {}    # code -> {"user", "created", "hosts": {host: slots}}
         self.hosts = {}                # name -> Host
-        self.users = {}                # name -> {"roles": [...], "enabled": bool}
+        self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
         self.attempts = {}             # (job id, attempt) -> (host, cores, user, memory) held
         self.attempt_since = {}        # (job id, attempt) -> when the slots were taken
@@ -44,7 +44,8 @@ class ClusterState:
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, store, now):
-        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"])}
+        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
+                             "key": r["public_key"]}
                       for name, r in store.load_users().items()}
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)

@@ -144,10 +144,10 @@ class Cluster:
             for host in hosts:
                 handle.write("\t".join(host) + "\n")
 
-    def run(self, *args, input=None, timeout=30, check=False, cwd=None):
-        """Run an hq command (bin/NAME ARGS) with this cluster's environment."""
+    def run(self, *args, input=None, timeout=30, check=False, cwd=None, env=None):
+        """Run an hq command (bin/NAME ARGS) with this cluster's environment (or `env`)."""
         command = [os.path.join(BIN, args[0]), *args[1:]]
-        result = subprocess.run(command, env=self.env, input=input, capture_output=True,
+        result = subprocess.run(command, env=env or self.env, input=input, capture_output=True,
                                 text=True, timeout=timeout, cwd=cwd or self.root)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}: "

@@ -3,6 +3,7 @@
 Usage:
   hq-admin jobs [--user=USER] [--state=STATE] [--limit=N] [--json]
   hq-admin COMMAND [--json]
+  hq-admin adduser NAME --key=FILE [--json]
   hq-admin (-h | --help)
 
 Commands:
@@ -23,17 +24,21 @@ Commands:
   disableuser:NAME        A disabled user's jobs wait; their requests are refused.
   jobs                    Jobs of every user (--user, --state: comma-separated, --limit).
   shutdown                Stop hq-server (jobs keep running; state is in the database).
+  adduser NAME --key=FILE Register the CURVE public key in FILE (a user's
+                          $HQ_HOME/keys/user.key) for user NAME (added with USER if unknown).
 
 Options:
   --json           Print JSON.
   --user=USER      Only this user's jobs.
   --state=STATE    Only jobs in these states (comma-separated: pending,running).
   --limit=N        At most the N newest jobs.
+  --key=FILE       A CURVE public key file (zmq certificate).
 """
 
 import sys
 
 from hq.cli.common import parse_int, print_json, run, table, usage_error
+from hq.protocol import ADMIN
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
 WITH_ARGUMENT = {"activatehost": "host", "deactivatehost": "host", "hostinfo": "host",
@@ -46,6 +51,8 @@ JOB_COLUMNS = ["id", "user", "state", "host", "cores", "priority", "reason", "co
 def parse(word):
     command, _, arg = word.partition(":")
     command = ALIASES.get(command.lower(), command.lower())
+    if command == "adduser":
+        usage_error("usage: hq-admin adduser NAME --key=FILE")
     if command in WITH_ARGUMENT and not arg:
         usage_error(f"'{command}' needs a {WITH_ARGUMENT[command]} name: {command}:NAME")
     if command not in WITH_ARGUMENT.keys() | WITHOUT_ARGUMENT:
@@ -64,10 +71,11 @@ def show_hosts(hosts):
         host["load"] = f"{host['load1'] or 0:.2f}"
         host["outside"] = f"{host['foreign_load'] or 0:.2f}"
         host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
+        host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
         if not host["in_config"]:
             host["state"] += "(removed)"
     table(hosts, ["name", "state", "status", "cores", "slots", "jobs", "load", "outside",
-                  "mem_free", "heartbeat"])
+                  "mem_free", "heartbeat", "reason"])
 
 
 def show(command, reply, as_json):
@@ -104,6 +112,15 @@ def show(command, reply, as_json):
             print(f"{key:<14} {value}")
 
 
+def adduser(args):
+    from hq.client import Client
+    from hq.security import read_public_key
+    key = read_public_key(args["--key"]).decode()
+    reply = Client().request(ADMIN, command="adduser", arg=args["NAME"], key=key)
+    show("adduser", reply, args["--json"])
+    return 0
+
+
 def flatten_user(user):
     user.update(user.pop("counts"))
     user["roles"] = ",".join(user["roles"])
@@ -111,6 +128,8 @@ def flatten_user(user):
 
 
 def admin(args):
+    if args["adduser"]:
+        return adduser(args)
     from hq.client import Client
     if args["jobs"]:
         command, fields = "jobs", {
