@@ -93,7 +93,8 @@ def _hostinfo(server, arg, body):
     running = [job for job in server.state.jobs.values()
                if job.host == host.name and job.state in (DISPATCHED, RUNNING)]
     rows = server.store.get_jobs(sorted(j.id for j in running))
-    samples = server.store.recent_metrics(host.name, p.field(body, "limit", int, 10))
+    samples = server.store.recent_metrics(host.name, p.field(body, "limit", int, 10,
+                                                             check=lambda v: 0 < v <= 10000))
     return {"host": host_json(server, host, len(running)),
             "metrics": [dict({c: r[c] for c in METRIC_COLUMNS}, time=iso(r["time"]))
                         for r in samples],
@@ -156,7 +157,7 @@ def _jobs(server, arg, body):
     bad = [s for s in states if s not in STATES]
     if bad:
         raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
-    limit = p.field(body, "limit", int, 0)
+    limit = p.field(body, "limit", int, 0, check=lambda v: 0 <= v < 1 << 31)
     rows = server.store.list_jobs(owner, states, None, limit, newest_first=bool(limit))
     rows.sort(key=lambda r: r["id"])
     jobs = [job_json(r) for r in rows]

@@ -143,9 +143,9 @@ def list_jobs(server, user, body):
     bad = [s for s in states if s not in STATES]
     if bad:
         raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
-    limit = p.field(body, "limit", int, 0)
+    limit = p.field(body, "limit", int, 0, check=lambda v: 0 <= v < INT32_LIMIT)
     batch = p.field(body, "batch", int, None)
-    text = p.field(body, "text", str, "")
+    text = p.field(body, "text", str, "", check=lambda v: len(v) <= SHORT_TEXT and "\0" not in v)
     if text:
         rows = server.store.find_jobs(user, text, limit)
     else:

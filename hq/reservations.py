@@ -18,7 +18,7 @@ def _add(server, arg, body):
     wanted = {}
     for entry in p.field(body, "hosts", list):
         if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
-                or not isinstance(entry[1], int) or isinstance(entry[1], bool) or entry[1] < 1):
+                or not p.is_int(entry[1], 1, 1 << 31)):
             raise HQError(BAD_REQUEST, "hosts must be [name, slots >= 1] pairs")
         name, slots = entry
         host = state.hosts.get(name)
@@ -32,6 +32,8 @@ def _add(server, arg, body):
     if not wanted:
         raise HQError(BAD_REQUEST, "no hosts to reserve: give HOST:SLOTS")
     code = arg or secrets.token_hex(4)
+    if len(code) > 64 or not all(c.isalnum() or c in "._-" for c in code):
+        raise HQError(BAD_REQUEST, "a reservation code is up to 64 letters, digits, '.', '_', '-'")
     if code in state.slot_reservations:
         raise HQError(BAD_REQUEST, f"reservation {code} exists")
     user = body.get("user", "")
