@@ -94,12 +94,16 @@ def test_host_and_group_requests_are_obeyed(three):
     assert result.returncode != 0 and "NO_HOST_FITS" in result.stderr
 
 
-def test_priority_decides_who_gets_a_freed_slot(three):
-    blocker, = submit(three, "--host", "h1", "sleep 1")
+def test_priority_decides_who_gets_a_freed_slot(three, tmp_path):
+    go = tmp_path / "go"
+    blocker, = submit(three, "--host", "h1", f"while [ ! -e {go} ]; do sleep 0.05; done")
+    wait_until(lambda: jobs(three, [blocker])[0]["state"] == "running", 20, 0.1,
+               "the blocker to run on h1")
     low, = submit(three, "--host", "h1", "-p", "0", "true")
     high, = submit(three, "--host", "h1", "-p", "5", "true")
     waiting = jobs(three, [low])[0]
     assert waiting["state"] == "pending" and waiting["reason"].startswith("priority"), waiting
+    go.touch()
     ended = {j["id"]: j for j in wait_ended(three, [blocker, low, high])}
     assert ended[high]["started"] < ended[low]["started"], "the higher priority ran first"
 
@@ -252,17 +256,22 @@ def test_wide_job_gets_a_reserved_host_instead_of_starving(tmp_path):
         cluster.setup_database()
         cluster.set_config("scheduler", "reserve_after_s", "1")
         cluster.start_server()
-        first = submit(cluster, "-", input="sleep 3\n" * 3)   # end well after the reservation
+        go = tmp_path / "go"                      # the first narrow jobs end when it exists
+        first = submit(cluster, "-", input=f"while [ ! -e {go} ]; do sleep 0.05; done\n" * 3)
         wait_until(lambda: all(j["state"] == "running" for j in jobs(cluster, first)), 20, 0.1,
                    "three narrow jobs to run")
         wide, = submit(cluster, "-c", "4", "sleep 0.2")
-        later = submit(cluster, "-", input="sleep 1.5\n" * 6)
+        later = submit(cluster, "-", input="sleep 0.5\n" * 6)
         reserved = wait_until(lambda: (lambda j: j if j.get("reserved_host") else None)(
             jobs(cluster, [wide])[0]), 15, 0.1, "a host reserved for the wide job")
         assert reserved["reserved_host"] == "h4" and "reserved" in reserved["reason"]
+        go.touch()
         ended = {j["id"]: j for j in wait_ended(cluster, first + [wide] + later, timeout=60)}
         assert ended[wide]["state"] == "done"
+        reserved_at, = [e["time"] for e in ended[wide]["events"] if e["state"] == "reserved"]
         overtook = [i for i in later if ended[i]["started"] < ended[wide]["started"]]
-        assert len(overtook) <= 1, "narrow jobs kept overtaking the wide one"
+        assert all(ended[i]["started"] <= reserved_at for i in overtook), \
+            "a narrow job started on the reserved host before the wide job"
+        assert len(overtook) < len(later)
     finally:
         cluster.close()
