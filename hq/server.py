@@ -100,8 +100,8 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        # Keep the connections open a moment: a user-server's DEALER (ZMQ_IMMEDIATE) drops a
-        # reply it has received but not yet read when the connection closes under it.
+        # Keep the connections open a moment so peers read the last replies (e.g. to
+        # 'shutdown') before the connections close under them.
         time.sleep(SHUTDOWN_GRACE_S)
         self.socket.close(linger=1000)
         if self.authenticator is not None:
