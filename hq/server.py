@@ -36,7 +36,6 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
-SHUTDOWN_GRACE_S = 0.3
 DEFERRED = object()
 
 
@@ -100,9 +99,6 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        # Keep the connections open a moment so peers read the last replies (e.g. to
-        # 'shutdown') before the connections close under them.
-        time.sleep(SHUTDOWN_GRACE_S)
         self.socket.close(linger=1000)
         if self.authenticator is not None:
             self.authenticator.stop()
