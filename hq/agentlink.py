@@ -86,7 +86,7 @@ def _take_metrics(server, host, body, user):
     now = server.now
     host.last_seen = now
     if host.status != UP:
-        host.status = UP
+        host.status, host.down_since = UP, None
         server.state.changed = True
     server.state.writes.update_host(host.name, last_seen=now, status=UP,
                                     **{n: getattr(host, n) for n in METRIC_FIELDS if n != "nprocs"})

@@ -79,6 +79,7 @@ class Settings:
     agent_orphan_s: float = 600.0
     agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
+    requeue_grace_s: float = 10.0
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
@@ -140,6 +141,7 @@ def load_settings(etc=None):
         max_message_bytes=_get(p, path, "server", "max_message_bytes", int, d.max_message_bytes),
         default_retries=_get(p, path, "server", "default_retries", int, d.default_retries),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
+        requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
                                 d.metrics_interval_s),
         metrics_retention_s=_get(p, path, "server", "metrics_retention_s", float,

@@ -242,6 +242,9 @@ class Server:
         for host in state.hosts.values():
             if host.status == UP and (host.last_seen or 0) < silent:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
+                for user in state.users_on(host.name):   # a crashed agent: restart it now
+                    self.request_agents(only_user=user, force=True)
+        state.requeue_lost(self.now, self.settings.requeue_grace_s)
         self.request_agents()
         state.prune_envs()
         if self.now >= self.next_prune:

@@ -304,16 +304,29 @@ class ClusterState:
         self.set_state(job, PENDING, now, "released by user", reason="")
 
     def host_lost(self, host, now, why):
-        """A host went silent: requeue its jobs while retries last, else they end lost."""
-        host.status, host.status_reason = DOWN, why
+        """A host went silent: it is down and gets no work. Its jobs stay for the grace that
+        `requeue_lost` allows, so an agent restarted there can adopt them."""
+        host.status, host.status_reason, host.down_since = DOWN, why, now
         for identity, (user, name) in list(self.agents.items()):
             if name == host.name:
                 del self.agents[identity]
         host.agents.clear()
         self.writes.update_host(host.name, status=DOWN, status_reason=why)
         log.warning("host %s down: %s", host.name, why)
-        for job_id, attempt in list(self.on_host.get(host.name, ())):
-            self.attempt_gone(job_id, attempt, now, f"host {host.name} {why}")
+
+    def requeue_lost(self, now, grace):
+        """Jobs of hosts down for longer than `grace`: requeued while retries last, else lost."""
+        for host in self.hosts.values():
+            if host.status == DOWN and host.down_since is not None \
+                    and now - host.down_since >= grace:
+                host.down_since = None
+                for job_id, attempt in list(self.on_host.get(host.name, ())):
+                    self.attempt_gone(job_id, attempt, now,
+                                      f"host {host.name} {host.status_reason}")
+
+    def users_on(self, host_name):
+        """Users with slots held on a host."""
+        return {self.attempts[key][2] for key in self.on_host.get(host_name, ())}
 
     def reconcile(self, host, user, known, now, grace):
         """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
