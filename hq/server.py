@@ -25,7 +25,7 @@ import zmq
 from hq import agentlink, config, protocol as p, requests, security
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
-from hq.model import ACTIVE, UNKNOWN, UP
+from hq.model import ACTIVE, DOWN, UNKNOWN, UP
 from hq.scheduler import place
 from hq.state import ClusterState
 from hq.store import open_store
@@ -244,6 +244,9 @@ class Server:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
                 for user in state.users_on(host.name):   # a crashed agent: restart it now
                     self.request_agents(only_user=user, force=True)
+            elif host.status == DOWN and host.down_since is not None:
+                for user in state.users_on(host.name):   # and again during the grace
+                    self.request_agents(only_user=user)
         state.requeue_lost(self.now, self.settings.requeue_grace_s)
         self.request_agents()
         state.prune_envs()
