@@ -60,7 +60,9 @@ class Runner:
         job_env = dict(env)
         job_env.update(HQ_JOB_ID=str(spec["id"]), HQ_HOST=self.host_name,
                        HQ_CORES=str(spec["cores"]), HQ_ATTEMPT=str(spec["attempt"]),
-                       HQ_JOB_NAME=spec.get("name") or "")
+                       HQ_JOB_NAME=spec.get("name") or "", HQ_BATCH_ID=str(spec.get("batch", "")))
+        if spec.get("entry"):
+            job_env["HQ_ENTRY"] = spec["entry"]
         out = _open_output(spec["stdout"])
         try:
             err = _open_output(spec["stderr"]) if spec["stderr"] != spec["stdout"] else out

@@ -73,6 +73,7 @@ class Job:
     signal: int = None
     max_rss: int = None
     reason: str = ""
+    entry: str = ""             # the input line of `hq-submit --each-line` (HQ_ENTRY)
 
     def transition(self, new):
         check_transition(self.state, new)

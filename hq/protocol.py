@@ -69,8 +69,11 @@ def ok(req, **fields):
     return encode(OK, {"req": req, **fields})
 
 
-def error(req, code, message):
-    return encode(ERROR, {"req": req, "code": code, "message": message})
+def error(req, code, message, index=None):
+    body = {"req": req, "code": code, "message": message}
+    if index is not None:
+        body["index"] = index
+    return encode(ERROR, body)
 
 
 def field(body, name, kind, default=..., check=None):

@@ -6,77 +6,19 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 import os
 
 from hq import protocol as p
-from hq.errors import (BAD_REQUEST, NO_HOST_FITS, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB,
-                       HQError)
+from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import event_json, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, JOB_OPTIONS, PENDING, STATES
-from hq.scheduler import can_ever_run
+from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES
+from hq.submissions import submit
 
-MAX_COMMAND = 1 << 20
 READ_ONLY_ADMIN = {"info", "status", "lscluster"}
 
 
-def validate_spec(raw, index, settings):
-    """A job spec from a SUBMIT, checked field by field; returns a clean dict."""
-    if not isinstance(raw, dict):
-        raise HQError(BAD_REQUEST, f"job {index}: must be an object")
-    where = f"job {index}"
-    command = raw.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise HQError(BAD_REQUEST, f"{where}: command must be a non-empty string")
-    if len(command) > MAX_COMMAND or "\0" in command:
-        raise HQError(BAD_REQUEST, f"{where}: command too long or contains NUL")
-    spec = {"command": command}
-    for name, default in JOB_OPTIONS.items():
-        value = raw.get(name, default)
-        if name == "retries" and name not in raw:
-            value = settings.default_retries
-        if isinstance(default, int):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= 0")
-        elif not isinstance(value, str) or "\0" in value:
-            raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
-        spec[name] = value
-    if spec["cores"] < 1:
-        raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
-    cwd = raw.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
-        raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
-    spec["cwd"] = cwd
-    return spec
-
-
-def submit(server, user, body):
-    """Validate and stage a batch; the reply is sent once the batch is committed."""
-    specs = p.field(body, "jobs", list)
-    if not specs:
-        raise HQError(BAD_REQUEST, "no jobs in submission")
-    env = p.field(body, "env", dict, {})
-    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
-        raise HQError(BAD_REQUEST, "env must map strings to strings")
-    cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
-    hold = p.field(body, "hold", bool, False)
-    clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
-    hosts = list(server.state.hosts.values())
-    if hosts and all(h.slots for h in hosts):
-        for i, spec in enumerate(clean):
-            if not can_ever_run(_probe(spec), hosts):
-                raise HQError(NO_HOST_FITS, f"job {i + 1}: no host can ever run it "
-                              f"({spec['cores']} cores"
-                              + (f", host {spec['host_req']}" if spec["host_req"] else "")
-                              + (f", group {spec['group_req']}" if spec["group_req"] else "")
-                              + ")")
-    return server.stage_submission(user, clean, env, cwd, hold)
-
-
-class _probe:
-    """A job-like view of a spec for `can_ever_run`."""
-    def __init__(self, spec):
-        self.__dict__.update(spec)
-
-
 def status(server, user, body):
-    counts = server.store.count_states(user)
+    batch = p.field(body, "batch", int, None)
+    if batch is not None and server.store.batch_owner(batch) != user:
+        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
+    counts = server.store.count_states(user, batch)
     return {"counts": {state: counts.get(state, 0) for state in STATES}}
 
 
@@ -94,6 +36,8 @@ def list_jobs(server, user, body):
 
 def details(server, user, body):
     ids = p.int_list(body, "ids")
+    if p.field(body, "finished_only", bool, False):
+        return _finished_details(server, user, ids)
     if not ids:
         rows = server.store.list_jobs(user)
     else:
@@ -111,8 +55,36 @@ def details(server, user, body):
     return {"jobs": jobs}
 
 
+def _finished_details(server, user, ids):
+    """Jobs among `ids` that have ended, and counts by state of those still live (from
+    memory: cheap enough to poll while waiting for many jobs)."""
+    live = {}
+    ended = []
+    for job_id in ids:
+        job = server.state.jobs.get(job_id)
+        if job is not None and job.user == user:
+            live[job.state] = live.get(job.state, 0) + 1
+        else:
+            ended.append(job_id)
+    rows = server.store.get_jobs(ended, user) if ended else []
+    missing = sorted(set(ended) - {r["id"] for r in rows})
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
+    return {"jobs": [job_json(r) for r in rows], "live": live}
+
+
 def cancel(server, user, body):
-    return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
+    batch = p.field(body, "batch", int, None)
+    if batch is None:
+        return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
+    if server.store.batch_owner(batch) != user:
+        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
+    server.broken_batches.add(batch)     # chunks still on their way are refused
+    server.cancelled_batches.add(batch)  # and a chunk committed in this turn is cancelled
+    live = [job for job in server.state.jobs.values() if job.batch == batch]
+    for job in live:
+        server.cancel_job(job)
+    return {"changed": [job.id for job in live], "unchanged": {}}
 
 
 def hold(server, user, body):

@@ -47,6 +47,8 @@ class Server:
         self.outbox = []            # (identity, frames) sent after the turn's commit
         self.staged = []            # submissions waiting for the commit: see stage_submission
         self.staged_writes = Writes()
+        self.broken_batches = set()     # batches whose later chunks are refused (error, cancel)
+        self.cancelled_batches = set()  # batches cancelled as a whole
         self.current = None         # (identity, req) of the message being handled
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
@@ -109,7 +111,7 @@ class Server:
             reply = self.dispatch_message(identity, kind, body)
         except HQError as exc:
             log.warning("request from %s refused: %s", identity.hex()[:12], exc)
-            self.send(identity, p.error(req, exc.code, exc.message))
+            self.send(identity, p.error(req, exc.code, exc.message, exc.index))
             return
         except Exception:  # a bug must not stop the broker
             log.exception("internal error handling a message")
@@ -148,9 +150,9 @@ class Server:
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
 
     # -- submissions -------------------------------------------------------------------------
-    def stage_submission(self, user, specs, env, cwd, hold):
+    def stage_submission(self, user, specs, env, cwd, hold, batch=None):
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
-                                             hold)
+                                             hold, batch)
         self.staged.append((self.current, batch, env, jobs))
         return DEFERRED
 
@@ -232,6 +234,9 @@ class Server:
             self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
             log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
                      len(jobs), jobs[0].id, jobs[-1].id)
+            if batch in self.cancelled_batches:
+                for job in jobs:
+                    self.cancel_job(job)
         self.again = self.again or bool(self.staged)
         self.staged = []
         outbox, self.outbox = self.outbox, []
@@ -241,7 +246,8 @@ class Server:
     def database_failed(self, exc):
         """Refuse this turn's submissions; keep every other change to retry with backoff."""
         log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
-        for (identity, req), _, _, jobs in self.staged:
+        for (identity, req), batch, _, jobs in self.staged:
+            self.broken_batches.add(batch)
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
@@ -253,7 +259,7 @@ def run_spec(job):
     return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
             "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
             "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
-            "name": job.name, "host": job.host}
+            "name": job.name, "host": job.host, "entry": job.entry}
 
 
 def start(settings, port=None, bind=None):

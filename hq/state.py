@@ -62,12 +62,16 @@ class ClusterState:
                 host.status, host.last_seen = UP, now
 
     # -- submission --------------------------------------------------------------------------
-    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False):
-        """New jobs (not yet live) and the batch id; their rows go into `writes`."""
-        batch = self.next_batch_id
-        self.next_batch_id += 1
-        writes.batches.append({"id": batch, "user": user, "submitted": now,
-                                    "size": len(specs), "env": json.dumps(env)})
+    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False, batch=None):
+        """New jobs (not yet live) and their batch id; their rows go into `writes`. With
+        `batch`, the jobs are a later chunk of that batch (streamed submission)."""
+        if batch is None:
+            batch = self.next_batch_id
+            self.next_batch_id += 1
+            writes.batches.append({"id": batch, "user": user, "submitted": now,
+                                   "size": len(specs), "env": json.dumps(env)})
+        else:
+            writes.batch_growth.append((len(specs), batch))
         jobs = []
         for spec in specs:
             job = Job(id=self.next_job_id, user=user, batch=batch, submitted=now,

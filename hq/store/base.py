@@ -174,6 +174,9 @@ class SqlStore:
             self._set_setting(cur, name, value)
         if writes.batches:
             self._insert_rows(cur, "batches", writes.batches)
+        if writes.batch_growth:
+            cur.executemany(self.sql("UPDATE batches SET size = size + ? WHERE id = ?"),
+                            writes.batch_growth)
         if writes.jobs:
             self._insert_rows(cur, "jobs", writes.jobs)
         self._update_rows(cur, "jobs", "id", writes.job_updates)
@@ -236,10 +239,22 @@ class SqlStore:
             sql += f" LIMIT {int(limit)}"
         return self.query(sql, args)
 
-    def count_states(self, user=None):
-        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
-        rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {where} GROUP BY state", args)
+    def count_states(self, user=None, batch=None):
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if batch is not None:
+            where.append("batch = ?")
+            args.append(batch)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {clause} GROUP BY state", args)
         return {r["state"]: int(r["n"]) for r in rows}
+
+    def batch_owner(self, batch):
+        """The user who submitted batch `batch`, or None if there is no such batch."""
+        rows = self.query("SELECT user FROM batches WHERE id = ?", (batch,))
+        return rows[0]["user"] if rows else None
 
     def job_events(self, job_ids):
         if not job_ids:

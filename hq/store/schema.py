@@ -3,7 +3,7 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: jobs.entry (the input line of `hq-submit --each-line`)
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -29,7 +29,7 @@ TABLES = [
               "time_limit INT NOT NULL", "retries INT NOT NULL", "cwd TEXT NOT NULL",
               "submitted REAL NOT NULL", "attempt INT NOT NULL", "host STR255",
               "started REAL", "finished REAL", "exit_code INT", "term_signal INT",
-              "max_rss BIGINT", "reason STR255"],
+              "max_rss BIGINT", "reason STR255", "entry TEXT NOT NULL"],
      "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 @dataclass
 class Writes:
     batches: list = field(default_factory=list)      # dict rows for `batches`
+    batch_growth: list = field(default_factory=list)  # (jobs added, batch id): later chunks
     jobs: list = field(default_factory=list)         # dict rows for `jobs` (new)
     job_updates: dict = field(default_factory=dict)  # job id -> {column: value}
     events: list = field(default_factory=list)       # (job_id, time, state, attempt, host, detail)
@@ -27,5 +28,5 @@ class Writes:
         self.events.append((job_id, time, state, attempt, host, detail))
 
     def __bool__(self):
-        return any((self.batches, self.jobs, self.job_updates, self.events, self.host_updates,
+        return any((self.batches, self.batch_growth, self.jobs, self.job_updates, self.events, self.host_updates,
                     self.metrics, self.settings, self.user_updates))
