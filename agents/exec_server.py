@@ -85,12 +85,18 @@ class Agent:
 
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
+        wakeup = self.watch_children()
         self.connect()
-        poller = zmq.Poller()
+        poller, polled = None, None
         while self.running:
-            poller = zmq.Poller()
-            poller.register(self.socket, zmq.POLLIN)
-            for _ in poller.poll(self.poll_timeout_ms()):
+            if polled is not self.socket:       # a new socket after reconnecting
+                poller, polled = zmq.Poller(), self.socket
+                poller.register(self.socket, zmq.POLLIN)
+                poller.register(wakeup, zmq.POLLIN)
+            ready = dict(poller.poll(self.poll_timeout_ms()))
+            if wakeup in ready:
+                _drain(wakeup)
+            if self.socket in ready:
                 self.read_messages()
             now = time.time()
             self.runner.enforce(now)
@@ -101,16 +107,26 @@ class Agent:
             self.check_server(now)
         self.runner.kill_all()
 
+    def watch_children(self):
+        """A pipe that becomes readable when a child ends (SIGCHLD through set_wakeup_fd):
+        the loop sleeps in poll and still reaps at once."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        return read_end
+
     def poll_timeout_ms(self):
-        now = time.time()
         until = [self.next_heartbeat]
         deadline = self.runner.next_deadline()
         if deadline:
             until.append(deadline)
-        wait = max(0.0, min(until) - now)
-        if self.runner.by_pid:
-            wait = min(wait, 0.01)     # reap promptly: children end between messages
-        return wait * 1000
+        if self.unacked:
+            until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
+        if self.reconnect_at is not None:
+            until.append(self.reconnect_at)
+        return max(0.0, min(until) - time.time()) * 1000
 
     def read_messages(self):
         while True:
@@ -180,6 +196,14 @@ class Agent:
                 self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
                 self.connect()
                 self.last_heard = now - 3 * self.heartbeat_s + self.backoff
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def main(argv=None):

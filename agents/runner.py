@@ -1,17 +1,17 @@
-"""Starts job processes (each in its own session and process group), reaps them without
-threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
+"""Starts job processes (posix_spawn, each in its own session and process group), reaps them
+without threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
 
 import errno
 import logging
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 
 log = logging.getLogger("hq.runner")
 
 KILL_GRACE_S = 5.0
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 LOG_TAIL_BYTES = 1 << 20
 
 
@@ -30,6 +30,8 @@ class Runner:
         self.host_name = host_name
         self.by_pid = {}          # pid -> Running
         self.by_job = {}          # (job id, attempt) -> Running
+        self.directories = set()  # output directories known to exist
+        self.directory = os.getcwd()
 
     def running_pairs(self):
         return [list(key) for key in self.by_job]
@@ -41,43 +43,56 @@ class Runner:
             return None
         now = time.time()
         try:
-            proc = self._spawn(spec, env)
+            pid = self._spawn(spec, env)
         except OSError as exc:
             why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
             log.warning("job %s: %s", spec["id"], why)
             return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
                     "time": now, "exit_code": None, "signal": None, "error": why}
-        run = Running(spec, proc.pid, now)
+        run = Running(spec, pid, now)
         if spec.get("time_limit"):
             run.deadline = now + spec["time_limit"]
-        self.by_pid[proc.pid] = run
+        self.by_pid[pid] = run
         self.by_job[key] = run
-        log.info("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], proc.pid)
+        log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], pid)
         return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
-                "pid": proc.pid}
+                "pid": pid}
 
     def _spawn(self, spec, env):
+        """posix_spawn the job's shell in its own session; the child opens its output files
+        itself, so the agent neither creates files nor forks a copy of itself."""
         job_env = dict(env)
         job_env.update(HQ_JOB_ID=str(spec["id"]), HQ_HOST=self.host_name,
                        HQ_CORES=str(spec["cores"]), HQ_ATTEMPT=str(spec["attempt"]),
                        HQ_JOB_NAME=spec.get("name") or "", HQ_BATCH_ID=str(spec.get("batch", "")))
         if spec.get("entry"):
             job_env["HQ_ENTRY"] = spec["entry"]
-        out = _open_output(spec["stdout"])
+        stdout, stderr = spec["stdout"], spec["stderr"]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
+        if stderr == stdout:
+            actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+        else:
+            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
+        for path in (stdout, stderr):
+            self._make_directory(os.path.dirname(path))
+        shell = spec.get("shell") or "/bin/sh"
+        spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
+        os.chdir(spec["cwd"])     # the agent is single-threaded: the child starts there
         try:
-            err = _open_output(spec["stderr"]) if spec["stderr"] != spec["stdout"] else out
-            try:
-                proc = subprocess.Popen(
-                    [spec.get("shell") or "/bin/sh", "-c", spec["command"]], cwd=spec["cwd"],
-                    env=job_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    start_new_session=True, close_fds=True)
-            finally:
-                if err is not out:
-                    err.close()
+            return spawn(shell, [shell, "-c", spec["command"]], job_env, file_actions=actions,
+                         setsid=True)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, _culprit(shell, stdout, stderr)) from None
         finally:
-            out.close()
-        proc.returncode = 0   # we reap it ourselves with wait4; keep Popen from doing it
-        return proc
+            os.chdir(self.directory)
+
+    def _make_directory(self, directory):
+        if directory and directory not in self.directories:
+            os.makedirs(directory, exist_ok=True)
+            if len(self.directories) > 1000:
+                self.directories.clear()
+            self.directories.add(directory)
 
     def reap(self):
         """Finished events for every child that ended."""
@@ -140,11 +155,14 @@ class Runner:
             _signal_group(run.pid, signal.SIGKILL)
 
 
-def _open_output(path):
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    return open(path, "ab")
+def _culprit(shell, stdout, stderr):
+    """Which file a failed posix_spawn could not use: an output file or else the shell."""
+    for path in (stdout, stderr):
+        try:
+            os.close(os.open(path, OUTPUT_FLAGS, 0o666))
+        except OSError:
+            return path
+    return shell
 
 
 def _signal_group(pid, signum):

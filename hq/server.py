@@ -32,6 +32,7 @@ log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
+ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
 DEFERRED = object()
 
 
@@ -57,6 +58,8 @@ class Server:
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
         self.again = False
+        self.unplaceable = None     # what the scheduler last saw when it left slots free
+        self.ticks = 0
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -166,10 +169,33 @@ class Server:
 
     # -- scheduling --------------------------------------------------------------------------
     def schedule(self):
+        """Place pending jobs on free slots. The scheduler sees only the head of each user's
+        queue (as many jobs as there are free slots, more when some of them do not fit), and
+        is not called again while nothing has changed since it left slots free."""
         state = self.state
         if not state.pending or not state.cluster_active:
             return
-        assignments = place(state.pending.values(), state.hosts.values(), state.user_slots)
+        hosts = [h for h in state.hosts.values() if h.state == ACTIVE and h.status == UP
+                 and h.agents]
+        free = sum(h.free_slots for h in hosts)
+        if not free:
+            return
+        news = (state.pending.additions, free, len(hosts), sum(len(h.agents) for h in hosts),
+                sum(h.mem_available for h in hosts))
+        if news == self.unplaceable:
+            return
+        count = free
+        while True:
+            candidates = state.pending.head(count)
+            assignments = place(candidates, hosts, state.user_slots)
+            if len(assignments) >= free or len(candidates) >= len(state.pending):
+                break
+            count *= 4
+        self.unplaceable = news if len(assignments) < free else None
+        self.send_runs(assignments)
+
+    def send_runs(self, assignments):
+        state = self.state
         runs = {}
         for job, host_name in assignments:
             state.dispatch(job, host_name, self.now)
@@ -188,12 +214,13 @@ class Server:
             if host.status == UP and (host.last_seen or 0) < silent:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
         self.request_agents()
-        state.prune_envs()
+        self.ticks += 1
+        if self.ticks % ENV_PRUNE_TICKS == 0:
+            state.prune_envs()
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
-        waiting = {job.user for job in self.state.pending.values()}
-        for user in waiting:
+        for user in self.state.pending.users():
             identity = self.user_servers.get(user)
             if identity is None:
                 continue

@@ -9,6 +9,7 @@ from collections import defaultdict
 
 from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
+from hq.pending import PendingJobs
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.state")
@@ -19,7 +20,7 @@ JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
 class ClusterState:
     def __init__(self):
         self.jobs = {}                 # live (non-terminal) jobs by id
-        self.pending = {}              # id -> job, the pending subset (scheduler input)
+        self.pending = PendingJobs()   # id -> job, the pending subset (scheduler input)
         self.hosts = {}                # name -> Host
         self.users = {}                # name -> {"roles": [...], "enabled": bool}
         self.envs = {}                 # batch id -> environment of that submission
