@@ -101,6 +101,7 @@ class Agent:
             now = time.time()
             self.runner.enforce(now)
             self.outgoing.extend(self.runner.reap())
+            self.outgoing.extend(self.runner.start_waiting())
             self.flush_events(now)
             if now >= self.next_heartbeat:
                 self.heartbeat(now)
@@ -147,12 +148,15 @@ class Agent:
         if kind == p.RUN:
             envs = body.get("envs", {})
             for spec in body.get("jobs", []):
-                event = self.runner.start(spec, envs.get(str(spec.get("batch")), {}))
-                if event:
-                    self.outgoing.append(event)
+                self.runner.assign(spec, envs.get(str(spec.get("batch")), {}),
+                                   body.get("slots", 0))
         elif kind == p.KILL:
             for job_id, attempt in body.get("jobs", []):
-                self.runner.kill(job_id, attempt)
+                event = self.runner.drop(job_id, attempt)
+                if event:
+                    self.outgoing.append(event)
+                else:
+                    self.runner.kill(job_id, attempt)
         elif kind == p.OK and body.get("req") == "events":
             self.unacked.pop(body.get("seq"), None)
         elif kind == p.ERROR:
@@ -184,7 +188,7 @@ class Agent:
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
         silent = now - self.last_heard
-        if silent > self.orphan_s and not self.runner.by_pid:
+        if silent > self.orphan_s and not self.runner.by_pid and not self.runner.waiting:
             log.info("no server for %.0fs and no jobs: exiting", silent)
             self.running = False
         elif silent > 3 * self.heartbeat_s:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 log = logging.getLogger("hq.runner")
@@ -30,11 +31,50 @@ class Runner:
         self.host_name = host_name
         self.by_pid = {}          # pid -> Running
         self.by_job = {}          # (job id, attempt) -> Running
+        self.waiting = {}         # (job id, attempt) -> (spec, env), in order of arrival
+        self.slots = 0            # the host's slots, as the server last said (0: unknown)
+        self.cores_used = 0
         self.directories = set()  # output directories known to exist
+        # Creating a file costs the kernel far more than opening it: a thread creates the
+        # output files of jobs that wait for a slot, off the path that starts jobs.
+        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="hq-outputs")
         self.directory = os.getcwd()
 
     def running_pairs(self):
-        return [list(key) for key in self.by_job]
+        """[job id, attempt] of every job this agent holds: running or waiting for a slot."""
+        return [list(key) for key in self.by_job] + [list(key) for key in self.waiting]
+
+    def assign(self, spec, env, slots=0):
+        """Take a job from the server; it starts once the host's `slots` leave room for it
+        (0: at once). The server may send short jobs ahead, to wait here for a slot."""
+        key = (spec["id"], spec["attempt"])
+        if slots:
+            self.slots = slots
+        if key not in self.by_job and key not in self.waiting:
+            self.waiting[key] = (spec, env)
+            if self.slots and self.cores_used >= self.slots:   # it will wait: prepare
+                self.preparer.submit(_create_outputs, spec["stdout"], spec["stderr"])
+
+    def start_waiting(self):
+        """Start waiting jobs in order while slots are free; their events."""
+        events = []
+        while self.waiting:
+            key, (spec, env) = next(iter(self.waiting.items()))
+            if self.slots and self.by_pid and self.cores_used + spec["cores"] > self.slots:
+                break
+            del self.waiting[key]
+            event = self.start(spec, env)
+            if event:
+                events.append(event)
+        return events
+
+    def drop(self, job_id, attempt, reason="cancelled before it started"):
+        """Forget a job still waiting for a slot; its finished event, or None."""
+        if self.waiting.pop((job_id, attempt), None) is None:
+            return None
+        log.info("job %s attempt %s dropped: %s", job_id, attempt, reason)
+        return {"type": "finished", "job": job_id, "attempt": attempt, "time": time.time(),
+                "exit_code": None, "signal": None, "reason": reason}
 
     def start(self, spec, env):
         """Start one job; returns a started event, or a finished event with an error."""
@@ -54,6 +94,7 @@ class Runner:
             run.deadline = now + spec["time_limit"]
         self.by_pid[pid] = run
         self.by_job[key] = run
+        self.cores_used += spec["cores"]
         log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], pid)
         return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
                 "pid": pid}
@@ -108,6 +149,7 @@ class Runner:
             if run is None:
                 continue
             self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
+            self.cores_used -= run.spec["cores"]
             done.append(self._finished(run, status, usage))
         return done
 
@@ -151,8 +193,18 @@ class Runner:
         return min(times) if times else None
 
     def kill_all(self):
+        self.preparer.shutdown(wait=False, cancel_futures=True)
         for run in list(self.by_pid.values()):
             _signal_group(run.pid, signal.SIGKILL)
+
+
+def _create_outputs(*paths):
+    for path in paths:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, OUTPUT_FLAGS | os.O_CLOEXEC, 0o666))
+        except OSError:
+            pass          # starting the job reports the error
 
 
 def _culprit(shell, stdout, stderr):

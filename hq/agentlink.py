@@ -103,6 +103,9 @@ def events(server, identity, body):
                                      event.get("pid"), server.now)
         elif kind == "finished":
             server.state.job_finished(job_id, attempt, event, server.now, user)
+            started, ended = event.get("started"), event.get("time")
+            if isinstance(started, (int, float)) and isinstance(ended, (int, float)):
+                server.ahead.finished(host.name, ended - started)
         else:
             raise HQError(BAD_REQUEST, f"unknown event type {kind!r}")
     return {"seq": body.get("seq")}

@@ -12,6 +12,7 @@ Options:
   --log-file=FILE    Log here instead of standard error.
 """
 
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ import time
 import zmq
 
 from hq import agentlink, config, protocol as p, requests
+from hq.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
 from hq.model import ACTIVE, UP
 from hq.scheduler import place
@@ -59,7 +61,9 @@ class Server:
         self.db_backoff = 0.1
         self.again = False
         self.unplaceable = None     # what the scheduler last saw when it left slots free
+        self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
         self.ticks = 0
+        self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -175,8 +179,8 @@ class Server:
         state = self.state
         if not state.pending or not state.cluster_active:
             return
-        hosts = [h for h in state.hosts.values() if h.state == ACTIVE and h.status == UP
-                 and h.agents]
+        hosts = self.ahead.views(h for h in state.hosts.values()
+                                 if h.state == ACTIVE and h.status == UP and h.agents)
         free = sum(h.free_slots for h in hosts)
         if not free:
             return
@@ -200,11 +204,21 @@ class Server:
         for job, host_name in assignments:
             state.dispatch(job, host_name, self.now)
             identity = state.hosts[host_name].agents[job.user]
-            run = runs.setdefault(identity, {"jobs": [], "envs": {}})
-            run["jobs"].append(run_spec(job))
-            run["envs"].setdefault(str(job.batch), state.envs.get(job.batch, {}))
-        for identity, body in runs.items():
-            self.outbox.append((identity, p.encode(p.RUN, body)))
+            body, envs = runs.setdefault(identity, ({"jobs": [],
+                                                     "slots": state.hosts[host_name].slots}, {}))
+            body["jobs"].append(run_spec(job))
+            if job.batch not in envs:
+                envs[job.batch] = self.env_json(job.batch)
+        for identity, (body, envs) in runs.items():
+            text = "{" + ",".join(f'"{batch}":{env}' for batch, env in envs.items()) + "}"
+            self.outbox.append((identity, p.encode_with_json(p.RUN, body, envs=text)))
+
+    def env_json(self, batch):
+        """The JSON text of a batch's environment, encoded once for all its RUN messages."""
+        text = self.env_texts.get(batch)
+        if text is None:
+            text = self.env_texts[batch] = json.dumps(self.state.envs.get(batch, {}))
+        return text
 
     # -- periodic work -----------------------------------------------------------------------
     def tick(self):
@@ -217,6 +231,7 @@ class Server:
         self.ticks += 1
         if self.ticks % ENV_PRUNE_TICKS == 0:
             state.prune_envs()
+            self.env_texts = {b: t for b, t in self.env_texts.items() if b in state.envs}
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""

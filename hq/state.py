@@ -15,6 +15,7 @@ from hq.store.writes import Writes
 log = logging.getLogger("hq.state")
 
 JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
+QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
 
 
 class ClusterState:
@@ -109,8 +110,11 @@ class ClusterState:
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
-        log.info("job %s %s -> %s%s%s", job.id, old, new, f" on {job.host}" if job.host else "",
-                 f" ({detail})" if detail else "")
+        if new in QUIET_STATES and not log.isEnabledFor(logging.DEBUG):
+            return          # one INFO line per job's end (or requeue, hold) is enough at speed
+        log.log(logging.DEBUG if new in QUIET_STATES else logging.INFO, "job %s %s -> %s%s%s",
+                job.id, old, new, f" on {job.host}" if job.host else "",
+                f" ({detail})" if detail else "")
 
     def prune_envs(self):
         """Drop the environments of batches that have no live job left."""
