@@ -5,7 +5,6 @@ import collections
 import fcntl
 import itertools
 import os
-import subprocess
 import sys
 import time
 
@@ -13,7 +12,6 @@ import zmq
 
 from hq import config, protocol as p
 from hq.errors import TIMEOUT, USER_SERVER_UNREACHABLE, HQError
-from hq.model import LIVE
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 10.0
@@ -37,7 +35,7 @@ class Client:
     def _connect(self):
         if self._socket is None:
             ensure_user_server(self.home)
-            from hq.userserver import socket_path
+            from hq.paths import socket_path
             self._socket = zmq.Context.instance().socket(zmq.DEALER)
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.connect(f"ipc://{socket_path(self.home)}")
@@ -210,6 +208,7 @@ class Client:
 
     def wait_batch(self, batch, timeout=None, progress=None, poll_s=0.02):
         """Block until every job of a batch has ended; returns its counts by state."""
+        from hq.model import LIVE
         for delay in _polls(timeout, poll_s):
             counts = self.status(batch)
             if progress is not None:
@@ -248,7 +247,7 @@ def chunked(items, size):
 
 def user_server_running(home):
     """True when a user-server holds the lock on $HQ_HOME/run/user-server.pid."""
-    from hq.userserver import pid_path
+    from hq.paths import pid_path
     config.run_dir(home)
     try:
         handle = open(pid_path(home), "a+")
@@ -265,13 +264,14 @@ def user_server_running(home):
 
 def ensure_user_server(home):
     """Start the user's hq-user-server (detached) unless one runs; wait for its socket."""
-    from hq.userserver import socket_path
+    from hq.paths import socket_path
     if user_server_running(home) and os.path.exists(socket_path(home)):
         return
     log_dir = os.path.join(home, "log")
     os.makedirs(log_dir, exist_ok=True)
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
             open(os.path.join(log_dir, "user-server.log"), "ab") as out:
         subprocess.Popen([sys.executable, "-m", "hq.userserver"], stdin=null_in, stdout=out,

@@ -6,7 +6,6 @@ Environment overrides: HQ_CONF (etc dir), HQ_HOME (per-user state), HQ_DB_URL, H
 import configparser
 import getpass
 import os
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +42,7 @@ def is_local_address(address):
     host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
     if host in LOCAL_ADDRESSES:
         return True
+    import socket       # here: command lines that never ask start faster
     names = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
     return host in names
 

@@ -22,18 +22,11 @@ import zmq
 
 from hq import config, launch, protocol as p
 from hq.errors import SERVER_UNREACHABLE, HQError
+from hq.paths import pid_path, socket_path
 
 log = logging.getLogger("hq.user-server")
 
 HELLO_EVERY_S = 10.0
-
-
-def socket_path(home):
-    return os.path.join(home, "run", "user.sock")
-
-
-def pid_path(home):
-    return os.path.join(home, "run", "user-server.pid")
 
 
 class UserServer:
