@@ -53,7 +53,9 @@ class Runner:
         if key not in self.by_job and key not in self.waiting:
             self.waiting[key] = (spec, env)
             if self.slots and self.cores_used >= self.slots:   # it will wait: prepare
-                self.preparer.submit(_create_outputs, spec["stdout"], spec["stderr"])
+                paths = [p for p in {spec["stdout"], spec["stderr"]} if not p.startswith("/dev/")]
+                if paths:
+                    self.preparer.submit(_create_outputs, *paths)
 
     def start_waiting(self):
         """Start waiting jobs in order while slots are free; their events."""

@@ -41,7 +41,7 @@ JOB_OPTIONS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """A job the server is tracking (not yet terminal)."""
     id: int

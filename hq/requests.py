@@ -8,7 +8,7 @@ import os
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import event_json, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES
+from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES, TERMINAL
 from hq.submissions import submit
 
 READ_ONLY_ADMIN = {"info", "status", "lscluster"}
@@ -70,7 +70,13 @@ def _finished_details(server, user, ids):
     missing = sorted(set(ended) - {r["id"] for r in rows})
     if missing:
         raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
-    return {"jobs": [job_json(r) for r in rows], "live": live}
+    finished = []
+    for row in rows:       # a job ended in this very turn is not committed yet: still live
+        if row["state"] in TERMINAL:
+            finished.append(job_json(row))
+        else:
+            live[row["state"]] = live.get(row["state"], 0) + 1
+    return {"jobs": finished, "live": live}
 
 
 def cancel(server, user, body):

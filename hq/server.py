@@ -26,7 +26,7 @@ from hq.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
 from hq.model import ACTIVE, UP
 from hq.scheduler import place
-from hq.state import ClusterState
+from hq.state import ClusterState, job_path
 from hq.store import open_store
 from hq.store.writes import Writes
 
@@ -299,7 +299,8 @@ class Server:
 
 def run_spec(job):
     return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
-            "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
+            "cwd": job.cwd, "stdout": job_path(job, "stdout"), "stderr": job_path(job, "stderr"),
+            "logfile": job_path(job, "logfile"),
             "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
             "name": job.name, "host": job.host, "entry": job.entry}
 

@@ -15,6 +15,7 @@ from hq.store.writes import Writes
 log = logging.getLogger("hq.state")
 
 JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
+PATH_FIELDS = ("stdout", "stderr", "logfile")
 QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
 
 
@@ -79,10 +80,7 @@ class ClusterState:
             job = Job(id=self.next_job_id, user=user, batch=batch, submitted=now,
                       cwd=spec.pop("cwd", None) or cwd, state=HELD if hold else PENDING, **spec)
             self.next_job_id += 1
-            job.stdout = job.stdout.replace("%j", str(job.id))
-            job.stderr = job.stderr.replace("%j", str(job.id))
-            job.logfile = job.logfile.replace("%j", str(job.id))
-            jobs.append(job)
+            jobs.append(job)        # paths keep their %j in memory (shared by the batch)
             writes.jobs.append(job_row(job))
             writes.event(job.id, now, job.state, 0, None, "submitted")
         return batch, jobs
@@ -236,7 +234,15 @@ class ClusterState:
 def job_row(job):
     row = {name: getattr(job, name) for name in JOB_FIELDS}
     row["term_signal"] = job.signal
+    for name in PATH_FIELDS:
+        row[name] = job_path(job, name)
     return row
+
+
+def job_path(job, name):
+    """stdout, stderr or logfile of a job with %j replaced by its id (in memory the path
+    keeps %j: one string for the whole batch instead of one per job)."""
+    return getattr(job, name).replace("%j", str(job.id))
 
 
 def host_from_row(row):
