@@ -4,6 +4,7 @@ runs the jobs the server assigns, reports their start and end, kills on request.
 Usage:
   hq-exec-server [--server=ADDR] [--host-name=NAME] [--user=USER] [--heartbeat=S]
                  [--orphan=S] [--log-file=FILE] [--log-level=LEVEL] [--pidfile=FILE]
+                 [--server-key=Z85] [--key-file=FILE] [--idle=S]
   hq-exec-server (-h | --help)
 
 Options:
@@ -16,6 +17,11 @@ Options:
   --log-file=FILE    Log here instead of standard error.
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --pidfile=FILE     Write the process id here (removed at exit).
+  --server-key=Z85   hq-server's CURVE public key: connect with CURVE (default: plain TCP,
+                     which a server with [security] curve on refuses).
+  --key-file=FILE    The user's CURVE secret key file (default: $HQ_HOME/keys/user.key_secret).
+  --idle=S           Ask the server to let this agent exit after S seconds without jobs
+                     (0: never) [default: 0].
 """
 
 import getpass
@@ -30,7 +36,8 @@ import zmq
 
 from agents import metrics
 from agents.runner import Runner
-from hq import protocol as p
+from hq import protocol as p, security
+from hq.errors import HQError
 
 log = logging.getLogger("hq.agent")
 
@@ -39,8 +46,13 @@ RESEND_S = 5.0
 
 
 class Agent:
-    def __init__(self, server, host_name, user, heartbeat_s, orphan_s):
+    def __init__(self, server, host_name, user, heartbeat_s, orphan_s, curve_keys=None,
+                 idle_s=0.0):
         self.server = server
+        self.idle_s = idle_s
+        self.last_busy = time.time()     # last time a job ran here or was assigned
+        self.bye_sent = None             # when an idle agent asked to leave (BYE)
+        self.curve_keys = curve_keys     # (server public, our public, our secret) or None
         self.host_name = host_name
         self.user = user
         self.heartbeat_s = heartbeat_s
@@ -66,13 +78,21 @@ class Agent:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.ROUTING_ID,
                                f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
+        if self.curve_keys:
+            security.make_client_socket(self.socket, *self.curve_keys)
         self.socket.connect(self.server)
         self.register()
         self.last_heard = time.time()
 
+    def reported_pairs(self):
+        """[job, attempt] of finished reports the server has not acknowledged yet."""
+        return [[e["job"], e["attempt"]] for _, events in self.unacked.values() for e in events
+                if e["type"] == "finished"] + [[e["job"], e["attempt"]] for e in self.outgoing]
+
     def register(self):
         body = {"req": "register", "user": self.user, "host": self.host_name,
-                "running": self.runner.running_pairs(), **self.facts, **metrics.sample()}
+                "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
+                **self.facts, **metrics.sample()}
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
@@ -106,6 +126,7 @@ class Agent:
             if now >= self.next_heartbeat:
                 self.heartbeat(now)
             self.check_server(now)
+            self.check_idle(now)
         self.runner.kill_all()
 
     def watch_children(self):
@@ -117,6 +138,18 @@ class Agent:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         return read_end
+
+    def check_idle(self, now):
+        """After idle_s without jobs, ask the server (BYE) whether we may exit: it says no when
+        it has just assigned us work, and forgets us when it says yes."""
+        if self.runner.by_pid or self.runner.waiting or self.outgoing or self.unacked:
+            self.last_busy = now
+            return
+        if not self.idle_s or now - self.last_busy < self.idle_s:
+            return
+        if self.bye_sent is None or now - self.bye_sent > RESEND_S:
+            self.bye_sent = now
+            self.send(p.BYE, {"req": "bye"})
 
     def poll_timeout_ms(self):
         until = [self.next_heartbeat]
@@ -146,6 +179,7 @@ class Agent:
 
     def on_message(self, kind, body):
         if kind == p.RUN:
+            self.last_busy = time.time()
             envs = body.get("envs", {})
             for spec in body.get("jobs", []):
                 self.runner.assign(spec, envs.get(str(spec.get("batch")), {}),
@@ -159,6 +193,13 @@ class Agent:
                     self.runner.kill(job_id, attempt)
         elif kind == p.OK and body.get("req") == "events":
             self.unacked.pop(body.get("seq"), None)
+        elif kind == p.OK and body.get("req") == "bye":
+            self.bye_sent = None
+            if body.get("bye") is True:
+                log.info("idle for %.0fs: the server let us go; exiting", self.idle_s)
+                self.running = False
+            else:
+                self.last_busy = time.time()
         elif kind == p.ERROR:
             if body.get("code") == "UNKNOWN_AGENT":
                 log.info("server does not know this agent: registering again")
@@ -183,7 +224,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                **metrics.sample()})
+                                "reported": self.reported_pairs(), **metrics.sample()})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
@@ -210,6 +251,16 @@ def _drain(fd):
         pass
 
 
+def curve_keys(args):
+    """(server public, user public, user secret) when --server-key is given, else None."""
+    if not args["--server-key"]:
+        return None
+    key_file = args["--key-file"] or security.cert_paths(
+        os.path.abspath(os.path.expanduser(os.environ.get("HQ_HOME") or "~/.hq")),
+        security.USER_CERT)[1]
+    return (args["--server-key"].encode(), *security.load_keypair(key_file))
+
+
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
@@ -220,8 +271,9 @@ def main(argv=None):
     host_name = args["--host-name"] or socket.gethostname().split(".")[0]
     try:
         agent = Agent(server, host_name, args["--user"] or getpass.getuser(),
-                      float(args["--heartbeat"]), float(args["--orphan"]))
-    except ValueError as exc:
+                      float(args["--heartbeat"]), float(args["--orphan"]), curve_keys(args),
+                      float(args["--idle"]))
+    except (ValueError, HQError) as exc:
         print(f"hq-exec-server: {exc}", file=sys.stderr)
         return 2
 

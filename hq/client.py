@@ -274,12 +274,25 @@ def ensure_user_server(home):
     import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
             open(os.path.join(log_dir, "user-server.log"), "ab") as out:
-        subprocess.Popen([sys.executable, "-m", "hq.userserver"], stdin=null_in, stdout=out,
-                         stderr=out, env=env, cwd="/", start_new_session=True, close_fds=True)
+        proc = subprocess.Popen([sys.executable, "-m", "hq.userserver"], stdin=null_in,
+                                stdout=out, stderr=out, env=env, cwd="/",
+                                start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if os.path.exists(socket_path(home)) and user_server_running(home):
             return
+        if proc.poll():     # it said why on its last log line (e.g. no server key)
+            raise HQError(USER_SERVER_UNREACHABLE, "hq-user-server did not start: "
+                          + _last_line(os.path.join(log_dir, "user-server.log")))
         time.sleep(0.01)
     raise HQError(USER_SERVER_UNREACHABLE, f"hq-user-server did not start within "
                   f"{START_TIMEOUT_S:g}s (see {os.path.join(log_dir, 'user-server.log')})")
+
+
+def _last_line(path):
+    try:
+        with open(path, errors="replace") as handle:
+            lines = handle.read().strip().splitlines()
+    except OSError:
+        return f"see {path}"
+    return lines[-1] if lines else f"see {path}"

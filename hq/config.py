@@ -38,8 +38,26 @@ def current_user():
     return getpass.getuser()
 
 
+def split_address(address, default_port=None):
+    """(host, port) from 'host', 'host:port' or '[v6]:port'; port is default_port if absent."""
+    if address.startswith("[") and "]" in address:
+        host, _, rest = address[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    else:
+        host, port = address, ""
+    if port and not port.isdigit():
+        raise HQError(CONFIG_ERROR, f"address {address!r}: port must be a number")
+    return host, int(port) if port else default_port
+
+
 def is_local_address(address):
-    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    """True for this machine. 'host:port' with a port other than 22 names an ssh server of
+    its own (a container, a tunnel): remote, even on a loopback address."""
+    host, port = split_address(address, 22)
+    if port != 22:
+        return False
     if host in LOCAL_ADDRESSES:
         return True
     import socket       # here: command lines that never ask start faster
@@ -59,10 +77,18 @@ class Settings:
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
     agent_orphan_s: float = 600.0
+    agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
+    curve: bool = True
+    server_key: str = ""
+    ssh_unknown_host_keys: str = "reject"
+    ssh_known_hosts: str = "~/.ssh/known_hosts"
+    ssh_user: str = ""
+    ssh_connect_timeout_s: float = 10.0
+    ssh_python: str = ""
     etc: str = ""
 
     @property
@@ -90,9 +116,12 @@ def _get(parser, path, section, key, kind, default):
             return parser.getfloat(section, key, fallback=default)
         if kind is int:
             return parser.getint(section, key, fallback=default)
+        if kind is bool:
+            return parser.getboolean(section, key, fallback=default)
         return parser.get(section, key, fallback=default)
     except ValueError:
-        raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be a {kind.__name__}") from None
+        what = "on or off" if kind is bool else f"a {kind.__name__}"
+        raise HQError(CONFIG_ERROR, f"{path}: [{section}] {key} must be {what}") from None
 
 
 def load_settings(etc=None):
@@ -118,8 +147,22 @@ def load_settings(etc=None):
         connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
                                d.connect_timeout_s),
         agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        agent_idle_s=_get(p, path, "agent", "idle_s", float, d.agent_idle_s),
+        curve=_get(p, path, "security", "curve", bool, d.curve),
+        server_key=_get(p, path, "security", "server_key", str, d.server_key),
+        ssh_unknown_host_keys=_get(p, path, "ssh", "unknown_host_keys", str,
+                                   d.ssh_unknown_host_keys),
+        ssh_known_hosts=_get(p, path, "ssh", "known_hosts", str, d.ssh_known_hosts)
+        or d.ssh_known_hosts,
+        ssh_user=_get(p, path, "ssh", "user", str, d.ssh_user),
+        ssh_connect_timeout_s=_get(p, path, "ssh", "connect_timeout_s", float,
+                                   d.ssh_connect_timeout_s),
+        ssh_python=_get(p, path, "ssh", "python", str, d.ssh_python),
         etc=etc,
     )
+    if s.ssh_unknown_host_keys not in ("reject", "accept-new"):
+        raise HQError(CONFIG_ERROR, f"{path}: [ssh] unknown_host_keys must be reject or "
+                      f"accept-new, not {s.ssh_unknown_host_keys!r}")
     env = os.environ.get("HQ_SERVER")
     if env:
         parts = urlsplit(env)

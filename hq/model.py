@@ -98,6 +98,7 @@ class Host:
     cpu_percent: float = 0.0
     mem_available: int = 0
     last_seen: float = None
+    status_reason: str = ""     # why the host is down or unreachable
     slots_used: int = 0
     agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
 

@@ -4,11 +4,15 @@ Pure code (no sockets): a message is `[b"HQ1", KIND, BODY]`, BODY a JSON object 
 """
 
 import json
+import math
+import re
 
 from hq.errors import BAD_FRAME, BAD_REQUEST, TOO_LARGE, UNKNOWN_KIND, HQError
 
 TAG = b"HQ1"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
+INT_LIMIT = 1 << 63                   # every integer must fit a signed 64-bit column
+LONE_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]")   # cheap pre-check of `\uD800`-like
 
 # Replies
 OK = b"OK"
@@ -25,18 +29,20 @@ RELEASE = b"RELEASE"
 ADMIN = b"ADMIN"
 PING = b"PING"
 HELLO = b"HELLO"          # user-server announces itself for its user
+UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be started on a host
 
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
 HEARTBEAT = b"HEARTBEAT"  # agent -> server: metrics and running job ids
+BYE = b"BYE"              # agent -> server: idle, may I exit? (OK {bye: true|false})
 EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
 RUN = b"RUN"              # server -> agent: assignments
 KILL = b"KILL"            # server -> agent: job ids to kill
 SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
 
 CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
-                          HELLO})
-AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS})
+                          HELLO, UNREACHABLE})
+AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS, BYE})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
 
 
@@ -65,12 +71,45 @@ def decode(frames, kinds=SERVER_KINDS, max_body=DEFAULT_MAX_BODY):
     if len(raw) > max_body:
         raise HQError(TOO_LARGE, f"message body of {len(raw)} bytes exceeds {max_body}")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except (UnicodeDecodeError, ValueError) as exc:
-        raise HQError(BAD_FRAME, f"body is not JSON: {exc}") from None
+        raise HQError(BAD_FRAME, f"body is not JSON: {str(exc)[:200]}") from None
+    except RecursionError:
+        raise HQError(BAD_FRAME, "body is nested too deeply") from None
     if not isinstance(body, dict):
         raise HQError(BAD_FRAME, "body must be a JSON object")
+    if LONE_SURROGATE.search(raw) and _has_lone_surrogate(body):
+        raise HQError(BAD_FRAME, "body has a string that is not valid Unicode (lone surrogate)")
     return kind, body
+
+
+def _finite(text):
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:20]} is too large")
+    return value
+
+
+def _no_constant(name):
+    raise ValueError(f"{name} is not a number hq accepts")
+
+
+def _has_lone_surrogate(value):
+    """True when a string inside `value` cannot be encoded as UTF-8 (the database needs it)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def ok(req, **fields):
@@ -94,6 +133,8 @@ def field(body, name, kind, default=..., check=None):
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise HQError(BAD_REQUEST, f"field '{name}' must be {names}")
+    if isinstance(value, int) and not -INT_LIMIT <= value < INT_LIMIT:
+        raise HQError(BAD_REQUEST, f"field '{name}' is out of range")
     if check is not None and not check(value):
         raise HQError(BAD_REQUEST, f"field '{name}' has a bad value: {value!r}"[:200])
     return value
@@ -101,6 +142,15 @@ def field(body, name, kind, default=..., check=None):
 
 def int_list(body, name, default=...):
     values = field(body, name, list, default)
-    if any(not isinstance(v, int) or isinstance(v, bool) for v in values):
+    if any(not is_int(v) for v in values):
         raise HQError(BAD_REQUEST, f"field '{name}' must be a list of integers")
     return values
+
+
+def is_int(value, low=-INT_LIMIT, high=INT_LIMIT):
+    """An int (not a bool) with low <= value < high."""
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value < high
+
+
+def is_number(value):
+    return is_int(value) or isinstance(value, float)

@@ -3,13 +3,19 @@
 Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
+import logging
 import os
+import struct
+
+from zmq.utils import z85
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB, HQError
-from hq.jobview import event_json, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES, TERMINAL
+from hq.jobview import event_json, iso, job_json
+from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES, TERMINAL, UP
 from hq.submissions import submit
+
+log = logging.getLogger("hq.requests")
 
 READ_ONLY_ADMIN = {"info", "status", "lscluster"}
 
@@ -52,7 +58,26 @@ def details(server, user, body):
             events.setdefault(e["job_id"], []).append(event_json(e))
         for j in jobs:
             j["events"] = events.get(j["id"], [])
+            j["attempts"] = attempts_of(j["events"])
     return {"jobs": jobs}
+
+
+def attempts_of(events):
+    """Each attempt of a job from its events: host, dispatched, started, ended, outcome, why."""
+    attempts = {}
+    for e in events:
+        if e["attempt"] < 1 or e["state"] == "stale":
+            continue
+        a = attempts.setdefault(e["attempt"], {"attempt": e["attempt"], "host": e["host"],
+                                               "dispatched": None, "started": None,
+                                               "ended": None, "outcome": None, "why": ""})
+        if e["state"] == "dispatched":
+            a["dispatched"] = e["time"]
+        elif e["state"] == "running":
+            a["started"] = e["time"]
+        elif a["ended"] is None:
+            a["ended"], a["outcome"], a["why"] = e["time"], e["state"], e["detail"] or ""
+    return [attempts[n] for n in sorted(attempts)]
 
 
 def _finished_details(server, user, ids):
@@ -93,6 +118,7 @@ def cancel(server, user, body):
     return {"changed": [job.id for job in live], "unchanged": {}}
 
 
+
 def hold(server, user, body):
     return _change_jobs(server, user, p.int_list(body, "ids"), "hold")
 
@@ -130,15 +156,52 @@ def _live_of(server, job_id, user):
     return job if job is not None and job.user == user else None
 
 
+def unreachable(server, user, body):
+    """The user-server could not start the user's agent on a host: lscluster says why."""
+    name = p.field(body, "host", str)
+    host = server.state.hosts.get(name)
+    if host is None:
+        raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
+    reason = f"{user}: {p.field(body, 'reason', str)}"[:255]
+    if host.status != UP:
+        host.status_reason = reason
+        server.state.writes.update_host(name, status_reason=reason)
+    log.warning("host %s unreachable for %s", name, reason)
+    return {}
+
+
 def admin(server, user, body):
     command = p.field(body, "command", str)
     arg = p.field(body, "arg", str, "")
     if command not in READ_ONLY_ADMIN and "ADMIN" not in server.state.users[user]["roles"]:
         raise HQError(PERMISSION_DENIED, f"'{command}' needs the ADMIN role; user {user} lacks it")
+    if command == "adduser":
+        return _adduser(server, arg, p.field(body, "key", str))
     handler = ADMIN_COMMANDS.get(command)
     if handler is None:
         raise HQError(BAD_REQUEST, f"unknown admin command {command!r}")
     return handler(server, arg)
+
+
+def _adduser(server, name, key):
+    """Register `key` (z85 CURVE public key) for user `name` (added with USER if unknown)."""
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+        raise HQError(BAD_REQUEST, f"bad user name {name[:64]!r}")
+    if len(key) != 40 or not _is_z85(key):
+        raise HQError(BAD_REQUEST, "key must be a 40-character z85 CURVE public key")
+    server.store.set_user_key(name, key)
+    info = server.state.users.setdefault(name, {"roles": {"USER"}, "enabled": True})
+    info["key"] = key
+    server.refresh_keys()
+    log.info("user %s registered with key %s...", name, key[:8])
+    return {"user": name, "key": key, "roles": sorted(info["roles"])}
+
+
+def _is_z85(text):
+    try:
+        return len(z85.decode(text.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError, KeyError, IndexError, struct.error):
+        return False
 
 
 def _info(server, arg):
@@ -166,7 +229,8 @@ def _lscluster(server, arg):
             "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
             "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
             "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
-            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None})
+            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None,
+            "last_seen": iso(h.last_seen), "status_reason": h.status_reason})
     return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
 
 
@@ -200,6 +264,6 @@ ADMIN_COMMANDS = {
 }
 
 USER_REQUESTS = {
-    p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
+    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
     p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin,
 }

@@ -2,12 +2,14 @@
 all changes in one transaction (group commit), and only then sends replies and dispatches.
 
 Usage:
-  hq-server [--port=N] [--bind=ADDR] [--log-level=LEVEL] [--log-file=FILE]
+  hq-server [--port=N] [--bind=ADDR] [--metrics-port=N] [--log-level=LEVEL]
+            [--log-file=FILE]
   hq-server (-h | --help)
 
 Options:
   --port=N           TCP port (default: port of HQ_SERVER, else etc/hq.cfg, else 10101).
   --bind=ADDR        Address to listen on (default: [server] bind in etc/hq.cfg).
+  --metrics-port=N   Serve Prometheus metrics on http://127.0.0.1:N/metrics (off by default).
   --log-level=LEVEL  DEBUG, INFO, WARNING or ERROR [default: INFO].
   --log-file=FILE    Log here instead of standard error.
 """
@@ -21,7 +23,7 @@ import time
 
 import zmq
 
-from hq import agentlink, config, protocol as p, requests
+from hq import agentlink, config, protocol as p, requests, security
 from hq.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
 from hq.model import ACTIVE, UP
@@ -39,7 +41,7 @@ DEFERRED = object()
 
 
 class Server:
-    def __init__(self, settings, store, bind_address):
+    def __init__(self, settings, store, bind_address, keypair=None):
         self.settings = settings
         self.store = store
         self.address = bind_address
@@ -53,29 +55,42 @@ class Server:
         self.broken_batches = set()     # batches whose later chunks are refused (error, cancel)
         self.cancelled_batches = set()  # batches cancelled as a whole
         self.current = None         # (identity, req) of the message being handled
+        self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
         self.last_sample = {}       # host -> time of the last host_metrics row
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
+        self.db_error = None        # the last commit error while the database is failing
         self.again = False
         self.unplaceable = None     # what the scheduler last saw when it left slots free
         self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
         self.ticks = 0
         self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
+        self.exporter = None        # Prometheus metrics, when --metrics-port is given
+        self.next_export = 0.0
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
         self.socket.setsockopt(zmq.SNDHWM, 0)
         self.socket.setsockopt(zmq.RCVHWM, 0)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
+        self.authenticator = None
+        if keypair is not None:     # the ZAP handler must run before the first connection
+            users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
+                     for name, row in store.load_users().items()}
+            self.authenticator = security.start_authenticator(self.context,
+                                                              security.user_keys(users))
+            security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store)
+        count = self.state.load(self.store, time.time())
+        self.refresh_keys()
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
                  len(self.state.users), count)
@@ -89,13 +104,20 @@ class Server:
             poller.poll(timeout)
             self.turn()
         self.commit()
-        self.socket.close()
+        self.socket.close(linger=1000)
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
+
+    def refresh_keys(self):
+        if self.authenticator is not None:
+            self.authenticator.set_keys(security.user_keys(self.state.users))
 
     def turn(self):
         self.now = time.time()
         for _ in range(MAX_MESSAGES_PER_TURN):
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             self.handle(frames)
@@ -109,8 +131,10 @@ class Server:
 
     # -- messages ----------------------------------------------------------------------------
     def handle(self, frames):
-        identity, frames = frames[0], frames[1:]
+        identity, frames = frames[0].bytes, frames[1:]
         req = None
+        if self.authenticator is not None:   # ZAP named the user of the connection's key
+            self.peer_user = frames[0].get("User-Id") if frames else None
         try:
             kind, body = p.decode(frames, max_body=self.settings.max_message_bytes)
             req = body.get("req")
@@ -141,8 +165,15 @@ class Server:
             return {"heartbeat_s": self.settings.heartbeat_s}
         return requests.USER_REQUESTS[kind](self, user, body)
 
+    def requester(self, body):
+        """The user a message acts for: its CURVE key's (never a field), or with CURVE off
+        (measurements only) the `user` field."""
+        if self.authenticator is not None:
+            return self.peer_user
+        return p.field(body, "user", str)
+
     def check_user(self, body):
-        user = p.field(body, "user", str)
+        user = self.requester(body)
         known = self.state.users.get(user)
         if known is None:
             raise HQError(UNKNOWN_USER, f"user {user!r} is not registered in etc/users")
@@ -153,8 +184,10 @@ class Server:
     def send(self, identity, frames):
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
+            return False
 
     # -- submissions -------------------------------------------------------------------------
     def stage_submission(self, user, specs, env, cwd, hold, batch=None):
@@ -232,6 +265,9 @@ class Server:
         if self.ticks % ENV_PRUNE_TICKS == 0:
             state.prune_envs()
             self.env_texts = {b: t for b, t in self.env_texts.items() if b in state.envs}
+        if self.exporter is not None and self.now >= self.next_export:
+            self.exporter.refresh(state)
+            self.next_export = self.now + 2.0
 
     def request_agents(self):
         """Ask users' user-servers to start agents on active hosts where their jobs could run."""
@@ -239,37 +275,42 @@ class Server:
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
-            hosts = []
-            for host in self.state.hosts.values():
-                asked = self.spawn_asked.get((user, host.name), 0)
-                if (host.state == ACTIVE and user not in host.agents
-                        and self.now - asked >= self.settings.spawn_retry_s):
-                    self.spawn_asked[(user, host.name)] = self.now
-                    hosts.append({"name": host.name, "address": host.address})
-            if hosts:
-                log.info("asking user-server of %s to start agents on %s", user,
-                         ", ".join(h["name"] for h in hosts))
-                self.send(identity, p.encode(p.SPAWN, {"hosts": hosts,
-                                                       "server_port": self.settings.port}))
+            hosts = [h for h in self.state.hosts.values()
+                     if h.state == ACTIVE and user not in h.agents
+                     and self.now - self.spawn_asked.get((user, h.name), 0)
+                     >= self.settings.spawn_retry_s]
+            if not hosts:
+                continue
+            body = {"hosts": [{"name": h.name, "address": h.address} for h in hosts]}
+            if not self.send(identity, p.encode(p.SPAWN, body)):
+                del self.user_servers[user]     # gone; its successor will say HELLO
+                continue
+            log.info("asked user-server of %s to start agents on %s", user,
+                     ", ".join(h.name for h in hosts))
+            for h in hosts:
+                self.spawn_asked[(user, h.name)] = self.now
 
     def sample_metrics(self, host, body):
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
             return
         self.last_sample[host.name] = self.now
+        nprocs = body.get("nprocs")
         self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
                                           host.load15, host.cpu_percent, host.mem_available,
-                                          body.get("nprocs")))
+                                          nprocs if p.is_int(nprocs, 0, 1 << 31) else None))
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
-        if self.now < self.db_retry_at:
-            return
+        if self.now < self.db_retry_at and not self.staged:
+            return          # backing off; a submission tries at once (and fails fast)
         try:
             self.store.apply(self.state.writes, self.staged_writes)
         except HQError as exc:
             self.database_failed(exc)
             return
-        self.db_backoff = 0.1
+        if self.db_error is not None:
+            log.info("database back: pending changes committed")
+        self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs in self.staged:
             self.state.activate(batch, env, jobs)
@@ -293,8 +334,9 @@ class Server:
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
+        self.db_error = exc.message
         self.db_retry_at = time.time() + self.db_backoff
-        self.db_backoff = min(5.0, self.db_backoff * 2)
+        self.db_backoff = min(2.0, self.db_backoff * 2)
 
 
 def run_spec(job):
@@ -305,17 +347,33 @@ def run_spec(job):
             "name": job.name, "host": job.host, "entry": job.entry}
 
 
+def start_exporter(server, port):
+    from hq.exporter import Exporter
+    try:
+        server.exporter = Exporter(port)
+    except OSError as exc:
+        raise HQError(CONFIG_ERROR, f"cannot serve metrics on port {port}: {exc}") from None
+    server.state.listeners.append(server.exporter.on_transition)
+    server.exporter.refresh(server.state)
+
+
 def start(settings, port=None, bind=None):
     """Open the store, sync etc/ into it, bind, load: a Server ready for serve_forever()."""
     store = open_store(config.load_db_config(settings.etc))
     store.check_schema()
     users = config.load_users(settings.etc)
-    me = config.current_user()
+    me, home = config.current_user(), config.home_dir()
     store.add_users(users + [(me, ["USER", "ADMIN"])])
     store.add_hosts(config.load_cluster(settings.etc))
+    security.register_local_user(store, home, me)
+    keypair = None
+    if settings.curve:
+        keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
+    else:
+        log.warning("CURVE is off ([security] curve): connections are not authenticated")
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
     try:
-        server = Server(settings, store, address)
+        server = Server(settings, store, address, keypair)
     except zmq.ZMQError as exc:
         raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc}") from None
     server.load()
@@ -332,6 +390,8 @@ def main(argv=None):
         settings = config.load_settings()
         port = int(args["--port"]) if args["--port"] else None
         server = start(settings, port, args["--bind"])
+        if args["--metrics-port"]:
+            start_exporter(server, int(args["--metrics-port"]))
     except (HQError, ValueError) as exc:
         print(f"hq-server: {exc}", file=sys.stderr)
         return 1

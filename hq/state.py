@@ -24,20 +24,24 @@ class ClusterState:
         self.jobs = {}                 # live (non-terminal) jobs by id
         self.pending = PendingJobs()   # id -> job, the pending subset (scheduler input)
         self.hosts = {}                # name -> Host
-        self.users = {}                # name -> {"roles": [...], "enabled": bool}
+        self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
-        self.attempts = {}             # (job id, attempt) -> (host name, cores): slots held
+        self.attempts = {}             # (job id, attempt) -> (host, cores, user): slots held
+        self.attempt_since = {}        # (job id, attempt) -> when the slots were taken
+        self.on_host = defaultdict(set)  # host name -> {(job id, attempt)} held there
         self.user_slots = defaultdict(int)
         self.agents = {}               # routing identity -> (user, host name)
         self.cluster_active = True
         self.next_job_id = 1
         self.next_batch_id = 1
         self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
+        self.listeners = []            # callables (job, old, new, now), e.g. the Prometheus exporter
         self.writes = Writes()
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, store):
-        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"])}
+    def load(self, store, now):
+        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
+                             "key": r["public_key"]}
                       for name, r in store.load_users().items()}
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)
@@ -53,13 +57,13 @@ class ClusterState:
             if job.state == PENDING:
                 self.pending[job.id] = job
             elif job.state in (DISPATCHED, RUNNING):
-                self._hold_slots(job, job.host)
+                self._hold_slots(job, job.host, now)
         return len(rows)
 
     def expect_agents(self, now):
         """After a restart: hosts with running jobs count as up until their agents are silent
         for the heartbeat timeout, so jobs of agents that never come back are handled as lost."""
-        for host_name, _ in self.attempts.values():
+        for host_name in self.on_host:
             host = self.hosts.get(host_name)
             if host is not None:
                 host.status, host.last_seen = UP, now
@@ -108,6 +112,8 @@ class ClusterState:
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
+        for listener in self.listeners:
+            listener(job, old, new, now)
         if new in QUIET_STATES and not log.isEnabledFor(logging.DEBUG):
             return          # one INFO line per job's end (or requeue, hold) is enough at speed
         log.log(logging.DEBUG if new in QUIET_STATES else logging.INFO, "job %s %s -> %s%s%s",
@@ -123,20 +129,27 @@ class ClusterState:
     def dispatch(self, job, host_name, now):
         job.attempt += 1
         self.set_state(job, DISPATCHED, now, host=host_name, attempt=job.attempt, reason="")
-        self._hold_slots(job, host_name)
+        self._hold_slots(job, host_name, now)
 
-    def _hold_slots(self, job, host_name):
-        self.attempts[(job.id, job.attempt)] = (host_name, job.cores)
+    def _hold_slots(self, job, host_name, now):
+        key = (job.id, job.attempt)
+        self.attempts[key] = (host_name, job.cores, job.user)
+        self.attempt_since[key] = now
+        self.on_host[host_name].add(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used += job.cores
         self.user_slots[job.user] += job.cores
 
-    def release(self, job_id, attempt, user):
-        held = self.attempts.pop((job_id, attempt), None)
+    def release(self, job_id, attempt):
+        """Free the slots an attempt holds; False if it held none (already released)."""
+        key = (job_id, attempt)
+        held = self.attempts.pop(key, None)
+        self.attempt_since.pop(key, None)
         if held is None:
             return False
-        host_name, cores = held
+        host_name, cores, user = held
+        self.on_host[host_name].discard(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used = max(0, host.slots_used - cores)
@@ -151,9 +164,9 @@ class ClusterState:
         self.set_state(job, RUNNING, now, f"pid {pid}", started=when)
         return True
 
-    def job_finished(self, job_id, attempt, report, now, user):
+    def job_finished(self, job_id, attempt, report, now):
         """Apply a finished report. Returns the job's new state, or None if stale."""
-        self.release(job_id, attempt, user)
+        self.release(job_id, attempt)
         job = self.jobs.get(job_id)
         columns = {"finished": report.get("time") or now, "exit_code": report.get("exit_code"),
                    "signal": report.get("signal"), "max_rss": report.get("max_rss")}
@@ -201,26 +214,36 @@ class ClusterState:
 
     def host_lost(self, host, now, why):
         """A host went silent: requeue its jobs while retries last, else they end lost."""
-        host.status = DOWN
+        host.status, host.status_reason = DOWN, why
         for identity, (user, name) in list(self.agents.items()):
             if name == host.name:
                 del self.agents[identity]
         host.agents.clear()
         self.writes.update_host(host.name, status=DOWN, status_reason=why)
         log.warning("host %s down: %s", host.name, why)
-        for (job_id, attempt), (name, _) in list(self.attempts.items()):
-            if name != host.name:
-                continue
-            job = self.jobs.get(job_id)
-            self.release(job_id, attempt, job.user if job else "")
-            if job is None or job.attempt != attempt:
-                continue
-            if job.attempt <= job.retries:
-                self.set_state(job, PENDING, now, f"requeued: host {host.name} {why}",
-                               host="", reason=f"requeued after host {host.name} was lost")
-            else:
-                self.set_state(job, LOST, now, f"host {host.name} {why}", finished=now,
-                               reason=f"host {host.name} lost")
+        for job_id, attempt in list(self.on_host.get(host.name, ())):
+            self.attempt_gone(job_id, attempt, now, f"host {host.name} {why}")
+
+    def reconcile(self, host, user, known, now, grace):
+        """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
+        runs or has reported) are gone, once older than `grace` seconds (RUN may be in flight)."""
+        for key in list(self.on_host.get(host.name, ())):
+            if (key not in known and self.attempts[key][2] == user
+                    and now - self.attempt_since.get(key, now) > grace):
+                self.attempt_gone(key[0], key[1], now,
+                                  f"agent on {host.name} does not know attempt {key[1]}")
+
+    def attempt_gone(self, job_id, attempt, now, why):
+        """An attempt ended without a result: requeue while retries last, else the job is lost."""
+        job = self.jobs.get(job_id)
+        self.release(job_id, attempt)
+        if job is None or job.attempt != attempt:
+            return
+        if job.attempt <= job.retries:
+            self.set_state(job, PENDING, now, f"requeued: {why}", host="",
+                           reason=f"requeued: {why}")
+        else:
+            self.set_state(job, LOST, now, why, finished=now, reason=f"lost: {why}")
 
     def set_host_state(self, host, state):
         host.state = state
@@ -254,4 +277,4 @@ def host_from_row(row):
         cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
         load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
         cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
-        last_seen=row["last_seen"])
+        last_seen=row["last_seen"], status_reason=row["status_reason"] or "")

@@ -11,6 +11,10 @@ from hq.model import JOB_OPTIONS
 from hq.scheduler import can_ever_run
 
 MAX_COMMAND = 1 << 20
+MAX_ENV = 1 << 20
+INT32_LIMIT = 1 << 31                 # INT columns
+SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
+SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell"}
 PER_JOB = frozenset({"command", "entry"})     # fields a job of a chunk has beside the defaults
 
 
@@ -24,18 +28,27 @@ def validate_options(raw, where, settings):
         if value is None:
             value = default
         if isinstance(default, int):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number >= 0")
+            limit = p.INT_LIMIT if name == "memory" else INT32_LIMIT
+            if not p.is_int(value, 0, limit):
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from 0 "
+                              f"to {limit - 1}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string without NUL")
+        elif len(value) > (SHORT_TEXT if name in SHORT_OPTIONS else LONG_TEXT):
+            raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
         spec[name] = value
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
     cwd = raw.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+    if cwd is not None and not _good_directory(cwd):
         raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
     spec["cwd"] = cwd
     return spec
+
+
+def _good_directory(path):
+    return (isinstance(path, str) and os.path.isabs(path) and len(path) <= LONG_TEXT
+            and "\0" not in path)
 
 
 def check_text(value, what, where, index, required):
@@ -67,6 +80,8 @@ def validate_spec(raw, index, settings, defaults=None):
         spec["own_options"] = True
     spec["command"] = check_text(raw.get("command"), "command", where, index, True)
     spec["entry"] = check_text(raw.get("entry"), "entry", where, index, False)
+    if len(spec["entry"]) > LONG_TEXT:
+        raise HQError(BAD_REQUEST, f"{where}: entry is longer than {LONG_TEXT} characters", index)
     return spec
 
 
@@ -106,7 +121,9 @@ def submit(server, user, body):
     env = p.field(body, "env", dict, {})
     if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
         raise HQError(BAD_REQUEST, "env must map strings to strings")
-    cwd = p.field(body, "cwd", str, "/", check=os.path.isabs)
+    if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV:
+        raise HQError(BAD_REQUEST, f"env is larger than {MAX_ENV} characters")
+    cwd = p.field(body, "cwd", str, "/", check=_good_directory)
     hold = p.field(body, "hold", bool, False)
     if batch is not None:
         check_batch(server, user, batch)

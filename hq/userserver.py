@@ -19,9 +19,10 @@ import sys
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from hq import config, launch, protocol as p
-from hq.errors import SERVER_UNREACHABLE, HQError
+from hq import config, launch, protocol as p, security
+from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
 from hq.paths import pid_path, socket_path
 
 log = logging.getLogger("hq.user-server")
@@ -36,6 +37,10 @@ class UserServer:
         self.idle_s = idle_s
         self.user = config.current_user()
         self.server_address = settings.server_address
+        self.server_key = None     # with CURVE: (server public, our public, our secret)
+        if settings.curve:
+            self.server_key = (security.server_public_key(settings, home),
+                               *security.ensure_keypair(home, security.USER_CERT))
         self.context = zmq.Context.instance()
         self.frontend = self.context.socket(zmq.ROUTER)
         self.frontend.setsockopt(zmq.LINGER, 0)
@@ -45,9 +50,12 @@ class UserServer:
         self.frontend.bind(f"ipc://{path}")
         os.chmod(path, 0o600)
         self.backend = None
+        self.monitor = None     # handshake events of the backend: tells a refused key apart
+        self.key_refused = False
         self.waiting = []       # (deadline, client identity, client req, kind, body) not yet sent
         self.in_flight = {}     # our req -> (deadline, client identity, client req)
         self.counter = 0
+        self.remote = launch.RemoteStarter(settings)
         self.last_request = time.time()
         self.next_hello = 0.0
         self.running = True
@@ -56,10 +64,16 @@ class UserServer:
     def reset_backend(self):
         """Lazy Pirate: a fresh socket drops whatever the old one still queued."""
         if self.backend is not None:
+            self.backend.disable_monitor()
+            self.monitor.close(linger=0)
             self.backend.close(linger=0)
         self.backend = self.context.socket(zmq.DEALER)
+        self.monitor = self.backend.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.backend.setsockopt(zmq.LINGER, 0)
         self.backend.setsockopt(zmq.IMMEDIATE, 1)
+        if self.server_key:
+            security.make_client_socket(self.backend, *self.server_key)
         self.backend.connect(self.server_address)
         self.next_hello = 0.0
 
@@ -69,8 +83,11 @@ class UserServer:
             poller = zmq.Poller()
             poller.register(self.frontend, zmq.POLLIN)
             poller.register(self.backend, zmq.POLLIN)
+            poller.register(self.monitor, zmq.POLLIN)
             ready = dict(poller.poll(self.poll_ms()))
             now = time.time()
+            if self.monitor in ready:
+                self.handshake_events()
             if self.frontend in ready:
                 self.from_clients(now)
             if self.backend in ready:
@@ -78,6 +95,7 @@ class UserServer:
             self.send_waiting(now)
             self.expire(now)
             self.reap_children()
+            self.remote_outcomes()
             if now >= self.next_hello:
                 sent = self.forward_raw(p.HELLO, {"req": "hello", "user": self.user})
                 self.next_hello = now + (HELLO_EVERY_S if sent else 0.2)
@@ -105,6 +123,9 @@ class UserServer:
             body["user"] = self.user
             deadline = now + self.settings.connect_timeout_s
             self.waiting.append((deadline, identity, body.get("req"), kind, body))
+            if self.key_refused:    # zmq does not retry a refused key: try again (registered?)
+                self.key_refused = False
+                self.reset_backend()
 
     def send_waiting(self, now):
         still = []
@@ -147,6 +168,20 @@ class UserServer:
             body["req"] = client_req
             self.frontend.send_multipart([identity, *p.encode(kind, body)])
 
+    def handshake_events(self):
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            refused = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            if refused and not self.key_refused:
+                log.error("hq-server refused our key %s", self.key_file())
+            self.key_refused = refused
+
+    def key_file(self):
+        return security.cert_paths(self.home, security.USER_CERT)[0]
+
     def expire(self, now):
         late = [req for req, (deadline, _, _) in self.in_flight.items() if now >= deadline]
         if not late:
@@ -162,21 +197,48 @@ class UserServer:
                 "Start it with 'make run' or 'hq-server'")
 
     def reply_error(self, identity, client_req, message):
+        code = SERVER_UNREACHABLE
+        if self.key_refused:
+            code = PERMISSION_DENIED
+            message = (f"hq-server at {self.server_address} refused the key of {self.user} "
+                       f"({self.key_file()}); an admin can register it with 'hq-admin adduser "
+                       f"{self.user} --key={self.key_file()}'")
         log.warning("%s", message)
-        self.frontend.send_multipart([identity, *p.error(client_req, SERVER_UNREACHABLE, message)])
+        self.frontend.send_multipart([identity, *p.error(client_req, code, message)])
 
     def spawn(self, body):
         for host in body.get("hosts", []):
             if not isinstance(host, dict):
                 continue
+            name, address = str(host.get("name")), str(host.get("address") or host.get("name"))
             try:
-                outcome = launch.start_agent(
-                    self.home, str(host.get("name")), str(host.get("address", "")),
-                    self.server_address, self.user, self.settings.heartbeat_s,
-                    self.settings.agent_orphan_s)
-            except OSError as exc:
-                outcome = f"cannot start agent on {host.get('name')}: {exc}"
+                outcome = self.start_agent(name, address)
+            except (OSError, HQError) as exc:
+                outcome = f"cannot start agent on {name}: {exc}"
             log.info("%s", outcome)
+
+    def start_agent(self, name, address):
+        server_key = self.server_key[0].decode() if self.server_key else ""
+        s = self.settings
+        if config.is_local_address(address):
+            return launch.start_agent(self.home, name, self.server_address, self.user,
+                                      s.heartbeat_s, s.agent_orphan_s, server_key, s.agent_idle_s)
+        command = launch.remote_script(self.home, name, self.server_address, self.user,
+                                       s.heartbeat_s, s.agent_orphan_s, server_key,
+                                       s.ssh_python or None, s.agent_idle_s)
+        if self.remote.request(name, address, command):
+            return f"starting agent on {name} ({address}) over ssh"
+        return f"agent on {name}: an ssh try is under way or the host is backing off"
+
+    def remote_outcomes(self):
+        """Log finished ssh tries; tell hq-server why a host could not be reached."""
+        for name, ok, outcome in self.remote.finished():
+            if ok:
+                log.info("%s", outcome)
+                continue
+            log.warning("%s", outcome)
+            self.forward_raw(p.UNREACHABLE, {"req": "unreachable", "user": self.user,
+                                             "host": name, "reason": outcome})
 
     def reap_children(self):
         while True:
@@ -188,6 +250,8 @@ class UserServer:
                 return
 
     def close(self):
+        self.remote.close()
+        self.monitor.close(linger=0)
         self.frontend.close(linger=0)
         self.backend.close(linger=0)
         try:

@@ -37,15 +37,24 @@ def wait_until(condition, timeout=10.0, interval=0.02, message="condition"):
 
 
 def pid_alive(pid):
+    """True while any thread of the process still runs (a zombie leader whose other threads
+    are still exiting still holds its files and locks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat") as handle:
+                if handle.read().split(") ", 1)[1][0] not in "ZX":
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def read_pid(path):
@@ -133,10 +142,10 @@ class Cluster:
             for host in hosts:
                 handle.write("\t".join(host) + "\n")
 
-    def run(self, *args, input=None, timeout=30, check=False, cwd=None):
-        """Run an hq command (bin/NAME ARGS) with this cluster's environment."""
+    def run(self, *args, input=None, timeout=30, check=False, cwd=None, env=None):
+        """Run an hq command (bin/NAME ARGS) with this cluster's environment (or `env`)."""
         command = [os.path.join(BIN, args[0]), *args[1:]]
-        result = subprocess.run(command, env=self.env, input=input, capture_output=True,
+        result = subprocess.run(command, env=env or self.env, input=input, capture_output=True,
                                 text=True, timeout=timeout, cwd=cwd or self.root)
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}: "
@@ -147,9 +156,9 @@ class Cluster:
         self.run("hq-dbadmin", "--drop-tables", "--yes", "--create-tables",
                  "--add-standard-entries", check=True)
 
-    def start_server(self):
+    def start_server(self, *args):
         log = open(os.path.join(self.root, "server.log"), "ab")
-        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG"],
+        self.server = subprocess.Popen([os.path.join(BIN, "hq-server"), "--log-level=DEBUG", *args],
                                        env=self.env, stdout=log, stderr=log, cwd=self.root)
         log.close()
         wait_until(lambda: "listening on" in self.server_log() or self.server.poll() is not None,
@@ -195,4 +204,7 @@ class Cluster:
         self.stop_server()
         for pid in [self.user_server_pid(), *self.agent_pids()]:
             kill_pid(pid)
-        shutil.rmtree(self.root, ignore_errors=True)
+        if os.environ.get("HQ_TEST_KEEP"):
+            print(f"kept {self.root}")
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)

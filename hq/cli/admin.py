@@ -2,6 +2,7 @@
 
 Usage:
   hq-admin COMMAND [--json]
+  hq-admin adduser NAME --key=FILE [--json]
   hq-admin (-h | --help)
 
 Commands:
@@ -15,14 +16,18 @@ Commands:
   activate                Let the cluster take new jobs (also: activatecluster).
   deactivate              Give no host new jobs (also: deactivatecluster).
   shutdown                Stop hq-server (jobs keep running; state is in the database).
+  adduser NAME --key=FILE Register the CURVE public key in FILE (a user's
+                          $HQ_HOME/keys/user.key) for user NAME (added with USER if unknown).
 
 Options:
-  --json   Print JSON.
+  --json      Print JSON.
+  --key=FILE  A CURVE public key file (zmq certificate).
 """
 
 import sys
 
 from hq.cli.common import print_json, run, table, usage_error
+from hq.protocol import ADMIN
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
 WITH_ARGUMENT = {"activatehost", "deactivatehost"}
@@ -32,6 +37,8 @@ WITHOUT_ARGUMENT = {"info", "status", "lscluster", "activate", "deactivate", "sh
 def parse(word):
     command, _, arg = word.partition(":")
     command = ALIASES.get(command.lower(), command.lower())
+    if command == "adduser":
+        usage_error("usage: hq-admin adduser NAME --key=FILE")
     if command in WITH_ARGUMENT and not arg:
         usage_error(f"'{command}' needs a host name: {command}:NAME")
     if command not in WITH_ARGUMENT | WITHOUT_ARGUMENT:
@@ -50,8 +57,9 @@ def show(command, reply, as_json):
             host["mem_free"] = f"{(host['mem_available'] or 0) / (1 << 30):.1f}G"
             host["load"] = f"{host['load1'] or 0:.2f}"
             host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
+            host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
         table(reply["hosts"], ["name", "state", "status", "cores", "slots", "load", "mem_free",
-                               "heartbeat"])
+                               "heartbeat", "reason"])
     else:
         for key, value in reply.items():
             if isinstance(value, dict):
@@ -59,7 +67,18 @@ def show(command, reply, as_json):
             print(f"{key:<14} {value}")
 
 
+def adduser(args):
+    from hq.client import Client
+    from hq.security import read_public_key
+    key = read_public_key(args["--key"]).decode()
+    reply = Client().request(ADMIN, command="adduser", arg=args["NAME"], key=key)
+    show("adduser", reply, args["--json"])
+    return 0
+
+
 def admin(args):
+    if args["adduser"]:
+        return adduser(args)
     word = args["COMMAND"]
     if word == "help":
         print(__doc__.strip())

@@ -6,7 +6,8 @@ Usage:
 
 Options:
   --create-tables          Create the schema (harmless when it exists).
-  --add-standard-entries   Load users (etc/users) and hosts (etc/cluster.tab).
+  --add-standard-entries   Load users (etc/users) and hosts (etc/cluster.tab); make the
+                           server's CURVE keypair and register your key (in $HQ_HOME/keys).
   --drop-tables            Drop every hq table (asks first unless --yes).
   --yes                    Do not ask.
   --info                   Print the database, schema version and row counts.
@@ -16,7 +17,7 @@ The database is HQ_DB_URL when set, else etc/hq-db.cfg.
 
 import sys
 
-from hq import config
+from hq import config, security
 from hq.cli.common import run, usage_error
 from hq.errors import HQError
 from hq.store import open_store
@@ -52,7 +53,10 @@ def dbadmin(args):
         hosts = config.load_cluster(etc)
         store.add_users(users + [(config.current_user(), ["USER", "ADMIN"])])
         store.add_hosts(hosts)
-        print(f"{len(users)} users and {len(hosts)} hosts from {etc} loaded")
+        home = config.home_dir()
+        security.register_local_user(store, home, config.current_user())
+        print(f"{len(users)} users and {len(hosts)} hosts from {etc} loaded; server key "
+              f"{security.cert_paths(home, security.SERVER_CERT)[0]}")
     if args["--info"]:
         print(f"database        {store.describe()}")
         print(f"schema version  {store.schema_version()}")

@@ -105,6 +105,11 @@ class SqlStore:
                 f"{self.insert_ignore} INTO users (name, roles, enabled, public_key, created) "
                 "VALUES (?, ?, ?, ?, ?)"), rows)
 
+    def set_user_key(self, name, public_key, roles=("USER",)):
+        """Register a CURVE public key (z85 text) for `name`, adding the user if unknown."""
+        self.add_users([(name, list(roles))])
+        self.execute("UPDATE users SET public_key = ? WHERE name = ?", (public_key, name))
+
     def set_user_roles(self, name, roles):
         self.execute("UPDATE users SET roles = ? WHERE name = ?", (",".join(roles), name))
 

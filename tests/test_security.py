@@ -1,0 +1,160 @@
+"""CURVE end to end on a real hq-server: unknown keys and plain clients get nothing, users see
+and cancel only their own jobs, agents run only their user's jobs, admin needs the role."""
+
+import getpass
+import json
+import os
+
+import pytest
+import zmq
+
+from hq import protocol as p, security
+from tests.helpers import pid_alive, read_pid, wait_until
+
+
+def submit(cluster, *args, env=None):
+    result = cluster.run("hq-submit", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+def details(cluster, job_id, env=None):
+    result = cluster.run("hq-client", "details", "--json", str(job_id), env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)[0]
+
+
+def dealer(cluster, keys=None):
+    """A DEALER to hq-server: plain when keys is None, else CURVE as (public, secret)."""
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        server_key = security.read_public_key(os.path.join(cluster.home, "keys", "server.key"))
+        security.make_client_socket(sock, server_key, *keys)
+    sock.connect(f"tcp://127.0.0.1:{cluster.port}")
+    return sock
+
+
+def answer(sock, kind, body, timeout=5.0):
+    """Send one request; its (kind, body) reply, or None when nothing comes within timeout."""
+    try:
+        sock.send_multipart(p.encode(kind, body), zmq.NOBLOCK)
+    except zmq.Again:     # no connection the server accepted to queue it on
+        return None
+    if not sock.poll(timeout * 1000):
+        return None
+    return p.decode(sock.recv_multipart(), kinds={p.OK, p.ERROR, p.SPAWN})
+
+
+@pytest.fixture
+def sqlite_cluster(tmp_path):
+    from tests.helpers import Cluster
+    c = Cluster(f"sqlite:///{tmp_path}/hq.sqlite", users="bob USER\n")
+    try:
+        c.setup_database()
+        c.start_server()
+        yield c
+    finally:
+        c.close()
+
+
+def bob_env(cluster):
+    """A second user: own HQ_HOME and key, finding the server key through HQ_SERVER_KEY."""
+    home = os.path.join(cluster.root, "bob")
+    os.makedirs(home, exist_ok=True)
+    return dict(cluster.env, HQ_HOME=home,
+                HQ_SERVER_KEY=os.path.join(cluster.home, "keys", "server.key"))
+
+
+def stop_user_server(home):
+    from tests.helpers import kill_pid
+    kill_pid(read_pid(os.path.join(home, "run", "user-server.pid")))
+    run = os.path.join(home, "run")
+    for name in os.listdir(run) if os.path.isdir(run) else []:
+        if name.startswith("agent-"):
+            kill_pid(read_pid(os.path.join(run, name)))
+
+
+def test_keys_are_private_and_made_once(sqlite_cluster):
+    keys = os.path.join(sqlite_cluster.home, "keys")
+    for name in ("server.key_secret", "user.key_secret"):
+        assert os.stat(os.path.join(keys, name)).st_mode & 0o777 == 0o600
+    assert os.stat(keys).st_mode & 0o777 == 0o700
+    before = security.read_public_key(os.path.join(keys, "server.key"))
+    sqlite_cluster.run("hq-dbadmin", "--add-standard-entries", check=True)
+    assert security.read_public_key(os.path.join(keys, "server.key")) == before
+
+
+def test_plain_client_gets_nothing_and_server_stays_healthy(sqlite_cluster):
+    sock = dealer(sqlite_cluster)
+    try:
+        me = getpass.getuser()
+        assert answer(sock, p.LIST, {"req": 1, "user": me}, timeout=2) is None
+    finally:
+        sock.close()
+    assert sqlite_cluster.run("hq-submit", "--wait", "true").returncode == 0
+
+
+def test_unregistered_key_cannot_submit_or_read(sqlite_cluster):
+    public, secret = zmq.curve_keypair()
+    sock = dealer(sqlite_cluster, (public, secret))
+    try:
+        for kind, body in ((p.SUBMIT, {"jobs": [{"command": "true"}]}), (p.LIST, {}),
+                           (p.PING, {})):
+            assert answer(sock, kind, dict(body, req=1, user="root"), timeout=1.5) is None
+    finally:
+        sock.close()
+    assert "refused connection with unregistered key" in sqlite_cluster.server_log()
+    # through the command line: a clear refusal, not a hang or a traceback
+    env = bob_env(sqlite_cluster)
+    result = sqlite_cluster.run("hq-submit", "true", env=env)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "PERMISSION_DENIED" in result.stderr and "hq-admin adduser" in result.stderr
+    assert sqlite_cluster.run("hq-submit", "--wait", "true").returncode == 0
+    stop_user_server(env["HQ_HOME"])
+
+
+def test_users_see_and_cancel_only_their_own_jobs(sqlite_cluster):
+    c = sqlite_cluster
+    env = bob_env(c)
+    bob_key = security.cert_paths(env["HQ_HOME"], security.USER_CERT)[0]
+    security.ensure_keypair(env["HQ_HOME"], security.USER_CERT)
+    try:
+        result = c.run("hq-admin", "adduser", "bob", f"--key={bob_key}", env=env)
+        assert result.returncode != 0 and "Traceback" not in result.stderr  # bob: not yet
+        c.run("hq-admin", "adduser", "bob", f"--key={bob_key}", check=True)
+        alice_job = submit(c, "sleep 60")
+        wait_until(lambda: details(c, alice_job)["state"] == "running", 20,
+                   message="the admin's job to run")
+        for command in (("details", str(alice_job)), ("cancel", str(alice_job))):
+            result = c.run("hq-client", *command, env=env)
+            assert result.returncode != 0 and "UNKNOWN_JOB" in result.stderr
+        listed = json.loads(c.run("hq-client", "list", "--json", env=env, check=True).stdout)
+        assert listed == []
+        assert details(c, alice_job)["state"] == "running"
+        denied = c.run("hq-admin", "deactivatehost:localhost", env=env)
+        assert denied.returncode != 0 and "PERMISSION_DENIED" in denied.stderr
+        # bob's job runs on bob's own agent (its parent), not on the admin's
+        out = os.path.join(c.root, "bob-ppid")
+        bob_job = submit(c, "--wait", "-o", out, "echo $PPID", env=env)
+        bob_agent = read_pid(os.path.join(env["HQ_HOME"], "run", "agent-localhost.pid"))
+        assert bob_agent and pid_alive(bob_agent)
+        with open(out) as handle:
+            assert int(handle.read()) == bob_agent
+        assert "agent of bob registered on host localhost" in c.server_log()
+        mine = json.loads(c.run("hq-client", "list", "--json", check=True).stdout)
+        assert [j["id"] for j in mine] == [alice_job]
+        assert details(c, bob_job, env)["state"] == "done"
+        # a message that names another user still acts for the key's user
+        keys = security.load_keypair(security.cert_paths(env["HQ_HOME"], "user")[1])
+        sock = dealer(c, keys)
+        try:
+            kind, body = answer(sock, p.LIST, {"req": 7, "user": "root"})
+            assert kind == p.OK and [j["id"] for j in body["jobs"]] == [bob_job]
+            kind, body = answer(sock, p.CANCEL, {"req": 8, "user": "root", "ids": [alice_job]})
+            assert kind == p.ERROR and body["code"] == "UNKNOWN_JOB"
+        finally:
+            sock.close()
+        c.run("hq-client", "cancel", str(alice_job), check=True)
+    finally:
+        stop_user_server(env["HQ_HOME"])
