@@ -1,9 +1,11 @@
 """Throughput benchmark: N trivial jobs piped into `hq-submit -` on one local host (slots =
 cores), end to end, beside the machine's floor (the same commands through `xargs -P<slots>`).
 
-Two variants, each beside its own floor: output discarded (`-o /dev/null`, as xargs keeps no
-output per command), and hq's default of two output files per job (the floor then writes the
-same two files per command: creating a file is far from free on some file systems).
+Three runs per backend, each beside its floor: hq's default of two output files per job on the
+fresh server ("cold": its output directory is new), the same again ("warm"), and output
+discarded (`-o /dev/null`, as the plain floor keeps no output per command). The floor for the
+runs with files writes the same two files per command (creating files is far from free on some
+file systems, and slower while a directory is new).
 
 Usage:
   bench_throughput.py [--jobs=N] [--accept=N] [--backends=LIST] [--cli-runs=N]
@@ -33,11 +35,12 @@ sys.path.insert(0, REPO)
 from tests.helpers import BIN, Cluster, MysqlDatabase, wait_until  # noqa: E402
 
 
-def floor(n, slots, out_dir=None):
+def floor(n, slots, out_dir=None, tag=""):
     """Jobs per second of `xargs -P<slots>` running `sh -c true` n times (writing stdout and
     stderr files per command into `out_dir`, if given)."""
     if out_dir:
-        lines = "".join(f"true >{out_dir}/{i}.out 2>{out_dir}/{i}.err\n" for i in range(n))
+        lines = "".join(f"true >{out_dir}/{tag}{i}.out 2>{out_dir}/{tag}{i}.err\n"
+                        for i in range(n))
     else:
         lines = "true\n" * n
     start = time.monotonic()
@@ -178,8 +181,12 @@ def run_backend(backend, args, slots):
         cluster.setup_database()
         cluster.start_server()
         processes = cluster.warm_up()
-        figures = end_to_end(cluster, args["jobs"], processes, ("-o", "/dev/null"))
-        figures["files"] = end_to_end(cluster, args["jobs"], processes)
+        figures = {"runs": [("2 files, cold", end_to_end(cluster, args["jobs"], processes),
+                             "files cold"),
+                            ("2 files, warm", end_to_end(cluster, args["jobs"], processes),
+                             "files warm"),
+                            ("/dev/null", end_to_end(cluster, args["jobs"], processes,
+                                                     ("-o", "/dev/null")), "plain")]}
         figures["idle_p50"] = idle_latency(cluster)
         if args["cli_runs"]:
             figures["cli"] = cli_wall(cluster, args["cli_runs"])
@@ -196,16 +203,17 @@ def run_backend(backend, args, slots):
 
 def report(floors, results, args, slots):
     print(f"\n{args['jobs']} `true` jobs, 1 host, {slots} slots (cores), all changes committed")
-    print(f"floor: xargs -P{slots} sh -c true: {floors['plain']:.0f} jobs/s; with two output "
-          f"files per command: {floors['files']:.0f} jobs/s\n")
-    head = (f"{'backend':<8} {'output':<9} {'jobs/s':>7} {'x floor':>7} {'submit/s':>9} "
+    print(f"floor: xargs -P{slots} sh -c true: {floors['plain']:.0f} jobs/s; writing two output "
+          f"files per command: {floors['files cold']:.0f} jobs/s into a new directory, "
+          f"{floors['files warm']:.0f} jobs/s the second time\n")
+    head = (f"{'backend':<8} {'output':<14} {'jobs/s':>7} {'x floor':>7} {'submit/s':>9} "
             f"{'p50 ms':>7} {'p90 ms':>7} {'srv cpu':>7} {'agent cpu':>9} {'usr cpu':>7} "
             f"{'peak RSS':>8}")
     print(head + "\n" + "-" * len(head))
     for backend, f in results.items():
-        for output, row, floor_rate in (("/dev/null", f, floors["plain"]),
-                                        ("2 files", f["files"], floors["files"])):
-            print(f"{backend:<8} {output:<9} {row['rate']:>7.0f} {row['rate'] / floor_rate:>7.2f} "
+        for output, row, floor_name in f["runs"]:
+            floor_rate = floors[floor_name]
+            print(f"{backend:<8} {output:<14} {row['rate']:>7.0f} {row['rate'] / floor_rate:>7.2f} "
                   f"{row['submit_rate']:>9.0f} {row['p50'] * 1000:>7.0f} "
                   f"{row['p90'] * 1000:>7.0f} {row['cpu_server']:>6.2f}s "
                   f"{row['cpu_agent']:>8.2f}s {row['cpu_user-server']:>6.2f}s "
@@ -229,12 +237,15 @@ def main(argv=None):
             "cli_runs": int(raw["--cli-runs"])}
     slots = psutil.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="hqfloor") as out_dir:
-        floors = {"plain": floor(args["jobs"], slots), "files": floor(args["jobs"], slots, out_dir)}
-    print(f"floors measured: {floors['plain']:.0f} and {floors['files']:.0f} jobs/s", flush=True)
+        floors = {"plain": floor(args["jobs"], slots),
+                  "files cold": floor(args["jobs"], slots, out_dir, "a"),
+                  "files warm": floor(args["jobs"], slots, out_dir, "b")}
+    print("floors measured: " + ", ".join(f"{k} {v:.0f}" for k, v in floors.items()), flush=True)
     results = {}
     for backend in raw["--backends"].split(","):
         results[backend] = run_backend(backend, args, slots)
-        print(f"{backend} done: {results[backend]['rate']:.0f} jobs/s", flush=True)
+        rates = ", ".join(f"{name} {row['rate']:.0f}" for name, row, _ in results[backend]["runs"])
+        print(f"{backend} done: {rates} jobs/s", flush=True)
     report(floors, results, args, slots)
 
 
