@@ -38,7 +38,7 @@ class Runner:
         # Creating a file costs the kernel far more than opening it: a thread creates the
         # output files of jobs that wait for a slot, off the path that starts jobs.
         self.preparer = ThreadPoolExecutor(1, thread_name_prefix="hq-outputs")
-        self.directory = os.getcwd()
+        self.directory = self.cwd = os.getcwd()
 
     def running_pairs(self):
         """[job id, attempt] of every job this agent holds: running or waiting for a slot."""
@@ -68,6 +68,9 @@ class Runner:
             event = self.start(spec, env)
             if event:
                 events.append(event)
+        if self.cwd != self.directory:   # children start in their directories; we leave
+            os.chdir(self.directory)
+            self.cwd = self.directory
         return events
 
     def drop(self, job_id, attempt, reason="cancelled before it started"):
@@ -121,14 +124,14 @@ class Runner:
             self._make_directory(os.path.dirname(path))
         shell = spec.get("shell") or "/bin/sh"
         spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
-        os.chdir(spec["cwd"])     # the agent is single-threaded: the child starts there
+        if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
+            os.chdir(spec["cwd"])
+            self.cwd = spec["cwd"]
         try:
             return spawn(shell, [shell, "-c", spec["command"]], job_env, file_actions=actions,
                          setsid=True)
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, _culprit(shell, stdout, stderr)) from None
-        finally:
-            os.chdir(self.directory)
 
     def _make_directory(self, directory):
         if directory and directory not in self.directories:
