@@ -156,17 +156,22 @@ def cli_wall(cluster, runs):
 
 
 def acceptance(cluster, n, processes):
-    """Seconds to get n held lines accepted (ids printed), and server RSS with them live."""
+    """Seconds to get n lines accepted (ids printed) while the cluster is deactivated (they
+    stay pending), server RSS with them pending, and peak RSS of hq-submit (GNU time) and of
+    the user-server."""
     cluster.run("hq-admin", "deactivate", check=True)   # keep them pending: nothing runs
     start = time.monotonic()
-    result = subprocess.run([os.path.join(BIN, "hq-submit"), "-"], env=cluster.env,
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", os.path.join(BIN, "hq-submit"), "-"],
+                            env=cluster.env,
                             input=b"true\n" * n, capture_output=True, cwd=cluster.root,
                             timeout=300)
     seconds = time.monotonic() - start
     if result.returncode != 0 or len(result.stdout.split()) != n:
         raise SystemExit(f"acceptance run failed: {result.stderr.decode()}")
-    rss = processes["server"].memory_info().rss
-    return seconds, rss
+    peak_kb = result.stderr.decode().strip().splitlines()[-1]
+    return {"accept_s": seconds, "accept_rss": processes["server"].memory_info().rss,
+            "cli_peak": int(peak_kb) * 1024 if peak_kb.isdigit() else None,
+            "user_peak": peak_rss(processes["user-server"])}
 
 
 def run_backend(backend, args, slots):
@@ -191,8 +196,7 @@ def run_backend(backend, args, slots):
         if args["cli_runs"]:
             figures["cli"] = cli_wall(cluster, args["cli_runs"])
         if args["accept"]:
-            figures["accept_s"], figures["accept_rss"] = acceptance(cluster, args["accept"],
-                                                                    processes)
+            figures.update(acceptance(cluster, args["accept"], processes))
         return figures
     finally:
         if cluster is not None:
@@ -227,7 +231,9 @@ def report(floors, results, args, slots):
         if "accept_s" in f:
             print(f"{backend}: {args['accept']} lines accepted in {f['accept_s']:.1f} s "
                   f"({args['accept'] / f['accept_s']:.0f}/s); server RSS with them pending "
-                  f"{f['accept_rss'] / 2**20:.0f} MB")
+                  f"{f['accept_rss'] / 2**20:.0f} MB; peak RSS of hq-submit "
+                  + (f"{f['cli_peak'] / 2**20:.0f} MB" if f["cli_peak"] else "(not measured)")
+                  + f", of hq-user-server {f['user_peak'] / 2**20:.0f} MB")
 
 
 def main(argv=None):
