@@ -209,8 +209,12 @@ class SqlStore:
             by_columns.setdefault(names, []).append(
                 tuple(columns[n] for n in names) + (ident,))
         for names, rows in by_columns.items():
-            sets = ", ".join(f"{n} = ?" for n in names)
-            cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
+            self._update_group(cur, table, key, names, rows)
+
+    def _update_group(self, cur, table, key, names, rows):
+        """UPDATE rows (values of `names`, then the key) that set the same columns."""
+        sets = ", ".join(f"{n} = ?" for n in names)
+        cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
 
     def prune_metrics(self, before):
         return self.execute("DELETE FROM host_metrics WHERE time < ?", (before,))
