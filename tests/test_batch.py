@@ -1,13 +1,19 @@
 """Batch submission end to end on both backends: `hq-submit -` streaming in chunks, errors
 naming the line, --each-line and HQ_ENTRY, batch list/cancel/wait, progress, the Python API."""
 
+import fcntl
 import json
+import os
+import pty
 import re
+import struct
+import termios
+import time
 
 import pytest
 
 from hq.errors import HQError
-from tests.helpers import wait_until
+from tests.helpers import BIN, wait_until
 
 
 def batch_of(result):
@@ -138,3 +144,28 @@ def test_python_api_submit_many_and_as_completed(cluster):
     assert len({jobs[i]["batch"] for i in ids}) == 1
     assert [jobs[i]["exit_code"] for i in ids] == [i % 3 for i in range(30)]
     client.close()
+
+
+def test_submit_wait_on_a_terminal_draws_a_bar(cluster):
+    lines = cluster.root + "/lines.txt"
+    with open(lines, "w") as handle:
+        handle.write("true\n" * 40)
+    pid, fd = pty.fork()
+    if pid == 0:      # the child: hq-submit with a terminal as stdin, stdout and stderr
+        os.chdir(cluster.root)
+        os.execve(os.path.join(BIN, "hq-submit"), ["hq-submit", "--wait", "-f", lines],
+                  cluster.env)
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    output, deadline = b"", time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:          # the child closed the terminal
+            break
+        if not data:
+            break
+        output += data
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-500:]
+    assert "\r100%|" in text and "40/40" in text and "done=40, failed=0" in text

@@ -4,6 +4,7 @@
 not shown); leaving the block prints the final state.
 """
 
+import os
 import time
 
 PLAIN_EVERY_S = 1.0
@@ -13,8 +14,8 @@ def summarize(counts):
     """(ended, total, parts) from counts by job state."""
     done = counts.get("done", 0)
     failed = sum(counts.get(s, 0) for s in ("failed", "cancelled", "lost"))
-    running = counts.get("running", 0) + counts.get("dispatched", 0)
-    pending = counts.get("pending", 0) + counts.get("held", 0)
+    running = counts.get("running", 0)
+    pending = sum(counts.get(s, 0) for s in ("pending", "held", "dispatched"))  # not started
     parts = {"done": done, "failed": failed, "running": running, "pending": pending}
     return done + failed, done + failed + running + pending, parts
 
@@ -41,7 +42,9 @@ class Progress:
     def _bar(self, ended, total, parts):
         if self.bar is None:
             from tqdm import tqdm
-            self.bar = tqdm(total=total, file=self.stream, unit="job", dynamic_ncols=True)
+            sized = _width(self.stream) > 0     # a terminal that reports no size: 80 x 24
+            self.bar = tqdm(total=total, file=self.stream, unit="job", dynamic_ncols=sized,
+                            ncols=None if sized else 80, nrows=None if sized else 24)
         self.bar.total = total
         self.bar.set_postfix(parts, refresh=False)
         self.bar.update(ended - self.bar.n)
@@ -70,3 +73,10 @@ class Progress:
             self.bar.close()
         elif not self.tty and self.counts:
             self._line(*summarize(self.counts))
+
+
+def _width(stream):
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0
