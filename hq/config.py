@@ -82,6 +82,7 @@ class Settings:
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
+    max_live_jobs_per_user: int = 50000
     curve: bool = True
     server_key: str = ""
     ssh_unknown_host_keys: str = "reject"
@@ -136,6 +137,8 @@ def load_settings(etc=None):
         heartbeat_s=_get(p, path, "server", "heartbeat_s", float, d.heartbeat_s),
         max_message_bytes=_get(p, path, "server", "max_message_bytes", int, d.max_message_bytes),
         default_retries=_get(p, path, "server", "default_retries", int, d.default_retries),
+        max_live_jobs_per_user=_get(p, path, "server", "max_live_jobs_per_user", int,
+                                    d.max_live_jobs_per_user),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
                                 d.metrics_interval_s),

@@ -115,7 +115,9 @@ def cancel(server, user, body):
     live = [job for job in server.state.jobs.values() if job.batch == batch]
     for job in live:
         server.cancel_job(job)
-    return {"changed": [job.id for job in live], "unchanged": {}}
+    parked = server.store.count_parked(user, batch, server.parking.parked.get(user))
+    server.parking.cancel_batch(user, batch, server.now)
+    return {"changed": [job.id for job in live], "unchanged": {}, "parked": parked}
 
 
 
@@ -128,6 +130,7 @@ def release(server, user, body):
 
 
 def _change_jobs(server, user, ids, action):
+    server.parking.unpark(user, ids)
     rows = {r["id"]: r for r in server.store.get_jobs(ids, user)}
     missing = [i for i in ids if i not in rows and not _live_of(server, i, user)]
     if missing:

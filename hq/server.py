@@ -25,6 +25,7 @@ import zmq
 
 from hq import agentlink, config, protocol as p, requests, security
 from hq.ahead import Ahead
+from hq.parking import Parking, after_load
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
 from hq.model import ACTIVE, UP
 from hq.scheduler import place
@@ -66,6 +67,7 @@ class Server:
         self.again = False
         self.unplaceable = None     # what the scheduler last saw when it left slots free
         self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
+        self.parking = Parking(self.state, store, max(1, settings.max_live_jobs_per_user))
         self.ticks = 0
         self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
@@ -89,7 +91,8 @@ class Server:
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store, time.time())
+        count = self.state.load(self.store, time.time(), self.parking.limit)
+        after_load(self.parking, self.state)
         self.refresh_keys()
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
@@ -261,6 +264,7 @@ class Server:
             if host.status == UP and (host.last_seen or 0) < silent:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
         self.request_agents()
+        self.parking.refill(self.cancelled_batches)
         self.ticks += 1
         if self.ticks % ENV_PRUNE_TICKS == 0:
             state.prune_envs()
@@ -313,13 +317,16 @@ class Server:
         self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs in self.staged:
-            self.state.activate(batch, env, jobs)
+            admitted = self.parking.admit(jobs)
+            self.state.activate(batch, env, admitted)
             self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
             log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
                      len(jobs), jobs[0].id, jobs[-1].id)
             if batch in self.cancelled_batches:
-                for job in jobs:
+                for job in admitted:
                     self.cancel_job(job)
+                if len(admitted) < len(jobs):
+                    self.parking.cancel_batch(jobs[0].user, batch, self.now)
         self.again = self.again or bool(self.staged)
         self.staged = []
         outbox, self.outbox = self.outbox, []

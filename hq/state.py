@@ -39,7 +39,7 @@ class ClusterState:
         self.writes = Writes()
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, store, now):
+    def load(self, store, now, limit_per_user=None):
         self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
                              "key": r["public_key"]}
                       for name, r in store.load_users().items()}
@@ -48,7 +48,7 @@ class ClusterState:
         self.cluster_active = store.get_setting("cluster_state", ACTIVE) == ACTIVE
         job_max, batch_max = store.max_ids()
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
-        rows = store.load_live_jobs()
+        rows = store.load_live_jobs(limit_per_user)
         self.envs = store.batch_envs({r["batch"] for r in rows})
         for row in rows:
             job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})

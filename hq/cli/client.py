@@ -68,7 +68,8 @@ def list_jobs(client, args):
 def change(client, args, action):
     if args["--batch"]:
         reply = client.cancel(batch=parse_int(args["--batch"], "--batch", 1))
-        print(f"hq-client: {len(reply['changed'])} jobs cancelled", file=sys.stderr)
+        print(f"hq-client: {len(reply['changed']) + reply.get('parked', 0)} jobs cancelled",
+              file=sys.stderr)
         return 0
     ids = job_ids(args["JOBID"])
     reply = getattr(client, action)(ids)

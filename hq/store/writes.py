@@ -17,6 +17,7 @@ class Writes:
     metrics: list = field(default_factory=list)      # (host, time, load1, load5, load15, cpu, mem, nprocs)
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
+    parked_cancels: list = field(default_factory=list)  # (user, batch, from id, time)
 
     def update_job(self, job_id, **columns):
         self.job_updates.setdefault(job_id, {}).update(columns)
@@ -29,4 +30,4 @@ class Writes:
 
     def __bool__(self):
         return any((self.batches, self.batch_growth, self.jobs, self.job_updates, self.events, self.host_updates,
-                    self.metrics, self.settings, self.user_updates))
+                    self.metrics, self.settings, self.user_updates, self.parked_cancels))
