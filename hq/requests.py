@@ -4,7 +4,6 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
 import logging
-import os
 
 from hq import admin, protocol as p
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
