@@ -106,15 +106,23 @@ class Agent:
 
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
+        wakeup = self.watch_children()
         self.connect()
+        poller, polled = None, None
         while self.running:
-            poller = zmq.Poller()
-            poller.register(self.socket, zmq.POLLIN)
-            for _ in poller.poll(self.poll_timeout_ms()):
+            if polled is not self.socket:       # a new socket after reconnecting
+                poller, polled = zmq.Poller(), self.socket
+                poller.register(self.socket, zmq.POLLIN)
+                poller.register(wakeup, zmq.POLLIN)
+            ready = dict(poller.poll(self.poll_timeout_ms()))
+            if wakeup in ready:
+                _drain(wakeup)
+            if self.socket in ready:
                 self.read_messages()
             now = time.time()
             self.runner.enforce(now)
             self.outgoing.extend(self.runner.reap())
+            self.outgoing.extend(self.runner.start_waiting())
             self.flush_events(now)
             if now >= self.next_heartbeat:
                 self.heartbeat(now)
@@ -122,10 +130,20 @@ class Agent:
             self.check_idle(now)
         self.runner.kill_all()
 
+    def watch_children(self):
+        """A pipe that becomes readable when a child ends (SIGCHLD through set_wakeup_fd):
+        the loop sleeps in poll and still reaps at once."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        return read_end
+
     def check_idle(self, now):
         """After idle_s without jobs, ask the server (BYE) whether we may exit: it says no when
         it has just assigned us work, and forgets us when it says yes."""
-        if self.runner.by_pid or self.outgoing or self.unacked:
+        if self.runner.by_pid or self.runner.waiting or self.outgoing or self.unacked:
             self.last_busy = now
             return
         if not self.idle_s or now - self.last_busy < self.idle_s:
@@ -135,15 +153,15 @@ class Agent:
             self.send(p.BYE, {"req": "bye"})
 
     def poll_timeout_ms(self):
-        now = time.time()
         until = [self.next_heartbeat]
         deadline = self.runner.next_deadline()
         if deadline:
             until.append(deadline)
-        wait = max(0.0, min(until) - now)
-        if self.runner.by_pid:
-            wait = min(wait, 0.01)     # reap promptly: children end between messages
-        return wait * 1000
+        if self.unacked:
+            until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
+        if self.reconnect_at is not None:
+            until.append(self.reconnect_at)
+        return max(0.0, min(until) - time.time()) * 1000
 
     def read_messages(self):
         while True:
@@ -173,12 +191,15 @@ class Agent:
             self.last_busy = time.time()
             envs = body.get("envs", {})
             for spec in body.get("jobs", []):
-                event = self.runner.start(spec, envs.get(str(spec.get("batch")), {}))
-                if event:
-                    self.outgoing.append(event)
+                self.runner.assign(spec, envs.get(str(spec.get("batch")), {}),
+                                   body.get("slots", 0))
         elif kind == p.KILL:
             for job_id, attempt in body.get("jobs", []):
-                self.runner.kill(job_id, attempt)
+                event = self.runner.drop(job_id, attempt)
+                if event:
+                    self.outgoing.append(event)
+                else:
+                    self.runner.kill(job_id, attempt)
         elif kind == p.OK and body.get("req") == "events":
             self.unacked.pop(body.get("seq"), None)
         elif kind == p.OK and body.get("req") == "bye":
@@ -217,7 +238,7 @@ class Agent:
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
         silent = now - self.last_heard
-        if silent > self.orphan_s and not self.runner.by_pid:
+        if silent > self.orphan_s and not self.runner.by_pid and not self.runner.waiting:
             log.info("no server for %.0fs and no jobs: exiting", silent)
             self.running = False
         elif silent > 3 * self.heartbeat_s:
@@ -229,6 +250,14 @@ class Agent:
                 self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
                 self.connect()
                 self.last_heard = now - 3 * self.heartbeat_s + self.backoff
+
+
+def _drain(fd):
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def curve_keys(args):

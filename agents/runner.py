@@ -1,17 +1,18 @@
-"""Starts job processes (each in its own session and process group), reaps them without
-threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
+"""Starts job processes (posix_spawn, each in its own session and process group), reaps them
+without threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
 
 import errno
 import logging
 import os
 import signal
-import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 log = logging.getLogger("hq.runner")
 
 KILL_GRACE_S = 5.0
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
 LOG_TAIL_BYTES = 1 << 20
 
 
@@ -30,9 +31,55 @@ class Runner:
         self.host_name = host_name
         self.by_pid = {}          # pid -> Running
         self.by_job = {}          # (job id, attempt) -> Running
+        self.waiting = {}         # (job id, attempt) -> (spec, env), in order of arrival
+        self.slots = 0            # the host's slots, as the server last said (0: unknown)
+        self.cores_used = 0
+        self.directories = set()  # output directories known to exist
+        # Creating a file costs the kernel far more than opening it: a thread creates the
+        # output files of jobs that wait for a slot, off the path that starts jobs.
+        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="hq-outputs")
+        self.directory = self.cwd = os.getcwd()
 
     def running_pairs(self):
-        return [list(key) for key in self.by_job]
+        """[job id, attempt] of every job this agent holds: running or waiting for a slot."""
+        return [list(key) for key in self.by_job] + [list(key) for key in self.waiting]
+
+    def assign(self, spec, env, slots=0):
+        """Take a job from the server; it starts once the host's `slots` leave room for it
+        (0: at once). The server may send short jobs ahead, to wait here for a slot."""
+        key = (spec["id"], spec["attempt"])
+        if slots:
+            self.slots = slots
+        if key not in self.by_job and key not in self.waiting:
+            self.waiting[key] = (spec, env)
+            if self.slots and self.cores_used >= self.slots:   # it will wait: prepare
+                paths = [p for p in {spec["stdout"], spec["stderr"]} if not p.startswith("/dev/")]
+                if paths:
+                    self.preparer.submit(_create_outputs, *paths)
+
+    def start_waiting(self):
+        """Start waiting jobs in order while slots are free; their events."""
+        events = []
+        while self.waiting:
+            key, (spec, env) = next(iter(self.waiting.items()))
+            if self.slots and self.by_pid and self.cores_used + spec["cores"] > self.slots:
+                break
+            del self.waiting[key]
+            event = self.start(spec, env)
+            if event:
+                events.append(event)
+        if self.cwd != self.directory:   # children start in their directories; we leave
+            os.chdir(self.directory)
+            self.cwd = self.directory
+        return events
+
+    def drop(self, job_id, attempt, reason="cancelled before it started"):
+        """Forget a job still waiting for a slot; its finished event, or None."""
+        if self.waiting.pop((job_id, attempt), None) is None:
+            return None
+        log.info("job %s attempt %s dropped: %s", job_id, attempt, reason)
+        return {"type": "finished", "job": job_id, "attempt": attempt, "time": time.time(),
+                "exit_code": None, "signal": None, "reason": reason}
 
     def start(self, spec, env):
         """Start one job; returns a started event, or a finished event with an error."""
@@ -41,41 +88,57 @@ class Runner:
             return None
         now = time.time()
         try:
-            proc = self._spawn(spec, env)
+            pid = self._spawn(spec, env)
         except OSError as exc:
             why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
             log.warning("job %s: %s", spec["id"], why)
             return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
                     "time": now, "exit_code": None, "signal": None, "error": why}
-        run = Running(spec, proc.pid, now)
+        run = Running(spec, pid, now)
         if spec.get("time_limit"):
             run.deadline = now + spec["time_limit"]
-        self.by_pid[proc.pid] = run
+        self.by_pid[pid] = run
         self.by_job[key] = run
-        log.info("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], proc.pid)
+        self.cores_used += spec["cores"]
+        log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], pid)
         return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
-                "pid": proc.pid}
+                "pid": pid}
 
     def _spawn(self, spec, env):
+        """posix_spawn the job's shell in its own session; the child opens its output files
+        itself, so the agent neither creates files nor forks a copy of itself."""
         job_env = dict(env)
         job_env.update(HQ_JOB_ID=str(spec["id"]), HQ_HOST=self.host_name,
                        HQ_CORES=str(spec["cores"]), HQ_ATTEMPT=str(spec["attempt"]),
-                       HQ_JOB_NAME=spec.get("name") or "")
-        out = _open_output(spec["stdout"])
+                       HQ_JOB_NAME=spec.get("name") or "", HQ_BATCH_ID=str(spec.get("batch", "")))
+        if spec.get("entry"):
+            job_env["HQ_ENTRY"] = spec["entry"]
+        stdout, stderr = spec["stdout"], spec["stderr"]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
+        if stderr == stdout:
+            actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+        else:
+            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
+        for path in (stdout, stderr):
+            self._make_directory(os.path.dirname(path))
+        shell = spec.get("shell") or "/bin/sh"
+        spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
+        if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
+            os.chdir(spec["cwd"])
+            self.cwd = spec["cwd"]
         try:
-            err = _open_output(spec["stderr"]) if spec["stderr"] != spec["stdout"] else out
-            try:
-                proc = subprocess.Popen(
-                    [spec.get("shell") or "/bin/sh", "-c", spec["command"]], cwd=spec["cwd"],
-                    env=job_env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                    start_new_session=True, close_fds=True)
-            finally:
-                if err is not out:
-                    err.close()
-        finally:
-            out.close()
-        proc.returncode = 0   # we reap it ourselves with wait4; keep Popen from doing it
-        return proc
+            return spawn(shell, [shell, "-c", spec["command"]], job_env, file_actions=actions,
+                         setsid=True)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, _culprit(shell, stdout, stderr)) from None
+
+    def _make_directory(self, directory):
+        if directory and directory not in self.directories:
+            os.makedirs(directory, exist_ok=True)
+            if len(self.directories) > 1000:
+                self.directories.clear()
+            self.directories.add(directory)
 
     def reap(self):
         """Finished events for every child that ended."""
@@ -91,6 +154,7 @@ class Runner:
             if run is None:
                 continue
             self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
+            self.cores_used -= run.spec["cores"]
             done.append(self._finished(run, status, usage))
         return done
 
@@ -134,15 +198,28 @@ class Runner:
         return min(times) if times else None
 
     def kill_all(self):
+        self.preparer.shutdown(wait=False, cancel_futures=True)
         for run in list(self.by_pid.values()):
             _signal_group(run.pid, signal.SIGKILL)
 
 
-def _open_output(path):
-    directory = os.path.dirname(path)
-    if directory:
-        os.makedirs(directory, exist_ok=True)
-    return open(path, "ab")
+def _create_outputs(*paths):
+    for path in paths:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.close(os.open(path, OUTPUT_FLAGS | os.O_CLOEXEC, 0o666))
+        except OSError:
+            pass          # starting the job reports the error
+
+
+def _culprit(shell, stdout, stderr):
+    """Which file a failed posix_spawn could not use: an output file or else the shell."""
+    for path in (stdout, stderr):
+        try:
+            os.close(os.open(path, OUTPUT_FLAGS, 0o666))
+        except OSError:
+            return path
+    return shell
 
 
 def _signal_group(pid, signum):

@@ -125,6 +125,8 @@ def events(server, identity, body):
                 server.send(identity, p.encode(p.KILL, {"jobs": [[job_id, attempt]]}))
         else:
             server.state.job_finished(job_id, attempt, report, server.now)
+            if "started" in report and "time" in report:
+                server.ahead.finished(host.name, report["time"] - report["started"])
     return {"seq": body.get("seq")}
 
 

@@ -1,10 +1,10 @@
 """The Python API of hq: `Client` talks to the user's hq-user-server (starting it on first
 use), which forwards to hq-server. Every call has a deadline; errors raise HQError."""
 
+import collections
 import fcntl
 import itertools
 import os
-import subprocess
 import sys
 import time
 
@@ -12,11 +12,11 @@ import zmq
 
 from hq import config, protocol as p
 from hq.errors import TIMEOUT, USER_SERVER_UNREACHABLE, HQError
-from hq.model import TERMINAL
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT_S = 10.0
-CHUNK = 5000
+CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
+WINDOW = 2            # chunks in flight at once
 
 
 class Client:
@@ -28,12 +28,14 @@ class Client:
         self.timeout = timeout or self.settings.request_timeout_s + 5
         self._ids = itertools.count(1)
         self._socket = None
+        self._waiting = set()        # req ids sent and not yet answered
+        self._replies = {}           # req id -> (kind, body) received, not yet taken
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self):
         if self._socket is None:
             ensure_user_server(self.home)
-            from hq.userserver import socket_path
+            from hq.paths import socket_path
             self._socket = zmq.Context.instance().socket(zmq.DEALER)
             self._socket.setsockopt(zmq.LINGER, 0)
             self._socket.connect(f"ipc://{socket_path(self.home)}")
@@ -43,6 +45,8 @@ class Client:
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        self._waiting.clear()
+        self._replies.clear()
 
     def __enter__(self):
         return self
@@ -52,23 +56,35 @@ class Client:
 
     def request(self, kind, **body):
         """Send one request; the reply's fields, or HQError."""
+        return self.receive(self.send(kind, **body))
+
+    def send(self, kind, **body):
+        """Send a request without waiting; returns its req id for `receive`."""
         sock = self._connect()
         req = next(self._ids)
         sock.send_multipart(p.encode(kind, {"req": req, **body}))
+        self._waiting.add(req)
+        return req
+
+    def receive(self, req):
+        """The reply to request `req` (replies to other outstanding requests are kept)."""
         deadline = time.monotonic() + self.timeout
-        while True:
+        while req not in self._replies:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(left * 1000):
+            if left <= 0 or not self._socket.poll(left * 1000):
                 self.close()
                 raise HQError(USER_SERVER_UNREACHABLE,
                               f"no answer from hq-user-server within {self.timeout:g}s "
                               f"(see {os.path.join(self.home, 'log', 'user-server.log')})")
-            kind, reply = p.decode(sock.recv_multipart(), kinds={p.OK, p.ERROR})
-            if reply.get("req") != req:
-                continue   # the late answer to an earlier, abandoned request
-            if kind == p.ERROR:
-                raise HQError(reply.get("code", "ERROR"), reply.get("message", "error"))
-            return reply
+            kind, reply = p.decode(self._socket.recv_multipart(), kinds={p.OK, p.ERROR})
+            if reply.get("req") in self._waiting:   # else: the late answer to an abandoned one
+                self._replies[reply["req"]] = (kind, reply)
+        self._waiting.discard(req)
+        kind, reply = self._replies.pop(req)
+        if kind == p.ERROR:
+            raise HQError(reply.get("code", "ERROR"), reply.get("message", "error"),
+                          reply.get("index"))
+        return reply
 
     # -- jobs -----------------------------------------------------------------------------
     def submit(self, command, **options):
@@ -76,22 +92,53 @@ class Client:
         return self.submit_many([command], **options)[0]
 
     def submit_many(self, commands, hold=False, cwd=None, env=None, **options):
-        """Submit many commands with the same options; returns their ids in order."""
-        cwd = os.path.abspath(cwd or os.getcwd())
-        env = dict(os.environ if env is None else env)
-        ids, chunk = [], []
-        for command in commands:
-            chunk.append(self._spec(command, options))
-            if len(chunk) >= CHUNK:
-                ids += self._submit_chunk(chunk, cwd, env, hold)
-                chunk = []
-        if chunk:
-            ids += self._submit_chunk(chunk, cwd, env, hold)
+        """Submit many commands with the same options as one batch; returns their ids in
+        order. A command may also be a dict {"command": ..., "entry": ...} (HQ_ENTRY)."""
+        ids = []
+        for _, chunk_ids in self.submit_stream(chunked(commands, CHUNK), hold, cwd, env,
+                                               **options):
+            ids += chunk_ids
         return ids
 
-    def _spec(self, command, options):
-        spec = {"command": command}
-        spec.update({k: v for k, v in options.items() if v is not None})
+    def submit_stream(self, chunks, hold=False, cwd=None, env=None, window=WINDOW, **options):
+        """Submit an iterable of chunks (lists of commands) as one batch, keeping up to `window`
+        chunks in flight. Yields (batch id, ids of the chunk) in order as each is committed.
+        A refused chunk raises HQError with `.chunk` (its 0-based number) and `.index` (the
+        refused job in it); chunks before it stay accepted, none after it is accepted."""
+        body = {"defaults": self._defaults(options), "hold": bool(hold),
+                "cwd": os.path.abspath(cwd or os.getcwd()),
+                "env": dict(os.environ if env is None else env)}
+        in_flight, batch, sent, error = collections.deque(), None, 0, None
+        try:
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                while in_flight and (batch is None or len(in_flight) >= window):
+                    batch, ids = self._accepted(in_flight)
+                    yield batch, ids
+                in_flight.append((sent, self.send(p.SUBMIT, jobs=chunk, batch=batch, **body)))
+                sent += 1
+        except (HQError, OSError) as exc:   # a refused chunk, or bad input from `chunks`
+            error = exc
+        while in_flight:      # report what was accepted before a bad chunk
+            yield self._accepted(in_flight)
+        if error is not None:
+            raise error
+
+    def _accepted(self, in_flight):
+        number, req = in_flight.popleft()
+        try:
+            reply = self.receive(req)
+        except HQError as exc:
+            exc.chunk = number
+            for _, later in in_flight:     # refused by the server as the batch is stopped
+                self._waiting.discard(later)
+            in_flight.clear()
+            raise
+        return reply["batch"], reply["ids"]
+
+    def _defaults(self, options):
+        spec = {k: v for k, v in options.items() if v is not None}
         after = spec.pop("after", None)
         if after:
             spec["depends_on"] = after if isinstance(after, str) else ",".join(map(str, after))
@@ -106,12 +153,8 @@ class Client:
         base = os.getcwd()
         return os.path.abspath(os.path.join(base, os.path.expanduser(path)))
 
-    def _submit_chunk(self, specs, cwd, env, hold):
-        reply = self.request(p.SUBMIT, jobs=specs, cwd=cwd, env=env, hold=hold)
-        return reply["ids"]
-
-    def status(self):
-        return self.request(p.STATUS)["counts"]
+    def status(self, batch=None):
+        return self.request(p.STATUS, batch=batch)["counts"]
 
     def list(self, states=None, limit=0, batch=None):
         if isinstance(states, str):
@@ -129,8 +172,9 @@ class Client:
     def details(self, ids=None, events=True):
         return self.request(p.DETAILS, ids=[int(i) for i in ids or []], events=events)["jobs"]
 
-    def cancel(self, ids):
-        return self.request(p.CANCEL, ids=[int(i) for i in ids])
+    def cancel(self, ids=(), batch=None):
+        """Cancel jobs by id, or every live job of a batch."""
+        return self.request(p.CANCEL, ids=[int(i) for i in ids], batch=batch)
 
     def hold(self, ids):
         return self.request(p.HOLD, ids=[int(i) for i in ids])
@@ -141,30 +185,80 @@ class Client:
     def admin(self, command, arg="", **fields):
         return self.request(p.ADMIN, command=command, arg=arg, **fields)
 
-    def wait(self, ids, timeout=None, poll_s=0.02):
-        """Block until every job has ended; returns their JSON forms. HQError TIMEOUT after
+    # -- waiting ----------------------------------------------------------------------------
+    def as_completed(self, ids, timeout=None, progress=None, poll_s=0.02):
+        """Yield each job (its JSON form) as it ends, in the order they end. `progress`, if
+        given, is called with counts by state after every poll. HQError TIMEOUT after
         `timeout` seconds."""
-        ids = [int(i) for i in ids]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        remaining, finished = set(ids), {}
-        while remaining:
-            for job in self.details(sorted(remaining), events=False):
-                if job["state"] in TERMINAL:
-                    finished[job["id"]] = job
-                    remaining.discard(job["id"])
+        remaining = dict.fromkeys(int(i) for i in ids)
+        ended = collections.Counter()
+        for delay in _polls(timeout, poll_s):
             if not remaining:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                raise HQError(TIMEOUT, f"{len(remaining)} of {len(ids)} jobs still running "
-                              f"after {timeout:g}s")
-            time.sleep(poll_s)
-            poll_s = min(1.0, poll_s * 1.5)
+                return
+            live = collections.Counter()
+            finished = []
+            for piece in chunked(list(remaining), CHUNK):
+                reply = self.request(p.DETAILS, ids=piece, finished_only=True)
+                finished += reply["jobs"]
+                live.update(reply["live"])
+            for job in finished:
+                remaining.pop(job["id"], None)
+                ended[job["state"]] += 1
+            if progress is not None:
+                progress(dict(ended + live))
+            yield from finished
+            if delay is None and remaining:
+                raise HQError(TIMEOUT, f"{len(remaining)} of {len(remaining) + sum(ended.values())}"
+                              f" jobs still not ended after {timeout:g}s")
+
+    def wait(self, ids, timeout=None, progress=None):
+        """Block until every job has ended; returns their JSON forms in the order of `ids`."""
+        ids = [int(i) for i in ids]
+        finished = {job["id"]: job for job in self.as_completed(ids, timeout, progress)}
         return [finished[i] for i in ids]
+
+    def wait_batch(self, batch, timeout=None, progress=None, poll_s=0.02):
+        """Block until every job of a batch has ended; returns its counts by state."""
+        from hq.model import LIVE
+        for delay in _polls(timeout, poll_s):
+            counts = self.status(batch)
+            if progress is not None:
+                progress(counts)
+            if not any(counts.get(state) for state in LIVE):
+                return counts
+            if delay is None:
+                raise HQError(TIMEOUT, f"{sum(counts.get(s, 0) for s in LIVE)} jobs of batch "
+                              f"{batch} still not ended after {timeout:g}s")
+
+
+def _polls(timeout, poll_s):
+    """Sleeps between polls, growing to 1 s; yields None for the last poll at the deadline."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        if deadline is not None and time.monotonic() >= deadline:
+            yield None
+            return
+        yield poll_s
+        left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        time.sleep(min(poll_s, left))
+        poll_s = min(1.0, poll_s * 1.5)
+
+
+def chunked(items, size):
+    """Lists of up to `size` items from an iterable (for streaming submissions)."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def user_server_running(home):
     """True when a user-server holds the lock on $HQ_HOME/run/user-server.pid."""
-    from hq.userserver import pid_path
+    from hq.paths import pid_path
     config.run_dir(home)
     try:
         handle = open(pid_path(home), "a+")
@@ -181,13 +275,14 @@ def user_server_running(home):
 
 def ensure_user_server(home):
     """Start the user's hq-user-server (detached) unless one runs; wait for its socket."""
-    from hq.userserver import socket_path
+    from hq.paths import socket_path
     if user_server_running(home) and os.path.exists(socket_path(home)):
         return
     log_dir = os.path.join(home, "log")
     os.makedirs(log_dir, exist_ok=True)
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
             open(os.path.join(log_dir, "user-server.log"), "ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "hq.userserver"], stdin=null_in,

@@ -6,7 +6,6 @@ Environment overrides: HQ_CONF (etc dir), HQ_HOME (per-user state), HQ_DB_URL, H
 import configparser
 import getpass
 import os
-import socket
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
@@ -61,6 +60,7 @@ def is_local_address(address):
         return False
     if host in LOCAL_ADDRESSES:
         return True
+    import socket       # here: command lines that never ask start faster
     names = {socket.gethostname(), socket.gethostname().split(".")[0], socket.getfqdn()}
     return host in names
 
@@ -83,6 +83,7 @@ class Settings:
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
+    max_live_jobs_per_user: int = 50000
     outside_load: bool = True
     reserve_after_s: float = 300.0
     placement_limit: int = 5000
@@ -140,6 +141,8 @@ def load_settings(etc=None):
         heartbeat_s=_get(p, path, "server", "heartbeat_s", float, d.heartbeat_s),
         max_message_bytes=_get(p, path, "server", "max_message_bytes", int, d.max_message_bytes),
         default_retries=_get(p, path, "server", "default_retries", int, d.default_retries),
+        max_live_jobs_per_user=_get(p, path, "server", "max_live_jobs_per_user", int,
+                                    d.max_live_jobs_per_user),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
         requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,

@@ -23,10 +23,11 @@ INTERNAL = "INTERNAL"                # a bug: logged with a traceback on the ser
 class HQError(Exception):
     """An error with a stable code and a one-line human message."""
 
-    def __init__(self, code, message):
+    def __init__(self, code, message, index=None):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.index = index      # for a SUBMIT: 0-based position of the job that was refused
 
     def __str__(self):
         return f"{self.message} [{self.code}]"

@@ -41,7 +41,7 @@ JOB_OPTIONS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
     """A job the server is tracking (not yet terminal)."""
     id: int
@@ -75,6 +75,7 @@ class Job:
     signal: int = None
     max_rss: int = None
     reason: str = ""
+    entry: str = ""             # the input line of `hq-submit --each-line` (HQ_ENTRY)
 
     def transition(self, new):
         check_transition(self.state, new)

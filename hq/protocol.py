@@ -53,6 +53,14 @@ def encode(kind, body):
     return [TAG, kind, json.dumps(body, separators=(",", ":")).encode()]
 
 
+def encode_with_json(kind, body, **encoded):
+    """Frames for a message with extra fields whose values are already JSON text (cached
+    encodings of large parts that repeat, such as a batch's environment in every RUN)."""
+    text = json.dumps(body, separators=(",", ":"))
+    extra = "".join(f',"{name}":{value}' for name, value in encoded.items())
+    return [TAG, kind, (text[:-1] + extra + "}" if text != "{}" else "{" + extra[1:] + "}").encode()]
+
+
 def decode(frames, kinds=SERVER_KINDS, max_body=DEFAULT_MAX_BODY):
     """(kind, body) from frames, or HQError with a stable code. Never raises anything else."""
     if len(frames) != 3:
@@ -110,8 +118,11 @@ def ok(req, **fields):
     return encode(OK, {"req": req, **fields})
 
 
-def error(req, code, message):
-    return encode(ERROR, {"req": req, "code": code, "message": message})
+def error(req, code, message, index=None):
+    body = {"req": req, "code": code, "message": message}
+    if index is not None:
+        body["index"] = index
+    return encode(ERROR, body)
 
 
 def field(body, name, kind, default=..., check=None):

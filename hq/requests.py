@@ -4,137 +4,25 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 """
 
 import logging
-import os
 
-from hq import admin, protocol as p, reservations
-from hq.errors import (BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB,
-                       HQError)
+from hq import admin, protocol as p
+from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import event_json, job_json
-from hq.model import HELD, JOB_OPTIONS, PENDING, STATES, UP
-from hq.scheduler import can_ever_run
+from hq.model import HELD, PENDING, STATES, TERMINAL, UP
+from hq.submissions import submit
 
 log = logging.getLogger("hq.requests")
 
-MAX_COMMAND = 1 << 20
 MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
-MAX_ENV = 1 << 20
 INT32_LIMIT = 1 << 31                 # INT columns
-SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
-SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell", "reservation"}
-
-
-def validate_spec(raw, index, settings):
-    """A job spec from a SUBMIT, checked field by field; returns a clean dict."""
-    if not isinstance(raw, dict):
-        raise HQError(BAD_REQUEST, f"job {index}: must be an object")
-    where = f"job {index}"
-    command = raw.get("command")
-    if not isinstance(command, str) or not command.strip():
-        raise HQError(BAD_REQUEST, f"{where}: command must be a non-empty string")
-    if len(command) > MAX_COMMAND or "\0" in command:
-        raise HQError(BAD_REQUEST, f"{where}: command too long or contains NUL")
-    spec = {"command": command}
-    for name, default in JOB_OPTIONS.items():
-        value = raw.get(name, default)
-        if name == "retries" and name not in raw:
-            value = settings.default_retries
-        if isinstance(default, int):
-            low = -(INT32_LIMIT - 1) if name == "priority" else 0
-            limit = p.INT_LIMIT if name == "memory" else INT32_LIMIT
-            if not p.is_int(value, low, limit):
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from {low} "
-                              f"to {limit - 1}")
-        elif not isinstance(value, str) or "\0" in value:
-            raise HQError(BAD_REQUEST, f"{where}: {name} must be a string")
-        elif len(value) > (SHORT_TEXT if name in SHORT_OPTIONS else LONG_TEXT):
-            raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
-        spec[name] = value
-    if spec["cores"] < 1:
-        raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
-    deps = [d.strip() for d in spec["depends_on"].split(",") if d.strip()]
-    if not all(d.isdigit() and 0 < int(d) < 1 << 62 for d in deps):
-        raise HQError(BAD_REQUEST, f"{where}: depends_on must be job ids separated by commas")
-    spec["depends_on"] = ",".join(str(int(d)) for d in deps)
-    cwd = raw.get("cwd")
-    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)
-                            or len(cwd) > LONG_TEXT or "\0" in cwd):
-        raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
-    spec["cwd"] = cwd
-    return spec
-
-
-def submit(server, user, body):
-    """Validate and stage a batch; the reply is sent once the batch is committed."""
-    specs = p.field(body, "jobs", list)
-    if not specs:
-        raise HQError(BAD_REQUEST, "no jobs in submission")
-    env = p.field(body, "env", dict, {})
-    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
-        raise HQError(BAD_REQUEST, "env must map strings to strings")
-    if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV:
-        raise HQError(BAD_REQUEST, f"env is larger than {MAX_ENV} characters")
-    cwd = p.field(body, "cwd", str, "/",
-                  check=lambda d: os.path.isabs(d) and len(d) <= LONG_TEXT and "\0" not in d)
-    hold = p.field(body, "hold", bool, False)
-    clean = [validate_spec(raw, i + 1, server.settings) for i, raw in enumerate(specs)]
-    _check_fits(server, clean)
-    ended = _ended_dependencies(server, clean)
-    return server.stage_submission(user, clean, env, cwd, hold, ended)
-
-
-def _check_fits(server, specs):
-    """Refuse a job that no host can ever run (too many cores, unknown host or group)."""
-    hosts = [h for h in server.state.hosts.values() if h.in_config]
-    shapes = {}
-    for i, spec in enumerate(specs):
-        key = tuple(spec[k] for k in ("cores", "memory", "host_req", "group_req",
-                                       "exclude_hosts"))
-        if key in shapes:
-            continue
-        shapes[key] = True
-        probe = _probe(spec)
-        if spec["reservation"]:
-            reserved = reservations.check_code(server, spec["reservation"])
-            if spec["cores"] > max(reserved.values()):
-                raise HQError(NO_HOST_FITS, f"job {i + 1}: reservation {spec['reservation']} "
-                              f"has at most {max(reserved.values())} slots on one host")
-        known = server.state.hosts.get(spec["host_req"])
-        if spec["host_req"] and (known is None or not known.in_config):
-            raise HQError(UNKNOWN_HOST, f"job {i + 1}: no host {spec['host_req']!r} in the "
-                          "cluster (see 'hq-admin lscluster')")
-        if spec["group_req"] and not any(spec["group_req"] in h.groups for h in hosts):
-            raise HQError(NO_HOST_FITS, f"job {i + 1}: no host in group {spec['group_req']!r}")
-        known = [h for h in hosts if h.slots]
-        if hosts and len(known) == len(hosts) and not can_ever_run(probe, known):
-            raise HQError(NO_HOST_FITS, f"job {i + 1}: no host can ever run it "
-                          f"({spec['cores']} cores"
-                          + (f", {spec['memory'] >> 20} MB" if spec["memory"] else "")
-                          + (f", host {spec['host_req']}" if spec["host_req"] else "")
-                          + (f", group {spec['group_req']}" if spec["group_req"] else "")
-                          + "; see 'hq-admin lscluster')")
-
-
-def _ended_dependencies(server, specs):
-    """States of the --after jobs that are no longer live; HQError for unknown ids."""
-    wanted = {int(d) for spec in specs for d in spec["depends_on"].split(",") if d}
-    gone = sorted(d for d in wanted if d not in server.state.jobs)
-    if not gone:
-        return {}
-    ended = {r["id"]: r["state"] for r in server.store.get_jobs(gone)}
-    missing = [d for d in gone if d not in ended]
-    if missing:
-        raise HQError(UNKNOWN_JOB, f"--after: no job {', '.join(map(str, missing))}")
-    return ended
-
-
-class _probe:
-    """A job-like view of a spec for `can_ever_run`."""
-    def __init__(self, spec):
-        self.__dict__.update(spec)
+SHORT_TEXT = 255                      # VARCHAR(255) columns
 
 
 def status(server, user, body):
-    counts = server.store.count_states(user)
+    batch = p.field(body, "batch", int, None)
+    if batch is not None and server.store.batch_owner(batch) != user:
+        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
+    counts = server.store.count_states(user, batch)
     return {"counts": {state: counts.get(state, 0) for state in STATES}}
 
 
@@ -156,6 +44,8 @@ def list_jobs(server, user, body):
 
 def details(server, user, body):
     ids = p.int_list(body, "ids")
+    if p.field(body, "finished_only", bool, False):
+        return _finished_details(server, user, ids)
     if not ids:
         rows = server.store.list_jobs(user)
     else:
@@ -205,8 +95,46 @@ def attempts_of(events):
     return [attempts[n] for n in sorted(attempts)]
 
 
+def _finished_details(server, user, ids):
+    """Jobs among `ids` that have ended, and counts by state of those still live (from
+    memory: cheap enough to poll while waiting for many jobs)."""
+    live = {}
+    ended = []
+    for job_id in ids:
+        job = server.state.jobs.get(job_id)
+        if job is not None and job.user == user:
+            live[job.state] = live.get(job.state, 0) + 1
+        else:
+            ended.append(job_id)
+    rows = server.store.get_jobs(ended, user) if ended else []
+    missing = sorted(set(ended) - {r["id"] for r in rows})
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
+    finished = []
+    for row in rows:       # a job ended in this very turn is not committed yet: still live
+        if row["state"] in TERMINAL:
+            finished.append(job_json(row))
+        else:
+            live[row["state"]] = live.get(row["state"], 0) + 1
+    return {"jobs": finished, "live": live}
+
+
 def cancel(server, user, body):
-    return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
+    batch = p.field(body, "batch", int, None)
+    if batch is None:
+        return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
+    if server.store.batch_owner(batch) != user:
+        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
+    server.broken_batches.add(batch)     # chunks still on their way are refused
+    server.cancelled_batches.add(batch)  # and a chunk committed in this turn is cancelled
+    live = [job for job in server.state.jobs.values() if job.batch == batch]
+    for job in live:
+        server.cancel_job(job)
+    parked = server.store.count_parked(user, batch, server.parking.parked.get(user))
+    server.parking.cancel_batch(user, batch, server.now)
+    return {"changed": [job.id for job in live], "unchanged": {}, "parked": parked}
+
+
 
 
 def hold(server, user, body):
@@ -218,6 +146,7 @@ def release(server, user, body):
 
 
 def _change_jobs(server, user, ids, action):
+    server.parking.unpark(user, ids, server.now)
     rows = {r["id"]: r for r in server.store.get_jobs(ids, user)}
     missing = [i for i in ids if i not in rows and not _live_of(server, i, user)]
     if missing:

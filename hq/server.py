@@ -14,6 +14,7 @@ Options:
   --log-file=FILE    Log here instead of standard error.
 """
 
+import json
 import logging
 import os
 import signal
@@ -23,11 +24,13 @@ import time
 import zmq
 
 from hq import agentlink, config, protocol as p, requests, security
+from hq.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
 from hq.model import ACTIVE, DOWN, UNKNOWN, UP
 from hq.scheduler import place
-from hq.state import ClusterState
+from hq.parking import Parking, after_load
+from hq.state import ClusterState, job_path
 from hq.store import open_store
 from hq.store.writes import Writes
 
@@ -36,6 +39,7 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
+ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
 DEFERRED = object()
 
 
@@ -51,6 +55,12 @@ class Server:
         self.outbox = []            # (identity, frames) sent after the turn's commit
         self.staged = []            # submissions waiting for the commit: see stage_submission
         self.staged_writes = Writes()
+        self.broken_batches = set()     # batches whose later chunks are refused (error, cancel)
+        self.cancelled_batches = set()  # batches cancelled as a whole
+        self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
+        self.parking = Parking(self.state, store, max(1, settings.max_live_jobs_per_user))
+        self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
+        self.ticks = 0
         self.current = None         # (identity, req) of the message being handled
         self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
@@ -84,7 +94,8 @@ class Server:
 
     # -- loop ------------------------------------------------------------------------------
     def load(self):
-        count = self.state.load(self.store, time.time())
+        count = self.state.load(self.store, time.time(), self.parking.limit)
+        after_load(self.parking, self.state)
         self.refresh_keys()
         self.state.expect_agents(time.time())
         log.info("loaded %d hosts, %d users, %d live jobs", len(self.state.hosts),
@@ -140,7 +151,7 @@ class Server:
             reply = self.dispatch_message(identity, kind, body)
         except HQError as exc:
             log.warning("request from %s refused: %s", identity.hex()[:12], exc)
-            self.send(identity, p.error(req, exc.code, exc.message))
+            self.send(identity, p.error(req, exc.code, exc.message, exc.index))
             return
         except Exception:  # a bug must not stop the broker
             log.exception("internal error handling a message")
@@ -189,10 +200,11 @@ class Server:
             return False
 
     # -- submissions -------------------------------------------------------------------------
-    def stage_submission(self, user, specs, env, cwd, hold, ended=None):
-        """Stage a batch; `ended` maps dependencies that are no longer live to their states."""
+    def stage_submission(self, user, specs, env, cwd, hold, ended=None, batch=None):
+        """Stage a chunk (of `batch`, else of a new batch); `ended` maps dependencies that are
+        no longer live to their states."""
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
-                                             hold)
+                                             hold, batch)
         self.staged.append((self.current, batch, env, jobs, ended or {}))
         return DEFERRED
 
@@ -225,15 +237,53 @@ class Server:
         self.largest_pass = max(self.largest_pass, len(result.assignments))
         if settings.placement_limit and len(result.assignments) >= settings.placement_limit:
             state.changed = True                # more may fit: another pass next turn
-        runs = {}
+        self.send_runs(result.assignments)
+        if len(state.pending):
+            self.send_runs(self.schedule_ahead(disabled))
+
+    def schedule_ahead(self, disabled):
+        """A second pass over hosts whose jobs are short, seen with extra slots (hq/ahead.py);
+        of its assignments only jobs of a batch that already runs on the host are kept, so
+        jobs ahead are the next of the same stream and no priority or user is passed over."""
+        state = self.state
+        views = self.ahead.views(state.hosts.values())
+        if all(view is host for view, host in zip(views, state.hosts.values())):
+            return []
+        settings = self.settings
+        result = place(state.pending, views, state.user_slots, self.now, state.reservations,
+                       disabled, reserve_after_s=settings.reserve_after_s,
+                       outside_load=settings.outside_load, limit=settings.placement_limit)
+        batches = {}
+        kept = []
         for job, host_name in result.assignments:
+            if host_name not in batches:
+                batches[host_name] = {state.jobs[key[0]].batch for key in
+                                      state.on_host.get(host_name, ()) if key[0] in state.jobs}
+            if job.batch in batches[host_name]:
+                kept.append((job, host_name))
+        return kept
+
+    def send_runs(self, assignments):
+        state = self.state
+        runs = {}
+        for job, host_name in assignments:
             state.dispatch(job, host_name, self.now)
             identity = state.hosts[host_name].agents[job.user]
-            run = runs.setdefault(identity, {"jobs": [], "envs": {}})
-            run["jobs"].append(run_spec(job))
-            run["envs"].setdefault(str(job.batch), state.envs.get(job.batch, {}))
-        for identity, body in runs.items():
-            self.outbox.append((identity, p.encode(p.RUN, body)))
+            body, envs = runs.setdefault(identity, ({"jobs": [],
+                                                     "slots": state.hosts[host_name].slots}, {}))
+            body["jobs"].append(run_spec(job))
+            if job.batch not in envs:
+                envs[job.batch] = self.env_json(job.batch)
+        for identity, (body, envs) in runs.items():
+            text = "{" + ",".join(f'"{batch}":{env}' for batch, env in envs.items()) + "}"
+            self.outbox.append((identity, p.encode_with_json(p.RUN, body, envs=text)))
+
+    def env_json(self, batch):
+        """The JSON text of a batch's environment, encoded once for all its RUN messages."""
+        text = self.env_texts.get(batch)
+        if text is None:
+            text = self.env_texts[batch] = json.dumps(self.state.envs.get(batch, {}))
+        return text
 
     # -- periodic work -----------------------------------------------------------------------
     def tick(self):
@@ -249,7 +299,11 @@ class Server:
                     self.request_agents(only_user=user)
         state.requeue_lost(self.now, self.settings.requeue_grace_s)
         self.request_agents()
-        state.prune_envs()
+        self.parking.refill(self.now, self.cancelled_batches)
+        self.ticks += 1
+        if self.ticks % ENV_PRUNE_TICKS == 0:
+            state.prune_envs()
+            self.env_texts = {b: t for b, t in self.env_texts.items() if b in state.envs}
         if self.now >= self.next_prune:
             self.next_prune = self.now + PRUNE_EVERY_S
             state.writes.prune_metrics_before = self.now - self.settings.metrics_retention_s
@@ -319,10 +373,16 @@ class Server:
         self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
         for (identity, req), batch, env, jobs, ended in self.staged:
-            self.state.activate(batch, env, jobs, ended, self.now)
+            admitted = self.parking.admit(jobs)
+            self.state.activate(batch, env, admitted, ended, self.now)
             self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
             log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
                      len(jobs), jobs[0].id, jobs[-1].id)
+            if batch in self.cancelled_batches:
+                for job in admitted:
+                    self.cancel_job(job)
+                if len(admitted) < len(jobs):
+                    self.parking.cancel_batch(jobs[0].user, batch, self.now)
         self.again = self.again or bool(self.staged)
         self.staged = []
         self.state.just_ended.clear()
@@ -333,7 +393,8 @@ class Server:
     def database_failed(self, exc):
         """Refuse this turn's submissions; keep every other change to retry with backoff."""
         log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
-        for (identity, req), *_ in self.staged:
+        for (identity, req), batch, *_ in self.staged:
+            self.broken_batches.add(batch)
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
         self.staged, self.staged_writes = [], Writes()
@@ -344,9 +405,10 @@ class Server:
 
 def run_spec(job):
     return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
-            "cwd": job.cwd, "stdout": job.stdout, "stderr": job.stderr, "logfile": job.logfile,
-            "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
-            "name": job.name, "host": job.host}
+            "cwd": job.cwd, "stdout": job_path(job, "stdout"), "stderr": job_path(job, "stderr"),
+            "logfile": job_path(job, "logfile"), "cores": job.cores,
+            "time_limit": job.time_limit, "batch": job.batch, "name": job.name,
+            "host": job.host, "entry": job.entry}
 
 
 def start_exporter(server, port):

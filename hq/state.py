@@ -15,6 +15,8 @@ from hq.store.writes import Writes
 log = logging.getLogger("hq.state")
 
 JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
+PATH_FIELDS = ("stdout", "stderr", "logfile")
+QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
 
 
 class ClusterState:
@@ -43,7 +45,7 @@ class ClusterState:
         self.writes = Writes()
 
     # -- loading ---------------------------------------------------------------------------
-    def load(self, store, now):
+    def load(self, store, now, limit_per_user=None):
         self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
                              "key": r["public_key"]}
                       for name, r in store.load_users().items()}
@@ -58,7 +60,7 @@ class ClusterState:
                 self.hosts[row["host"]].reserved[row["code"]] = row["slots"]
         job_max, batch_max = store.max_ids()
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
-        rows = store.load_live_jobs()
+        rows = store.load_live_jobs(limit_per_user)
         self.envs = store.batch_envs({r["batch"] for r in rows})
         jobs = []
         for row in rows:
@@ -86,21 +88,22 @@ class ClusterState:
                 host.status, host.last_seen = UP, now
 
     # -- submission --------------------------------------------------------------------------
-    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False):
-        """New jobs (not yet live) and the batch id; their rows go into `writes`."""
-        batch = self.next_batch_id
-        self.next_batch_id += 1
-        writes.batches.append({"id": batch, "user": user, "submitted": now,
-                                    "size": len(specs), "env": json.dumps(env)})
+    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False, batch=None):
+        """New jobs (not yet live) and their batch id; their rows go into `writes`. With
+        `batch`, the jobs are a later chunk of that batch (streamed submission)."""
+        if batch is None:
+            batch = self.next_batch_id
+            self.next_batch_id += 1
+            writes.batches.append({"id": batch, "user": user, "submitted": now,
+                                   "size": len(specs), "env": json.dumps(env)})
+        else:
+            writes.batch_growth.append((len(specs), batch))
         jobs = []
         for spec in specs:
             job = Job(id=self.next_job_id, user=user, batch=batch, submitted=now,
                       cwd=spec.pop("cwd", None) or cwd, state=HELD if hold else PENDING, **spec)
             self.next_job_id += 1
-            job.stdout = job.stdout.replace("%j", str(job.id))
-            job.stderr = job.stderr.replace("%j", str(job.id))
-            job.logfile = job.logfile.replace("%j", str(job.id))
-            jobs.append(job)
+            jobs.append(job)        # paths keep their %j in memory (shared by the batch)
             writes.jobs.append(job_row(job))
             writes.event(job.id, now, job.state, 0, None, "submitted")
             self.watch_dependencies(job)
@@ -200,8 +203,11 @@ class ClusterState:
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
         for listener in self.listeners:
             listener(job, old, new, now)
-        log.info("job %s %s -> %s%s%s", job.id, old, new, f" on {job.host}" if job.host else "",
-                 f" ({detail})" if detail else "")
+        if new in QUIET_STATES and not log.isEnabledFor(logging.DEBUG):
+            return          # one INFO line per job's end (or requeue, hold) is enough at speed
+        log.log(logging.DEBUG if new in QUIET_STATES else logging.INFO, "job %s %s -> %s%s%s",
+                job.id, old, new, f" on {job.host}" if job.host else "",
+                f" ({detail})" if detail else "")
 
     def prune_envs(self):
         """Drop the environments of batches that have no live job left."""
@@ -370,7 +376,15 @@ class ClusterState:
 def job_row(job):
     row = {name: getattr(job, name) for name in JOB_FIELDS}
     row["term_signal"] = job.signal
+    for name in PATH_FIELDS:
+        row[name] = job_path(job, name)
     return row
+
+
+def job_path(job, name):
+    """stdout, stderr or logfile of a job with %j replaced by its id (in memory the path
+    keeps %j: one string for the whole batch instead of one per job)."""
+    return getattr(job, name).replace("%j", str(job.id))
 
 
 def host_from_row(row):

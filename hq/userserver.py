@@ -23,18 +23,11 @@ from zmq.utils.monitor import recv_monitor_message
 
 from hq import config, launch, protocol as p, security
 from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
+from hq.paths import pid_path, socket_path
 
 log = logging.getLogger("hq.user-server")
 
 HELLO_EVERY_S = 10.0
-
-
-def socket_path(home):
-    return os.path.join(home, "run", "user.sock")
-
-
-def pid_path(home):
-    return os.path.join(home, "run", "user-server.pid")
 
 
 class UserServer:

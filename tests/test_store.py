@@ -87,6 +87,26 @@ def test_queries_filter_by_user_state_and_batch(store):
     assert store.get_jobs([3], user="alice") == []
 
 
+def test_many_updates_with_the_same_columns_in_one_commit(store):
+    """Both backends, many rows per column set (MySQL sends them as UPDATE ... CASE slices)."""
+    w = Writes()
+    w.batches.append({"id": 1, "user": "alice", "submitted": 1.0, "size": 1203, "env": "{}"})
+    w.jobs.extend(new_job(i) for i in range(1, 1204))
+    store.apply(w)
+    w = Writes()
+    for i in range(1, 1204):
+        w.update_job(i, state="done", exit_code=i % 7, finished=float(i),
+                     reason=None if i % 2 else f"r{i}")
+    w.batch_growth.append((5, 1))
+    store.apply(w)
+    jobs = store.get_jobs(list(range(1, 1204)))
+    assert [(j["state"], j["exit_code"], j["finished"], j["reason"]) for j in jobs] == [
+        ("done", i % 7, float(i), None if i % 2 else f"r{i}") for i in range(1, 1204)]
+    assert store.query("SELECT size FROM batches WHERE id = 1")[0]["size"] == 1208
+    assert store.batch_owner(1) == "alice" and store.batch_owner(2) is None
+    assert store.count_states("alice", batch=1) == {"done": 1203}
+
+
 def test_metrics_pruning_reservations_and_text_search(store):
     w = Writes()
     w.metrics += [("n1", 100.0, 1, 1, 1, 5.0, 1 << 30, 10, 0.5),

@@ -4,10 +4,10 @@ Usage:
   hq-client status [--json]
   hq-client details [--json] [JOBID...]
   hq-client list [--state=STATE] [--limit=N] [--batch=ID] [--json]
-  hq-client cancel JOBID...
+  hq-client cancel (--batch=ID | JOBID...)
   hq-client hold JOBID...
   hq-client release JOBID...
-  hq-client wait [--timeout=S] [--json] JOBID...
+  hq-client wait [--timeout=S] [--json] [--progress] (--batch=ID | JOBID...)
   hq-client WORD [--json]
   hq-client (-h | --help)
 
@@ -26,8 +26,10 @@ Options:
   --json           Print JSON (a stable contract for scripts).
   --state=STATE    Only jobs in this state (comma-separated: pending,running).
   --limit=N        At most the N newest jobs.
-  --batch=ID       Only jobs of this submission.
+  --batch=ID       The jobs of this submission (batch id: see 'hq-submit -').
   --timeout=S      Give up waiting after S seconds (exit 2).
+  --progress       Show progress while waiting: a bar on a terminal, else plain lines
+                   (on standard error).
 """
 
 import sys
@@ -79,6 +81,11 @@ def list_jobs(client, args):
 
 
 def change(client, args, action):
+    if args["--batch"]:
+        reply = client.cancel(batch=parse_int(args["--batch"], "--batch", 1))
+        print(f"hq-client: {len(reply['changed']) + reply.get('parked', 0)} jobs cancelled",
+              file=sys.stderr)
+        return 0
     ids = job_ids(args["JOBID"])
     reply = getattr(client, action)(ids)
     for job_id, why in reply.get("unchanged", {}).items():
@@ -87,10 +94,13 @@ def change(client, args, action):
 
 
 def wait(client, args):
-    ids = job_ids(args["JOBID"])
+    from hq.cli.progress import Progress
     timeout = float(parse_int(args["--timeout"], "--timeout", 0)) if args["--timeout"] else None
     try:
-        jobs = client.wait(ids, timeout=timeout)
+        with Progress(sys.stderr, shown=args["--progress"]) as progress:
+            if args["--batch"]:
+                return wait_batch(client, args, timeout, progress)
+            jobs = client.wait(job_ids(args["JOBID"]), timeout=timeout, progress=progress)
     except HQError as exc:
         if exc.code != TIMEOUT:
             raise
@@ -102,6 +112,16 @@ def wait(client, args):
         for job in jobs:
             print(f"{job['id']} {job['state']} exit {job['exit_code']}")
     return 0 if all(exit_status(j) == 0 and j["state"] == "done" for j in jobs) else 1
+
+
+def wait_batch(client, args, timeout, progress):
+    counts = client.wait_batch(parse_int(args["--batch"], "--batch", 1), timeout, progress)
+    counts = {state: n for state, n in counts.items() if n}
+    if args["--json"]:
+        print_json(counts)
+    else:
+        print(" ".join(f"{state} {n}" for state, n in counts.items()))
+    return 0 if set(counts) <= {"done"} else 1
 
 
 def dispatch(args):

@@ -3,7 +3,14 @@
 Usage:
   hq-submit [options] COMMAND...
   hq-submit [options] (- | -f FILE)
+  hq-submit [options] --each-line=FILE COMMAND...
   hq-submit (-h | --help)
+
+Lines of standard input (-), of FILE (-f) or of --each-line FILE are read as they come and sent
+in chunks; blank lines and lines starting with '#' are skipped. Job ids are printed one per line
+in input order as each chunk is accepted. All jobs of one submission share a batch id (printed
+on standard error; see 'hq-client list --batch ID'). A line that cannot be submitted stops the
+submission: the jobs printed before it stay submitted, and the exit status is 1.
 
 Options:
   -n NAME, --name=NAME              Job name.
@@ -27,8 +34,14 @@ Options:
                                     ended done; if one fails the job fails too.
   --reservation=CODE                Use slots reserved with hq-reservation for CODE.
   -f FILE                           Submit one job per line of FILE.
+  --each-line=FILE                  One job per line of FILE ('-': standard input): COMMAND
+                                    with {} replaced by the line, which the job also
+                                    finds in $HQ_ENTRY.
   --hold                            Submit held: runs after 'hq-client release'.
   -w, --wait                        Wait for the job(s); exit with the (worst) exit code.
+                                    Shows a progress bar when standard error is a terminal.
+  --progress                        Show progress while waiting (plain lines when standard
+                                    error is not a terminal).
   -q, --quiet                       Print nothing.
   --json                            Print the submitted job(s) as JSON.
 """
@@ -37,6 +50,7 @@ import os
 import sys
 
 from hq.cli.common import parse_int, parse_size, print_json, run, usage_error
+from hq.errors import HQError
 
 
 def job_options(args):
@@ -65,39 +79,99 @@ def job_options(args):
     return options, (os.path.abspath(directory) if directory else None)
 
 
-def read_commands(handle):
-    for line in handle:
-        line = line.strip()
-        if line and not line.startswith("#"):
-            yield line
-
-
 def submit(args):
     from hq.client import Client
     options, cwd = job_options(args)
     client = Client()
-    from_stdin = args["-"] or args["COMMAND"] == ["-"]    # docopt takes a lone "-" as COMMAND
-    if from_stdin or args["-f"]:
-        handle = sys.stdin if from_stdin else open(args["-f"], encoding="utf-8")
-        with handle:
-            ids = client.submit_many(read_commands(handle), hold=args["--hold"], cwd=cwd,
-                                     **options)
-        if not ids:
-            usage_error("no commands in the input")
-    else:
-        ids = [client.submit(" ".join(args["COMMAND"]), hold=args["--hold"], cwd=cwd,
-                             **options)]
+    if args["COMMAND"] == ["-"] and not args["--each-line"]:
+        args["-"], args["COMMAND"] = True, []     # docopt takes a lone '-' for COMMAND
+    if args["-"] or args["-f"] or args["--each-line"]:
+        return submit_stream(client, args, options, cwd)
+    command = " ".join(args["COMMAND"])
+    ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, **options)
     if args["--json"] and not args["--wait"]:
         print_json(client.details(ids, events=False))
     elif not args["--quiet"]:
-        sys.stdout.write("".join(f"{i}\n" for i in ids))
-        sys.stdout.flush()
+        print(ids[0], flush=True)
     if args["--wait"]:
-        jobs = client.wait(ids)
+        with progress_display(args) as progress:
+            jobs = client.wait(ids, progress=progress)
         if args["--json"]:
             print_json(jobs)
         return max(exit_status(job) for job in jobs)
     return 0
+
+
+def submit_stream(client, args, options, cwd):
+    """Stream lines into one batch; print ids as chunks are accepted; wait if asked."""
+    from hq.cli.lines import LineChunks
+    source = args["--each-line"] or args["-f"] or "-"
+    template = " ".join(args["COMMAND"]) if args["--each-line"] else None
+    if template is not None:
+        def make_job(line):
+            return {"command": template.replace("{}", line), "entry": line}
+    else:
+        def make_job(line):
+            return line
+    handle = sys.stdin.buffer if source == "-" else open(source, "rb")
+    with handle:
+        reader = LineChunks(handle.fileno(), make_job)
+        batch, count, ids = submit_chunks(client, args, options, cwd, reader)
+    if not count:
+        usage_error("no commands in the input")
+    if not args["--quiet"]:
+        print(f"hq-submit: {count} jobs submitted as batch {batch}", file=sys.stderr)
+    if args["--json"]:
+        print_json(client.details(ids, events=False))
+    if args["--wait"]:
+        return wait_batch(client, batch, args)
+    return 0
+
+
+def submit_chunks(client, args, options, cwd, reader):
+    """(batch, number of jobs, ids if --json) after sending every chunk of `reader`."""
+    batch, count, ids = None, 0, []
+    stream = client.submit_stream(reader, hold=args["--hold"], cwd=cwd, **options)
+    try:
+        for number, (batch, chunk_ids) in enumerate(stream):
+            reader.forget(number)
+            count += len(chunk_ids)
+            if args["--json"]:
+                ids += chunk_ids
+            elif not args["--quiet"]:
+                sys.stdout.write("".join(f"{i}\n" for i in chunk_ids))
+                sys.stdout.flush()
+    except HQError as exc:
+        raise HQError(exc.code, refusal(exc, reader, count, batch)) from None
+    return batch, count, ids
+
+
+def refusal(exc, reader, count, batch):
+    """The message for a refused chunk: the line at fault, and what stays submitted."""
+    message = exc.message
+    numbers = reader.lines.get(getattr(exc, "chunk", None))
+    if numbers and exc.index is not None and 0 <= exc.index < len(numbers):
+        message = f"line {numbers[exc.index]}: " + message.split(": ", 1)[-1]
+    elif numbers:
+        message = f"lines {numbers[0]}-{numbers[-1]}: {message}"
+    kept = f"{count} jobs submitted before it (batch {batch})" if count else "nothing submitted"
+    return f"{message}; stopped there, {kept}"
+
+
+def wait_batch(client, batch, args):
+    with progress_display(args) as progress:
+        counts = client.wait_batch(batch, progress=progress)
+    if counts.get("done", 0) == sum(counts.values()):
+        return 0
+    failed = client.list(["failed", "lost", "cancelled"], batch=batch)
+    return max((exit_status(job) for job in failed), default=1)
+
+
+def progress_display(args):
+    """A progress display for --progress, or for --wait on a terminal (a context manager
+    giving None when there is none to show)."""
+    from hq.cli.progress import Progress
+    return Progress(sys.stderr, shown=args["--progress"] or sys.stderr.isatty())
 
 
 def exit_status(job):

@@ -12,6 +12,7 @@ from hq.model import TERMINAL
 from hq.store.schema import SCHEMA_VERSION, TABLE_NAMES, ddl
 
 TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
+WAITING_SQL = "'pending', 'held'"
 
 
 class SqlStore:
@@ -152,8 +153,30 @@ class SqlStore:
     def load_reservations(self):
         return self.query("SELECT * FROM reservations ORDER BY code, host")
 
-    def load_live_jobs(self):
-        return self.query(f"SELECT * FROM jobs WHERE state NOT IN ({TERMINAL_SQL}) ORDER BY id")
+    def load_live_jobs(self, limit_per_user=None):
+        """Live jobs; with a limit, every dispatched and running job but only the first
+        `limit_per_user` pending and held jobs of each user (the rest stay parked)."""
+        if limit_per_user is None:
+            return self.query(f"SELECT * FROM jobs WHERE state NOT IN ({TERMINAL_SQL}) "
+                              "ORDER BY id")
+        rows = self.query(f"SELECT * FROM jobs WHERE state NOT IN ({TERMINAL_SQL}) AND "
+                          f"state NOT IN ({WAITING_SQL})")
+        for user in self.query(f"SELECT DISTINCT user FROM jobs WHERE state IN ({WAITING_SQL})"):
+            rows += self.parked_jobs(user["user"], 0, limit_per_user)
+        return sorted(rows, key=lambda r: r["id"])
+
+    def count_parked(self, user, batch, first_id):
+        """Pending and held jobs of a batch from id `first_id` on (0 when it is None)."""
+        if first_id is None:
+            return 0
+        return self.query(f"SELECT COUNT(*) AS n FROM jobs WHERE batch = ? AND user = ? AND "
+                          f"id >= ? AND state IN ({WAITING_SQL})",
+                          (batch, user, first_id))[0]["n"]
+
+    def parked_jobs(self, user, first_id, limit):
+        """Pending and held jobs of `user` from id `first_id` on, in id order."""
+        return self.query(f"SELECT * FROM jobs WHERE id >= ? AND user = ? AND state IN "
+                          f"({WAITING_SQL}) ORDER BY id LIMIT {int(limit)}", (first_id, user))
 
     def max_ids(self):
         job = self.query("SELECT MAX(id) AS m FROM jobs")[0]["m"] or 0
@@ -182,6 +205,9 @@ class SqlStore:
             self._set_setting(cur, name, value)
         if writes.batches:
             self._insert_rows(cur, "batches", writes.batches)
+        if writes.batch_growth:
+            cur.executemany(self.sql("UPDATE batches SET size = size + ? WHERE id = ?"),
+                            writes.batch_growth)
         if writes.jobs:
             self._insert_rows(cur, "jobs", writes.jobs)
         self._update_rows(cur, "jobs", "id", writes.job_updates)
@@ -191,6 +217,15 @@ class SqlStore:
             cur.executemany(self.sql(
                 "INSERT INTO job_events (job_id, time, state, attempt, host, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?)"), writes.events)
+        for user, batch, first, when in writes.parked_cancels:
+            where = (f"FROM jobs WHERE batch = ? AND user = ? AND id >= ? AND state IN "
+                     f"({WAITING_SQL})")
+            cur.execute(self.sql("INSERT INTO job_events (job_id, time, state, attempt, host, "
+                                 f"detail) SELECT id, ?, 'cancelled', attempt, NULL, "
+                                 f"'cancelled by user' {where}"), (when, batch, user, first))
+            cur.execute(self.sql(f"UPDATE jobs SET state = 'cancelled', reason = 'cancelled', "
+                                 f"finished = ? WHERE batch = ? AND user = ? AND id >= ? AND "
+                                 f"state IN ({WAITING_SQL})"), (when, batch, user, first))
         if writes.metrics:
             cur.executemany(self.sql(
                 "INSERT INTO host_metrics (host, time, load1, load5, load15, cpu_percent, "
@@ -219,8 +254,12 @@ class SqlStore:
             by_columns.setdefault(names, []).append(
                 tuple(columns[n] for n in names) + (ident,))
         for names, rows in by_columns.items():
-            sets = ", ".join(f"{n} = ?" for n in names)
-            cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
+            self._update_group(cur, table, key, names, rows)
+
+    def _update_group(self, cur, table, key, names, rows):
+        """UPDATE rows (values of `names`, then the key) that set the same columns."""
+        sets = ", ".join(f"{n} = ?" for n in names)
+        cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
 
     def prune_metrics(self, before):
         return self.execute("DELETE FROM host_metrics WHERE time < ?", (before,))
@@ -254,11 +293,22 @@ class SqlStore:
             sql += f" LIMIT {int(limit)}"
         return self.query(sql, args)
 
-    def count_states(self, user=None):
-        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
-        rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {where} GROUP BY state", args)
+    def count_states(self, user=None, batch=None):
+        where, args = [], []
+        if user is not None:
+            where.append("user = ?")
+            args.append(user)
+        if batch is not None:
+            where.append("batch = ?")
+            args.append(batch)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.query(f"SELECT state, COUNT(*) AS n FROM jobs {clause} GROUP BY state", args)
         return {r["state"]: int(r["n"]) for r in rows}
 
+    def batch_owner(self, batch):
+        """The user who submitted batch `batch`, or None if there is no such batch."""
+        rows = self.query("SELECT user FROM batches WHERE id = ?", (batch,))
+        return rows[0]["user"] if rows else None
     def count_by_user(self, user=None):
         """{(user, state): number of jobs}, for every user or one."""
         where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())

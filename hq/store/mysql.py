@@ -12,6 +12,7 @@ from hq.errors import DATABASE_ERROR, HQError
 from hq.store.base import SqlStore
 
 UNKNOWN_DATABASE = 1049
+UPDATE_SLICE = 500          # rows per UPDATE ... CASE statement
 
 
 class MysqlStore(SqlStore):
@@ -48,6 +49,22 @@ class MysqlStore(SqlStore):
             yield conn
         finally:
             conn.close()  # back to the pool
+
+    def _update_group(self, cur, table, key, names, rows):
+        """One UPDATE ... CASE statement per slice of rows: PyMySQL's executemany sends an
+        UPDATE per row, each a round trip to the database."""
+        if len(rows) == 1:
+            return super()._update_group(cur, table, key, names, rows)
+        for start in range(0, len(rows), UPDATE_SLICE):
+            part = rows[start:start + UPDATE_SLICE]
+            cases, args = [], []
+            for index, name in enumerate(names):
+                cases.append(f"{name} = CASE {key} " + "WHEN %s THEN %s " * len(part) + "END")
+                for row in part:
+                    args += (row[-1], row[index])
+            args += [row[-1] for row in part]
+            cur.execute(f"UPDATE {table} SET {', '.join(cases)} WHERE {key} IN "
+                        f"({', '.join(['%s'] * len(part))})", args)
 
     def sql(self, statement):
         return statement.replace("?", "%s")

@@ -3,7 +3,8 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 2   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations
+SCHEMA_VERSION = 3   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
+                     # 3: jobs.entry (the input line of `hq-submit --each-line`)
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -31,7 +32,7 @@ TABLES = [
               "submitted REAL NOT NULL", "attempt INT NOT NULL", "host STR255",
               "started REAL", "finished REAL", "exit_code INT", "term_signal INT",
               "max_rss BIGINT", "reason STR255", "depends_on TEXT NOT NULL",
-              "reservation STR64 NOT NULL"],
+              "reservation STR64 NOT NULL", "entry TEXT NOT NULL"],
      "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",

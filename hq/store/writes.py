@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 @dataclass
 class Writes:
     batches: list = field(default_factory=list)      # dict rows for `batches`
+    batch_growth: list = field(default_factory=list)  # (jobs added, batch id): later chunks
     jobs: list = field(default_factory=list)         # dict rows for `jobs` (new)
     job_updates: dict = field(default_factory=dict)  # job id -> {column: value}
     events: list = field(default_factory=list)       # (job_id, time, state, attempt, host, detail)
@@ -16,6 +17,7 @@ class Writes:
     metrics: list = field(default_factory=list)      # (host, time, load1, ..., nprocs, foreign_load)
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
+    parked_cancels: list = field(default_factory=list)  # (user, batch, from id, time)
     prune_metrics_before: float = None               # delete host_metrics rows older than this
     reservations: list = field(default_factory=list)  # dict rows for `reservations` (new)
     reservations_deleted: list = field(default_factory=list)  # codes whose rows go
@@ -30,7 +32,7 @@ class Writes:
         self.events.append((job_id, time, state, attempt, host, detail))
 
     def __bool__(self):
-        return any((self.batches, self.jobs, self.job_updates, self.events, self.host_updates,
-                    self.metrics, self.settings, self.user_updates,
+        return any((self.batches, self.batch_growth, self.jobs, self.job_updates, self.events,
+                    self.host_updates, self.metrics, self.settings, self.user_updates,
                     self.prune_metrics_before is not None, self.reservations,
-                    self.reservations_deleted))
+                    self.reservations_deleted, self.parked_cancels))

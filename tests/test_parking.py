@@ -1,0 +1,74 @@
+"""Bounded server memory: beyond [server] max_live_jobs_per_user, a user's waiting jobs stay in
+the database (parked) and are loaded as the jobs in memory run down; requests that name parked
+jobs, batch cancel and a server restart all see them. Both backends."""
+
+import json
+import re
+
+import pytest
+
+from tests.helpers import Cluster, wait_until
+
+LIMIT = 20
+
+
+@pytest.fixture
+def small(db_url):
+    c = Cluster(db_url)
+    c.set_config("server", "max_live_jobs_per_user", str(LIMIT))
+    try:
+        c.setup_database()
+        c.start_server()
+        yield c
+    finally:
+        c.close()
+
+
+def info(cluster):
+    return json.loads(cluster.run("hq-admin", "info", "--json", check=True).stdout)
+
+
+def states(cluster, batch):
+    jobs = json.loads(cluster.run("hq-client", "list", "--batch", str(batch), "--json",
+                                  check=True).stdout)
+    return {j["id"]: j["state"] for j in jobs}
+
+
+def submit(cluster, lines, *options):
+    result = cluster.run("hq-submit", *options, "-", input="".join(f"{x}\n" for x in lines),
+                         timeout=60)
+    assert result.returncode == 0, result.stderr
+    batch = int(re.search(r"as batch (\d+)", result.stderr).group(1))
+    return [int(i) for i in result.stdout.split()], batch
+
+
+def test_parked_jobs_run_in_order_and_obey_requests(small):
+    assert small.run("hq-admin", "deactivate").returncode == 0
+    ids, batch = submit(small, [f"echo {i}" for i in range(100)])
+    assert len(ids) == 100 and info(small)["live_jobs"] <= LIMIT
+    assert small.run("hq-client", "hold", str(ids[90])).returncode == 0
+    assert small.run("hq-client", "cancel", str(ids[95])).returncode == 0
+    assert small.run("hq-admin", "activate").returncode == 0
+    wait_until(lambda: sum(s == "done" for s in states(small, batch).values()) == 98, 120, 0.2,
+               "the 98 other jobs to run")
+    final = states(small, batch)
+    assert final[ids[90]] == "held" and final[ids[95]] == "cancelled"
+    assert small.run("hq-client", "release", str(ids[90])).returncode == 0
+    wait_until(lambda: states(small, batch)[ids[90]] == "done", 60, 0.2, "the released job")
+
+
+def test_batch_cancel_reaches_parked_jobs_and_restart_keeps_them(small):
+    assert small.run("hq-admin", "deactivate").returncode == 0
+    ids, batch = submit(small, ["true"] * 70)
+    other, other_batch = submit(small, ["true"] * 30)
+    cancelled = small.run("hq-client", "cancel", "--batch", str(batch))
+    assert cancelled.returncode == 0 and "70 jobs cancelled" in cancelled.stderr
+    assert set(states(small, batch).values()) == {"cancelled"}
+    small.stop_server()
+    small.start_server()
+    assert info(small)["live_jobs"] <= LIMIT
+    assert small.run("hq-admin", "activate").returncode == 0
+    waited = small.run("hq-client", "wait", "--batch", str(other_batch), "--timeout", "120",
+                       timeout=150)
+    assert waited.returncode == 0 and waited.stdout.strip() == "done 30"
+    assert set(states(small, batch).values()) == {"cancelled"}
