@@ -191,8 +191,11 @@ class Runner:
                 self.by_pid[run.pid] = self.adopted[run.pid] = self.by_job[key] = run
                 self.cores_used += spec["cores"]
                 log.info("job %s attempt %s adopted, pid %s", key[0], key[1], run.pid)
-            else:
+            elif self.files.exit_status(*key) is not None:
                 done.append(self._adopted_finished(run))
+            else:   # died with its host or was killed unseen: unknown here, so requeued
+                log.info("job %s attempt %s gone without an exit status", *key)
+                self.files.forget(*key)
         return done
 
     def _adopted_finished(self, run):
