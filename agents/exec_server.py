@@ -65,6 +65,7 @@ class Agent:
         self.context = zmq.Context.instance()
         self.socket = None
         self.facts = metrics.facts()
+        self.sampler = metrics.Sampler()
         self.unacked = {}         # seq -> (sent time, events)
         self.outgoing = []        # events not yet sent
         self.seq = 0
@@ -96,7 +97,7 @@ class Agent:
     def register(self):
         body = {"req": "register", "user": self.user, "host": self.host_name,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
-                **self.facts, **metrics.sample()}
+                **self.facts, **self.sampler.sample()}
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
@@ -178,14 +179,22 @@ class Agent:
             self.last_heard = time.time()
             self.backoff = BACKOFF_START_S
             try:
-                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL})
+                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL, p.STOP})
             except Exception as exc:
                 log.warning("bad message from server ignored: %s", exc)
                 continue
             self.on_message(kind, body)
 
     def on_message(self, kind, body):
-        if kind == p.RUN:
+        if not self.running:
+            return
+        if kind == p.STOP:
+            if self.runner.by_pid:
+                log.warning("asked to stop while running jobs: staying")
+            else:
+                log.info("asked to stop by the server (cleanup): exiting")
+                self.running = False
+        elif kind == p.RUN:
             self.last_busy = time.time()
             envs = body.get("envs", {})
             for spec in body.get("jobs", []):
@@ -234,7 +243,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                "reported": self.reported_pairs(), **metrics.sample()})
+                                "reported": self.reported_pairs(), **self.sampler.sample()})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""

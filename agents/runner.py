@@ -249,7 +249,7 @@ class Runner:
                 log.info("job %s reached its time limit of %ss", run.spec["id"],
                          run.spec["time_limit"])
                 self.kill(run.spec["id"], run.spec["attempt"],
-                          f"time limit of {run.spec['time_limit']}s")
+                          "time limit")
             elif run.kill_at and now >= run.kill_at:
                 _signal_group(run.pid, signal.SIGKILL)
                 run.kill_at = None

@@ -13,7 +13,8 @@ log = logging.getLogger("hq.agents")
 
 UNKNOWN_AGENT = "UNKNOWN_AGENT"   # heartbeat/events from an agent that must register again
 INT32_LIMIT = 1 << 31
-METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs")
+METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs",
+                 "foreign_load")
 
 
 def register(server, identity, body):
@@ -30,12 +31,13 @@ def register(server, identity, body):
         state.agents.pop(old, None)
     host.agents[user] = identity
     state.agents[identity] = (user, host_name)
+    state.changed = True
     host.cores = p.field(body, "cores", int, host.cores, check=lambda v: 0 < v < INT32_LIMIT)
     host.memory_total = p.field(body, "memory_total", int, host.memory_total,
                                 check=lambda v: v >= 0)
     host.os = p.field(body, "os", str, host.os or "")[:255]
     host.status_reason = ""
-    _take_metrics(server, host, body)
+    _take_metrics(server, host, body, user)
     state.writes.update_host(host.name, cores=host.cores, memory_total=host.memory_total,
                              os=host.os, status=UP, status_reason="")
     log.info("agent of %s registered on host %s (%d cores)", user, host_name, host.cores)
@@ -74,23 +76,34 @@ def _agent(server, identity):
     return user, server.state.hosts[host_name]
 
 
-def _take_metrics(server, host, body):
+def _take_metrics(server, host, body, user):
     for name in METRIC_FIELDS:
         value = body.get(name)
         if p.is_number(value) and 0 <= value < INT32_LIMIT ** 2:
             setattr(host, name, value)
+    if "foreign_load" in body and host.foreign_load > 0:
+        host.foreign_load = max(0.0, host.foreign_load - _others_slots(server, host, user))
     now = server.now
     host.last_seen = now
     if host.status != UP:
-        host.status = UP
+        host.status, host.down_since = UP, None
+        server.state.changed = True
     server.state.writes.update_host(host.name, last_seen=now, status=UP,
                                     **{n: getattr(host, n) for n in METRIC_FIELDS if n != "nprocs"})
     server.sample_metrics(host, body)
 
 
+def _others_slots(server, host, user):
+    """Slots of other users' hq jobs on the host: the agent of `user` may not read their
+    processes' environment, so it counted them as outside load."""
+    state = server.state
+    return sum(state.attempts[key][1] for key in state.on_host.get(host.name, ())
+               if state.attempts[key][2] != user)
+
+
 def heartbeat(server, identity, body):
     user, host = _agent(server, identity)
-    _take_metrics(server, host, body)
+    _take_metrics(server, host, body, user)
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     server.state.reconcile(host, user, known, server.now, 2 * server.settings.heartbeat_s + 1)
     return {}

@@ -12,11 +12,14 @@ SMOOTHING = 0.2          # weight of the newest runtime in the running average
 
 
 class HostView:
-    """A host as the scheduler sees it, offering extra slots for jobs that wait at its agent."""
+    """A host as the scheduler sees it, offering extra slots for jobs that wait at its agent:
+    `extra` fewer slots in use (its size, `slots`, stays what it is, so no job fits that would
+    not fit the host)."""
 
     def __init__(self, host, extra):
         self.host = host
-        self.free_slots = max(0, host.slots + extra - host.slots_used)
+        self.slots_used = host.slots_used - extra
+        self.free_slots = max(0, host.slots - self.slots_used)
 
     def __getattr__(self, name):
         return getattr(self.host, name)

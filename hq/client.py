@@ -139,6 +139,9 @@ class Client:
 
     def _defaults(self, options):
         spec = {k: v for k, v in options.items() if v is not None}
+        after = spec.pop("after", None)
+        if after:
+            spec["depends_on"] = after if isinstance(after, str) else ",".join(map(str, after))
         out_dir = os.path.join(self.home, "output")
         spec["stdout"] = self._path(spec.get("stdout") or os.path.join(out_dir, "%j.out"))
         spec["stderr"] = self._path(spec.get("stderr") or os.path.join(out_dir, "%j.err"))
@@ -158,6 +161,14 @@ class Client:
             states = [states]
         return self.request(p.LIST, states=list(states or []), limit=limit, batch=batch)["jobs"]
 
+    def request_list(self, **fields):
+        """LIST with any of its fields (states, limit, batch, text)."""
+        return self.request(p.LIST, **fields)["jobs"]
+
+    def agents(self, action="list"):
+        """Your agents: action list (lss), start (invokeservers) or stop idle ones (cleanup)."""
+        return self.request(p.AGENTS, action=action)
+
     def details(self, ids=None, events=True):
         return self.request(p.DETAILS, ids=[int(i) for i in ids or []], events=events)["jobs"]
 
@@ -171,8 +182,8 @@ class Client:
     def release(self, ids):
         return self.request(p.RELEASE, ids=[int(i) for i in ids])
 
-    def admin(self, command, arg=""):
-        return self.request(p.ADMIN, command=command, arg=arg)
+    def admin(self, command, arg="", **fields):
+        return self.request(p.ADMIN, command=command, arg=arg, **fields)
 
     # -- waiting ----------------------------------------------------------------------------
     def as_completed(self, ids, timeout=None, progress=None, poll_s=0.02):

@@ -79,10 +79,14 @@ class Settings:
     agent_orphan_s: float = 600.0
     agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
+    requeue_grace_s: float = 10.0
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
     max_live_jobs_per_user: int = 50000
+    outside_load: bool = True
+    reserve_after_s: float = 300.0
+    placement_limit: int = 5000
     curve: bool = True
     server_key: str = ""
     ssh_unknown_host_keys: str = "reject"
@@ -140,6 +144,7 @@ def load_settings(etc=None):
         max_live_jobs_per_user=_get(p, path, "server", "max_live_jobs_per_user", int,
                                     d.max_live_jobs_per_user),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
+        requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
                                 d.metrics_interval_s),
         metrics_retention_s=_get(p, path, "server", "metrics_retention_s", float,
@@ -150,6 +155,9 @@ def load_settings(etc=None):
         connect_timeout_s=_get(p, path, "user-server", "connect_timeout_s", float,
                                d.connect_timeout_s),
         agent_orphan_s=_get(p, path, "agent", "orphan_s", float, d.agent_orphan_s),
+        outside_load=_get(p, path, "scheduler", "outside_load", bool, d.outside_load),
+        reserve_after_s=_get(p, path, "scheduler", "reserve_after_s", float, d.reserve_after_s),
+        placement_limit=_get(p, path, "scheduler", "placement_limit", int, d.placement_limit),
         agent_idle_s=_get(p, path, "agent", "idle_s", float, d.agent_idle_s),
         curve=_get(p, path, "security", "curve", bool, d.curve),
         server_key=_get(p, path, "security", "server_key", str, d.server_key),

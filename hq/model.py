@@ -37,7 +37,7 @@ def check_transition(old, new):
 JOB_OPTIONS = {
     "name": "", "cores": 1, "memory": 0, "priority": 0, "host_req": "", "group_req": "",
     "exclude_hosts": "", "stdout": "", "stderr": "", "logfile": "", "info_text": "",
-    "shell": "/bin/sh", "time_limit": 0, "retries": 1,
+    "shell": "/bin/sh", "time_limit": 0, "retries": 1, "depends_on": "", "reservation": "",
 }
 
 
@@ -63,6 +63,8 @@ class Job:
     shell: str = "/bin/sh"
     time_limit: int = 0
     retries: int = 1
+    depends_on: str = ""        # comma-separated job ids that must end `done` first
+    reservation: str = ""       # reservation code whose slots the job may use
     cwd: str = ""
     submitted: float = 0.0
     attempt: int = 0
@@ -88,6 +90,7 @@ class Host:
     max_slots: int = 0          # 0: use the reported cores
     groups: tuple = ()
     state: str = ACTIVE         # administrative: active / inactive
+    in_config: bool = True      # False once removed from cluster.tab: drains, gets no work
     status: str = UNKNOWN       # liveness: up / down / unknown
     cores: int = 0
     memory_total: int = 0
@@ -97,9 +100,14 @@ class Host:
     load15: float = 0.0
     cpu_percent: float = 0.0
     mem_available: int = 0
+    foreign_load: float = 0.0   # cores busy with processes outside hq jobs (agent-measured)
     last_seen: float = None
     status_reason: str = ""     # why the host is down or unreachable
+    down_since: float = None    # when it went silent; its jobs are requeued after a grace
     slots_used: int = 0
+    mem_reserved: int = 0       # memory asked for by the hq jobs placed here
+    reserved: dict = field(default_factory=dict)       # reservation code -> slots held back
+    reserved_used: dict = field(default_factory=dict)  # reservation code -> slots its jobs use
     agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
 
     @property

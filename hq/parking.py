@@ -6,6 +6,7 @@ import collections
 import logging
 
 from hq.model import HELD, PENDING, TERMINAL, Job
+from hq.state import dependencies
 
 log = logging.getLogger("hq.parking")
 
@@ -44,7 +45,7 @@ class Parking:
         self.loaded(jobs[:room])
         return jobs[:room]
 
-    def refill(self, skip_batches=()):
+    def refill(self, now, skip_batches=()):
         """Load parked jobs of users whose jobs in memory have run down to half the limit."""
         for user, first in list(self.parked.items()):
             room = self.limit - self.live[user]
@@ -55,29 +56,37 @@ class Parking:
                 del self.parked[user]
             else:
                 self.parked[user] = rows[-1]["id"] + 1
-            self.activate([r for r in rows if r["batch"] not in skip_batches])
+            self.activate([r for r in rows if r["batch"] not in skip_batches], now)
 
-    def unpark(self, user, ids):
+    def unpark(self, user, ids, now):
         """Load the parked jobs among `ids` now (a request is about to change them)."""
         first = self.parked.get(user)
         wanted = [i for i in ids if first is not None and i >= first
                   and i not in self.state.jobs]
         if wanted:
             self.activate([r for r in self.store.get_jobs(wanted, user)
-                           if r["state"] in WAITING])
+                           if r["state"] in WAITING], now)
 
-    def activate(self, rows):
+    def activate(self, rows, now):
+        """Make parked jobs live, as a restarted server does (dependencies included)."""
         state = self.state
         rows = [r for r in rows if r["id"] not in state.jobs]
+        if not rows:
+            return
         missing = {r["batch"] for r in rows} - set(state.envs)
         if missing:
             state.envs.update(self.store.batch_envs(missing))
         jobs = [job_from_row(r) for r in rows]
         for job in jobs:
             state.jobs[job.id] = job
-            if job.state == PENDING:
-                state.pending[job.id] = job
         self.loaded(jobs)
+        ended = {d for job in jobs for d in dependencies(job) if d not in state.jobs}
+        ended = {r["id"]: r["state"] for r in self.store.get_jobs(sorted(ended))} if ended else {}
+        for job in jobs:
+            state.watch_dependencies(job)
+        for job in jobs:
+            state.settle_dependencies(job, ended, now)
+        state.changed = True
 
     def cancel_batch(self, user, batch, now):
         """Cancel the parked jobs of a batch in the database (with this turn's commit)."""

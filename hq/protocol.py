@@ -29,6 +29,7 @@ RELEASE = b"RELEASE"
 ADMIN = b"ADMIN"
 PING = b"PING"
 HELLO = b"HELLO"          # user-server announces itself for its user
+AGENTS = b"AGENTS"        # list, start or stop the user's agents (lss, invokeservers, cleanup)
 UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be started on a host
 
 # Agent <-> server
@@ -38,10 +39,11 @@ BYE = b"BYE"              # agent -> server: idle, may I exit? (OK {bye: true|fa
 EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
 RUN = b"RUN"              # server -> agent: assignments
 KILL = b"KILL"            # server -> agent: job ids to kill
+STOP = b"STOP"            # server -> agent: exit (sent only to agents without jobs)
 SPAWN = b"SPAWN"          # server -> user-server: start agents on these hosts
 
 CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, ADMIN, PING,
-                          HELLO, UNREACHABLE})
+                          HELLO, UNREACHABLE, AGENTS})
 AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS, BYE})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
 

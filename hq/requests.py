@@ -5,19 +5,18 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 
 import logging
 import os
-import struct
 
-from zmq.utils import z85
-
-from hq import protocol as p
-from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_JOB, HQError
-from hq.jobview import event_json, iso, job_json
-from hq.model import ACTIVE, HELD, INACTIVE, PENDING, STATES, TERMINAL, UP
+from hq import admin, protocol as p
+from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
+from hq.jobview import event_json, job_json
+from hq.model import HELD, PENDING, STATES, TERMINAL, UP
 from hq.submissions import submit
 
 log = logging.getLogger("hq.requests")
 
-READ_ONLY_ADMIN = {"info", "status", "lscluster"}
+MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
+INT32_LIMIT = 1 << 31                 # INT columns
+SHORT_TEXT = 255                      # VARCHAR(255) columns
 
 
 def status(server, user, body):
@@ -33,9 +32,13 @@ def list_jobs(server, user, body):
     bad = [s for s in states if s not in STATES]
     if bad:
         raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
-    limit = p.field(body, "limit", int, 0)
+    limit = p.field(body, "limit", int, 0, check=lambda v: 0 <= v < INT32_LIMIT)
     batch = p.field(body, "batch", int, None)
-    rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
+    text = p.field(body, "text", str, "", check=lambda v: len(v) <= SHORT_TEXT and "\0" not in v)
+    if text:
+        rows = server.store.find_jobs(user, text, limit)
+    else:
+        rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
     rows.sort(key=lambda r: r["id"])
     return {"jobs": [job_json(r) for r in rows]}
 
@@ -52,6 +55,8 @@ def details(server, user, body):
         if missing:
             raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
     jobs = [job_json(r) for r in rows]
+    if len(jobs) <= MAX_REASONS:
+        live_reasons(server, jobs)
     if p.field(body, "events", bool, True) and len(jobs) <= 1000:
         events = {}
         for e in server.store.job_events([j["id"] for j in jobs]):
@@ -60,6 +65,17 @@ def details(server, user, body):
             j["events"] = events.get(j["id"], [])
             j["attempts"] = attempts_of(j["events"])
     return {"jobs": jobs}
+
+
+def live_reasons(server, jobs):
+    """Fill in why each held or pending job waits, from the server's live state."""
+    for j in jobs:
+        live = server.state.jobs.get(j["id"])
+        if live is not None and live.state in (HELD, PENDING):
+            j["reason"] = server.state.waiting_reason(live, server.settings.outside_load)
+            reserved = server.state.reservations.get(live.id)
+            if reserved:
+                j["reserved_host"] = reserved
 
 
 def attempts_of(events):
@@ -121,6 +137,7 @@ def cancel(server, user, body):
 
 
 
+
 def hold(server, user, body):
     return _change_jobs(server, user, p.int_list(body, "ids"), "hold")
 
@@ -130,7 +147,7 @@ def release(server, user, body):
 
 
 def _change_jobs(server, user, ids, action):
-    server.parking.unpark(user, ids)
+    server.parking.unpark(user, ids, server.now)
     rows = {r["id"]: r for r in server.store.get_jobs(ids, user)}
     missing = [i for i in ids if i not in rows and not _live_of(server, i, user)]
     if missing:
@@ -173,100 +190,28 @@ def unreachable(server, user, body):
     return {}
 
 
-def admin(server, user, body):
-    command = p.field(body, "command", str)
-    arg = p.field(body, "arg", str, "")
-    if command not in READ_ONLY_ADMIN and "ADMIN" not in server.state.users[user]["roles"]:
-        raise HQError(PERMISSION_DENIED, f"'{command}' needs the ADMIN role; user {user} lacks it")
-    if command == "adduser":
-        return _adduser(server, arg, p.field(body, "key", str))
-    handler = ADMIN_COMMANDS.get(command)
-    if handler is None:
-        raise HQError(BAD_REQUEST, f"unknown admin command {command!r}")
-    return handler(server, arg)
-
-
-def _adduser(server, name, key):
-    """Register `key` (z85 CURVE public key) for user `name` (added with USER if unknown)."""
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
-        raise HQError(BAD_REQUEST, f"bad user name {name[:64]!r}")
-    if len(key) != 40 or not _is_z85(key):
-        raise HQError(BAD_REQUEST, "key must be a 40-character z85 CURVE public key")
-    server.store.set_user_key(name, key)
-    info = server.state.users.setdefault(name, {"roles": {"USER"}, "enabled": True})
-    info["key"] = key
-    server.refresh_keys()
-    log.info("user %s registered with key %s...", name, key[:8])
-    return {"user": name, "key": key, "roles": sorted(info["roles"])}
-
-
-def _is_z85(text):
-    try:
-        return len(z85.decode(text.encode("ascii"))) == 32
-    except (ValueError, UnicodeEncodeError, KeyError, IndexError, struct.error):
-        return False
-
-
-def _info(server, arg):
+def agents(server, user, body):
+    """lss (list), invokeservers (start on every active host), cleanup (stop idle agents)."""
+    action = p.field(body, "action", str, "list")
     state = server.state
-    return {"server": server.address, "pid": os.getpid(), "database": server.store.describe(),
-            "cluster": ACTIVE if state.cluster_active else INACTIVE,
-            "hosts": len(state.hosts), "users": len(state.users),
-            "live_jobs": len(state.jobs), "pending_jobs": len(state.pending),
-            "started": server.started}
+    mine = sorted((h for h in state.hosts.values() if user in h.agents), key=lambda h: h.name)
+    busy = {name for name, held in state.on_host.items()
+            if any(state.attempts[key][2] == user for key in held)}
+    if action == "list":
+        return {"agents": [{"host": h.name, "status": h.status, "state": h.state,
+                            "busy": h.name in busy} for h in mine]}
+    if action == "start":
+        return {"asked": server.request_agents(only_user=user, force=True)}
+    if action == "stop":
+        stopped = [h.name for h in mine if h.name not in busy]
+        for name in stopped:
+            server.stop_agent(state.hosts[name], user)
+        return {"stopped": stopped, "busy": sorted(h.name for h in mine if h.name in busy)}
+    raise HQError(BAD_REQUEST, f"unknown agents action {action!r}: list, start or stop")
 
-
-def _status(server, arg):
-    counts = server.store.count_states()
-    info = _info(server, arg)
-    info["counts"] = {s: counts.get(s, 0) for s in STATES}
-    return info
-
-
-def _lscluster(server, arg):
-    now = server.now
-    hosts = []
-    for h in sorted(server.state.hosts.values(), key=lambda h: h.name):
-        hosts.append({
-            "name": h.name, "address": h.address, "state": h.state, "status": h.status,
-            "cores": h.cores, "slots_used": h.slots_used, "max_slots": h.slots,
-            "groups": list(h.groups), "load1": h.load1, "mem_available": h.mem_available,
-            "memory_total": h.memory_total, "os": h.os, "agents": sorted(h.agents),
-            "heartbeat_age": round(now - h.last_seen, 1) if h.last_seen else None,
-            "last_seen": iso(h.last_seen), "status_reason": h.status_reason})
-    return {"cluster": ACTIVE if server.state.cluster_active else INACTIVE, "hosts": hosts}
-
-
-def _host_state(state):
-    def change(server, name):
-        host = server.state.hosts.get(name)
-        if host is None:
-            raise HQError(UNKNOWN_HOST, f"no host {name!r} in the cluster")
-        server.state.set_host_state(host, state)
-        return {"host": name, "state": state}
-    return change
-
-
-def _cluster_state(state):
-    def change(server, arg):
-        server.state.set_cluster_state(state)
-        return {"cluster": state}
-    return change
-
-
-def _shutdown(server, arg):
-    server.running = False
-    return {"shutdown": True}
-
-
-ADMIN_COMMANDS = {
-    "info": _info, "status": _status, "lscluster": _lscluster,
-    "activatehost": _host_state(ACTIVE), "deactivatehost": _host_state(INACTIVE),
-    "activate": _cluster_state(ACTIVE), "deactivate": _cluster_state(INACTIVE),
-    "shutdown": _shutdown,
-}
 
 USER_REQUESTS = {
-    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs, p.DETAILS: details,
-    p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin,
+    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs,
+    p.DETAILS: details, p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
+    p.AGENTS: agents,
 }

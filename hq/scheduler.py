@@ -1,15 +1,103 @@
-"""Placement: pending jobs x hosts -> assignments. A pure function: no sockets, database or clock.
-
-Order: higher priority first, then the user with fewer slots in use (fair share), then job id.
-"""
+"""Placement: pending jobs x hosts -> assignments, a pure function (no sockets, database or
+clock); see "Scheduling" in docs/architecture.md for the queues, order and reservations."""
 
 import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 from hq.model import ACTIVE, UP
 
+RESERVE_AFTER_S = 300.0
 
-def host_fits(job, host, user):
-    """Whether `host` could ever take `job` (ignoring slots in use right now)."""
+
+def job_shape(job):
+    """What a job demands of a host: jobs with equal shapes fit the same hosts."""
+    return (job.cores, job.memory, job.host_req, job.group_req, job.exclude_hosts,
+            job.reservation)
+
+
+class JobQueue:
+    """Pending jobs of one (priority, user, shape), kept in job id order."""
+    __slots__ = ("key", "jobs", "in_order")
+
+    def __init__(self, key):
+        self.key = key
+        self.jobs = OrderedDict()       # id -> job; O(1) removal anywhere, O(1) head
+        self.in_order = True
+
+    def add(self, job):
+        if self.jobs and job.id < next(reversed(self.jobs)):
+            self.in_order = False       # a requeued or released older job: sorted lazily
+        self.jobs[job.id] = job
+
+    def ordered(self):
+        """An iterator over the jobs in id order (does not change the queue)."""
+        return iter(self.jobs.values()) if self.in_order else \
+            iter(sorted(self.jobs.values(), key=lambda j: j.id))
+
+    def tidy(self):
+        if not self.in_order:
+            self.jobs = OrderedDict(sorted(self.jobs.items()))
+            self.in_order = True
+
+
+class PendingIndex:
+    """The pending jobs, grouped into queues by (priority, user, shape)."""
+
+    def __init__(self):
+        self.queues = {}                # (priority, user, shape) -> JobQueue
+        self.key_of = {}                # job id -> queue key
+
+    def add(self, job):
+        key = (job.priority, job.user, job_shape(job))
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = JobQueue(key)
+        queue.add(job)
+        self.key_of[job.id] = key
+
+    def remove(self, job_id):
+        """Take a job out; returns it, or None when it was not pending."""
+        key = self.key_of.pop(job_id, None)
+        if key is None:
+            return None
+        queue = self.queues[key]
+        job = queue.jobs.pop(job_id)
+        if not queue.jobs:
+            del self.queues[key]
+        return job
+
+    def get(self, job_id):
+        key = self.key_of.get(job_id)
+        return None if key is None else self.queues[key].jobs[job_id]
+
+    def tidy(self):
+        """Restore id order in queues that took an older job (call between passes)."""
+        for queue in self.queues.values():
+            queue.tidy()
+
+    def users(self):
+        return {key[1] for key in self.queues}
+
+    def ahead_of(self, job):
+        """Pending jobs of a higher priority than `job` (cost: one step per queue)."""
+        return sum(len(q.jobs) for key, q in self.queues.items() if key[0] > job.priority)
+
+    def values(self):
+        for queue in self.queues.values():
+            yield from queue.jobs.values()
+
+    def __len__(self):
+        return len(self.key_of)
+
+    def __contains__(self, job_id):
+        return job_id in self.key_of
+
+
+# -- hosts -------------------------------------------------------------------------------------
+def host_fits(job, host, user=None):
+    """Whether `host` could ever take `job` (ignoring slots in use right now); with `user`, also
+    whether that user has an agent there."""
     if job.host_req and host.name != job.host_req:
         return False
     if job.group_req and job.group_req not in host.groups:
@@ -20,61 +108,240 @@ def host_fits(job, host, user):
         return False
     if job.memory and host.memory_total and job.memory > host.memory_total:
         return False
-    return user in host.agents if user is not None else True
+    return user is None or user in host.agents
 
 
 def can_ever_run(job, hosts):
-    return any(host_fits(job, h, None) for h in hosts if h.slots)
+    return any(host_fits(job, h) for h in hosts if h.slots)
 
 
-def _order(pending_jobs, user_slots):
-    """Jobs in placement order: priority, then fair share (re-evaluated as slots are given)."""
-    by_priority = {}
-    for job in pending_jobs:
-        by_priority.setdefault(job.priority, {}).setdefault(job.user, []).append(job)
-    for priority in sorted(by_priority, reverse=True):
-        queues = by_priority[priority]
-        heap = []
-        for user, jobs in queues.items():
-            jobs.sort(key=lambda j: j.id)
-            heapq.heappush(heap, (user_slots.get(user, 0), jobs[0].id, user, 0))
-        while heap:
-            used, _, user, index = heapq.heappop(heap)
-            job = queues[user][index]
-            placed = yield job
-            if placed:
-                used += job.cores
-                user_slots[user] = used
-            if index + 1 < len(queues[user]):
-                heapq.heappush(heap, (used, queues[user][index + 1].id, user, index + 1))
+def usable(host):
+    return host.state == ACTIVE and host.status == UP and host.in_config and bool(host.agents)
 
 
-def place(pending_jobs, hosts, user_slots=None, cluster_active=True):
-    """Assignments [(job, host_name)] for jobs that fit now. Does not modify its inputs."""
-    if not cluster_active:
-        return []
-    usable = [h for h in hosts if h.state == ACTIVE and h.status == UP and h.agents]
-    free = {h.name: h.free_slots for h in usable}
-    mem = {h.name: h.mem_available for h in usable}
-    total_free = sum(free.values())
-    user_slots = dict(user_slots or {})
-    assignments = []
-    order = _order(pending_jobs, user_slots)
-    job = next(order, None)
-    while job is not None and total_free > 0:
+def held_back(host):
+    """Reserved slots (hq-reservation) that no job of their code uses yet."""
+    return sum(max(0, slots - host.reserved_used.get(code, 0))
+               for code, slots in host.reserved.items()) if host.reserved else 0
+
+
+def offer(host, outside_load=True, reserved=True):
+    """Slots a host offers now: max slots minus slots in use, minus the cores busy with work
+    from outside hq beyond the cores hq does not claim (max slots below the core count), minus
+    unused reserved slots (kept for jobs of their code) unless `reserved` is False."""
+    free = host.slots - host.slots_used - (held_back(host) if reserved else 0)
+    if outside_load and host.cores and host.foreign_load > 0:
+        spare = max(0, host.cores - host.slots)
+        free -= max(0, int(host.foreign_load - spare + 0.5))
+    return max(0, free)
+
+
+def memory_free(host):
+    """Memory a new job may claim: reported available, and never more than the total minus
+    what hq jobs placed there asked for (the report lags behind a just-started job)."""
+    if not host.memory_total:
+        return 1 << 62
+    return max(0, min(host.mem_available or host.memory_total,
+                      host.memory_total - host.mem_reserved))
+
+
+class HostPool:
+    """Free slots and memory of usable hosts during one pass, in buckets by free slots."""
+
+    def __init__(self, hosts, reserved, outside_load):
+        self.hosts = {h.name: h for h in hosts if usable(h)}
+        self.base = {name: offer(h, outside_load, False) for name, h in self.hosts.items()}
+        self.held = {name: held_back(h) for name, h in self.hosts.items()}
+        self.free = {name: max(0, self.base[name] - self.held[name]) for name in self.hosts}
+        self.code_free = {(name, code): max(0, slots - h.reserved_used.get(code, 0))
+                          for name, h in self.hosts.items() for code, slots in h.reserved.items()}
+        self.memory = {name: memory_free(h) for name, h in self.hosts.items()}
+        self.reserved = reserved           # host name -> job id holding it
+        self.reserving_users = set()       # users with a job holding a host
+        self.total_free = sum(self.free.values()) + sum(self.code_free.values())
+        self.scopes = {}                   # None (all) or group -> [ {name: None} per free count ]
+        self.top = max(self.free.values(), default=0)
+
+    def _buckets(self, scope):
+        buckets = self.scopes.get(scope)
+        if buckets is None:
+            buckets = [dict() for _ in range(self.top + 1)]
+            for name in sorted(self.hosts):
+                if scope is None or scope in self.hosts[name].groups:
+                    buckets[self.free[name]][name] = None
+            self.scopes[scope] = buckets
+        return buckets
+
+    def _ok(self, job, name):
+        host = self.hosts[name]
+        holder = self.reserved.get(name)
+        return ((holder is None or holder == job.id) and self.free[name] >= job.cores
+                and (not job.memory or self.memory[name] >= job.memory)
+                and host_fits(job, host, job.user))
+
+    def _code_ok(self, job, name):
+        return (self.code_free.get((name, job.reservation), 0) >= job.cores
+                and self.base[name] >= job.cores
+                and (not job.memory or self.memory[name] >= job.memory)
+                and host_fits(job, self.hosts[name], job.user))
+
+    def find(self, job, reserved_host=None):
+        """The best host for `job` now, or None."""
+        if job.reservation:         # only the slots of its reservation, fullest host first
+            fits = [n for n in sorted(self.hosts) if (n, job.reservation) in self.code_free
+                    and self._code_ok(job, n)]
+            return min(fits, key=lambda n: self.code_free[(n, job.reservation)], default=None)
+        if reserved_host is not None and reserved_host in self.hosts \
+                and self._ok(job, reserved_host):
+            return reserved_host
+        if job.host_req:
+            return job.host_req if job.host_req in self.hosts and self._ok(job, job.host_req) \
+                else None
+        buckets = self._buckets(job.group_req or None)
+        for count in range(job.cores, self.top + 1):
+            for name in buckets[count]:
+                if self._ok(job, name):
+                    return name
+        return None
+
+    def reserve(self, job, reservations):
+        """Hold for a wide job that waited too long the host that could take it with the
+        most free slots now (it fills up soonest): nothing else starts there meanwhile.
+        One reservation per user, and at most a tenth of the hosts, so reserved hosts stay few
+        (a user's next wide job gets its host once the first one runs)."""
+        if job.user in self.reserving_users or len(reservations) >= max(1, len(self.hosts) // 10):
+            return
         best = None
-        for h in usable:
-            if free[h.name] >= job.cores and host_fits(job, h, job.user) and (
-                    not job.memory or mem[h.name] >= job.memory):
-                if best is None or free[h.name] > free[best.name]:
-                    best = h
+        for name, host in self.hosts.items():
+            if name not in self.reserved and host_fits(job, host, job.user) and (
+                    best is None or (self.free[name], name) > (self.free[best], best)):
+                best = name
         if best is not None:
-            free[best.name] -= job.cores
-            mem[best.name] -= job.memory
-            total_free -= job.cores
-            assignments.append((job, best.name))
-        try:
-            job = order.send(best is not None)
-        except StopIteration:
-            job = None
-    return assignments
+            self.reserved[best] = job.id
+            self.reserving_users.add(job.user)
+            reservations[job.id] = best
+
+    def take(self, job, name):
+        old = self.free[name]
+        self.base[name] -= job.cores
+        if job.reservation:
+            self.code_free[(name, job.reservation)] -= job.cores
+            self.held[name] -= job.cores
+        new = max(0, self.base[name] - self.held[name])
+        self.free[name] = new
+        self.memory[name] -= job.memory
+        self.total_free -= job.cores + old - new if job.reservation else job.cores
+        if new == old:
+            return
+        host = self.hosts[name]
+        for scope, buckets in self.scopes.items():
+            if scope is None or scope in host.groups:
+                del buckets[old][name]
+                buckets[new][name] = None
+
+
+@dataclass
+class Placement:
+    """The outcome of one pass."""
+    assignments: list = field(default_factory=list)   # [(job, host name)]
+    reservations: dict = field(default_factory=dict)  # job id -> host name held for it
+    examined: int = 0                                 # jobs looked at (placed or not)
+
+
+def place(index, hosts, user_slots=None, now=0.0, reservations=None, disabled_users=(),
+          cluster_active=True, reserve_after_s=RESERVE_AFTER_S, outside_load=True, limit=None):
+    """One placement pass. Does not modify its inputs; the caller dispatches the assignments
+    and keeps `reservations` for the next pass."""
+    hosts = list(hosts)
+    reservations = {j: h for j, h in (reservations or {}).items()
+                    if j in index and index.get(j).user not in disabled_users}
+    result = Placement(reservations=reservations)
+    if not cluster_active or not len(index):
+        return result
+    pool = HostPool(hosts, {h: j for j, h in reservations.items()}, outside_load)
+    pool.reserving_users = {index.get(j).user for j in reservations}
+    used = dict(user_slots or {})
+    overdue = now - reserve_after_s
+    levels = {}
+    for key, queue in index.queues.items():
+        if key[1] not in disabled_users:
+            levels.setdefault(key[0], []).append(queue)
+    for priority in sorted(levels, reverse=True):
+        if pool.total_free <= 0 or (limit and len(result.assignments) >= limit):
+            break
+        _place_level(levels[priority], pool, used, result, overdue, limit)
+    for job, _ in result.assignments:
+        reservations.pop(job.id, None)
+    return result
+
+
+def _place_level(queues, pool, used, result, overdue, limit):
+    """Fair share among the users' queues of one priority: the user with fewer slots in use
+    goes next; a queue whose head finds no host sits out the rest of the pass."""
+    heap, cursors = [], {}
+    for queue in queues:
+        jobs = queue.ordered()
+        head = next(jobs)
+        cursors[queue.key] = (jobs, head)
+        heap.append((used.get(queue.key[1], 0), head.id, queue.key))
+    heapq.heapify(heap)
+    while heap and pool.total_free > 0 and not (limit and len(result.assignments) >= limit):
+        slots, head_id, key = heapq.heappop(heap)
+        user = key[1]
+        if slots != used.get(user, 0):            # the user got slots since: re-queue
+            heapq.heappush(heap, (used.get(user, 0), head_id, key))
+            continue
+        jobs, job = cursors[key]
+        result.examined += 1
+        name = pool.find(job, result.reservations.get(job.id))
+        if name is None:
+            if job.cores > 1 and job.submitted <= overdue and job.id not in result.reservations:
+                pool.reserve(job, result.reservations)
+            continue
+        pool.take(job, name)
+        result.assignments.append((job, name))
+        used[user] = used.get(user, 0) + job.cores
+        following = next(jobs, None)
+        if following is not None:
+            cursors[key] = (jobs, following)
+            heapq.heappush(heap, (used[user], following.id, key))
+
+
+
+# -- why a job waits ------------------------------------------------------------------------
+def explain(job, hosts, index, reservations, outside_load=True):
+    """Why a pending job (free of held/dependency/user/cluster reasons) is not running now."""
+    hosts = list(hosts)
+    fitting = [h for h in hosts if host_fits(job, h) and h.in_config]
+    if not fitting:
+        return "no host fits"
+    active = [h for h in fitting if h.state == ACTIVE and h.status == UP]
+    if not active:
+        names = ", ".join(sorted(h.name for h in fitting)[:5])
+        return f"host inactive: every host that fits is inactive or down ({names})"
+    with_agent = [h for h in active if job.user in h.agents]
+    if not with_agent:
+        return "starting agents: no agent of yours runs on a host that fits yet"
+    if job.reservation:
+        room = [max(0, h.reserved.get(job.reservation, 0)
+                    - h.reserved_used.get(job.reservation, 0)) for h in with_agent]
+        if not any(job.reservation in h.reserved for h in hosts):
+            return f"no host fits: reservation {job.reservation} no longer exists"
+        return (f"resources: reservation {job.reservation} has {max(room, default=0)} free "
+                f"slots on one host, the job needs {job.cores}")
+    mine = reservations.get(job.id)
+    if mine:
+        return f"resources: host {mine} is reserved for this job until {job.cores} slots free"
+    held = {h: j for j, h in reservations.items()}
+    free = [h for h in with_agent if offer(h, outside_load) >= job.cores
+            and (not job.memory or memory_free(h) >= job.memory)]
+    if free and all(h.name in held for h in free):
+        return f"resources: host {free[0].name} is reserved for job {held[free[0].name]}"
+    ahead = index.ahead_of(job)
+    if ahead:
+        return f"priority: {ahead} pending jobs have a higher priority"
+    if free:
+        return "priority: jobs ahead of it in fair-share order take the free slots"
+    most = max(offer(h, outside_load) for h in with_agent)
+    want = f"{job.cores} slots" + (f" and {job.memory >> 20} MB" if job.memory else "")
+    return f"resources: needs {want}; hosts that fit have at most {most} free"

@@ -25,10 +25,11 @@ import zmq
 
 from hq import agentlink, config, protocol as p, requests, security
 from hq.ahead import Ahead
-from hq.parking import Parking, after_load
-from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, UNKNOWN_USER, HQError)
-from hq.model import ACTIVE, UP
+from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
+                       HQError)
+from hq.model import ACTIVE, UNKNOWN, UP
 from hq.scheduler import place
+from hq.parking import Parking, after_load
 from hq.state import ClusterState, job_path
 from hq.store import open_store
 from hq.store.writes import Writes
@@ -37,6 +38,7 @@ log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
+PRUNE_EVERY_S = 60.0
 ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
 DEFERRED = object()
 
@@ -55,21 +57,22 @@ class Server:
         self.staged_writes = Writes()
         self.broken_batches = set()     # batches whose later chunks are refused (error, cancel)
         self.cancelled_batches = set()  # batches cancelled as a whole
+        self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
+        self.parking = Parking(self.state, store, max(1, settings.max_live_jobs_per_user))
+        self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
+        self.ticks = 0
         self.current = None         # (identity, req) of the message being handled
         self.peer_user = None       # user of the CURVE key the current message came with
         self.user_servers = {}      # user -> routing identity of that user's user-server
         self.spawn_asked = {}       # (user, host) -> time of the last SPAWN
         self.last_sample = {}       # host -> time of the last host_metrics row
+        self.largest_pass = 0       # most jobs placed by one scheduling pass
+        self.next_prune = 0.0       # next deletion of host_metrics rows past their retention
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
-        self.unplaceable = None     # what the scheduler last saw when it left slots free
-        self.ahead = Ahead()        # short jobs may wait at agents: see hq/ahead.py
-        self.parking = Parking(self.state, store, max(1, settings.max_live_jobs_per_user))
-        self.ticks = 0
-        self.env_texts = {}         # batch -> its environment as JSON text (see env_json)
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.next_export = 0.0
         self.context = zmq.Context.instance()
@@ -126,10 +129,13 @@ class Server:
             self.handle(frames)
         else:
             self.again = True
-        if self.now >= self.next_tick:
+        ticked = self.now >= self.next_tick
+        if ticked:
             self.tick()
             self.next_tick = self.now + TICK_S
-        self.schedule()
+        if self.state.changed or ticked:     # the tick also catches changed host metrics
+            self.state.changed = False
+            self.schedule()
         self.commit()
 
     # -- messages ----------------------------------------------------------------------------
@@ -160,6 +166,9 @@ class Server:
         if kind in (p.OK, p.ERROR):
             return None
         user = self.check_user(body)
+        if kind == p.SUBMIT and not self.state.users[user]["enabled"]:
+            raise HQError(PERMISSION_DENIED, f"user {user!r} is disabled: no new jobs "
+                          "(an admin can 'hq-admin enableuser:NAME')")
         if kind == p.PING:
             return {"pong": True}
         if kind == p.HELLO:
@@ -180,8 +189,6 @@ class Server:
         known = self.state.users.get(user)
         if known is None:
             raise HQError(UNKNOWN_USER, f"user {user!r} is not registered in etc/users")
-        if not known["enabled"]:
-            raise HQError(UNKNOWN_USER, f"user {user!r} is disabled")
         return user
 
     def send(self, identity, frames):
@@ -193,10 +200,12 @@ class Server:
             return False
 
     # -- submissions -------------------------------------------------------------------------
-    def stage_submission(self, user, specs, env, cwd, hold, batch=None):
+    def stage_submission(self, user, specs, env, cwd, hold, ended=None, batch=None):
+        """Stage a chunk (of `batch`, else of a new batch); `ended` maps dependencies that are
+        no longer live to their states."""
         batch, jobs = self.state.stage_batch(self.staged_writes, user, specs, env, cwd, self.now,
                                              hold, batch)
-        self.staged.append((self.current, batch, env, jobs))
+        self.staged.append((self.current, batch, env, jobs, ended or {}))
         return DEFERRED
 
     def cancel_job(self, job):
@@ -209,30 +218,50 @@ class Server:
 
     # -- scheduling --------------------------------------------------------------------------
     def schedule(self):
-        """Place pending jobs on free slots. The scheduler sees only the head of each user's
-        queue (as many jobs as there are free slots, more when some of them do not fit), and
-        is not called again while nothing has changed since it left slots free."""
         state = self.state
-        if not state.pending or not state.cluster_active:
+        if not len(state.pending) or not state.cluster_active:
             return
-        hosts = self.ahead.views(h for h in state.hosts.values()
-                                 if h.state == ACTIVE and h.status == UP and h.agents)
-        free = sum(h.free_slots for h in hosts)
-        if not free:
-            return
-        news = (state.pending.additions, free, len(hosts), sum(len(h.agents) for h in hosts),
-                sum(h.mem_available for h in hosts))
-        if news == self.unplaceable:
-            return
-        count = free
-        while True:
-            candidates = state.pending.head(count)
-            assignments = place(candidates, hosts, state.user_slots)
-            if len(assignments) >= free or len(candidates) >= len(state.pending):
-                break
-            count *= 4
-        self.unplaceable = news if len(assignments) < free else None
-        self.send_runs(assignments)
+        state.pending.tidy()
+        disabled = {name for name, user in state.users.items() if not user["enabled"]}
+        settings = self.settings
+        result = place(state.pending, state.hosts.values(), state.user_slots, self.now,
+                       state.reservations, disabled, reserve_after_s=settings.reserve_after_s,
+                       outside_load=settings.outside_load, limit=settings.placement_limit)
+        for job_id, host_name in result.reservations.items():
+            if state.reservations.get(job_id) != host_name:
+                log.info("job %s waited %.0fs: host %s reserved for it", job_id,
+                         self.now - state.jobs[job_id].submitted, host_name)
+                state.writes.event(job_id, self.now, "reserved", 0, host_name,
+                                   f"host {host_name} reserved for this job")
+        state.reservations = result.reservations
+        self.largest_pass = max(self.largest_pass, len(result.assignments))
+        if settings.placement_limit and len(result.assignments) >= settings.placement_limit:
+            state.changed = True                # more may fit: another pass next turn
+        self.send_runs(result.assignments)
+        if len(state.pending):
+            self.send_runs(self.schedule_ahead(disabled))
+
+    def schedule_ahead(self, disabled):
+        """A second pass over hosts whose jobs are short, seen with extra slots (hq/ahead.py);
+        of its assignments only jobs of a batch that already runs on the host are kept, so
+        jobs ahead are the next of the same stream and no priority or user is passed over."""
+        state = self.state
+        views = self.ahead.views(state.hosts.values())
+        if all(view is host for view, host in zip(views, state.hosts.values())):
+            return []
+        settings = self.settings
+        result = place(state.pending, views, state.user_slots, self.now, state.reservations,
+                       disabled, reserve_after_s=settings.reserve_after_s,
+                       outside_load=settings.outside_load, limit=settings.placement_limit)
+        batches = {}
+        kept = []
+        for job, host_name in result.assignments:
+            if host_name not in batches:
+                batches[host_name] = {state.jobs[key[0]].batch for key in
+                                      state.on_host.get(host_name, ()) if key[0] in state.jobs}
+            if job.batch in batches[host_name]:
+                kept.append((job, host_name))
+        return kept
 
     def send_runs(self, assignments):
         state = self.state
@@ -263,26 +292,34 @@ class Server:
         for host in state.hosts.values():
             if host.status == UP and (host.last_seen or 0) < silent:
                 state.host_lost(host, self.now, f"silent since {time.ctime(host.last_seen or 0)}")
+                for user in state.users_on(host.name):   # a crashed agent: restart it now
+                    self.request_agents(only_user=user, force=True)
+        state.requeue_lost(self.now, self.settings.requeue_grace_s)
         self.request_agents()
-        self.parking.refill(self.cancelled_batches)
+        self.parking.refill(self.now, self.cancelled_batches)
         self.ticks += 1
         if self.ticks % ENV_PRUNE_TICKS == 0:
             state.prune_envs()
             self.env_texts = {b: t for b, t in self.env_texts.items() if b in state.envs}
+        if self.now >= self.next_prune:
+            self.next_prune = self.now + PRUNE_EVERY_S
+            state.writes.prune_metrics_before = self.now - self.settings.metrics_retention_s
         if self.exporter is not None and self.now >= self.next_export:
             self.exporter.refresh(state)
             self.next_export = self.now + 2.0
 
-    def request_agents(self):
-        """Ask users' user-servers to start agents on active hosts where their jobs could run."""
-        for user in self.state.pending.users():
+    def request_agents(self, only_user=None, force=False):
+        """Ask users' user-servers to start agents on active hosts where their jobs could run
+        (users with pending jobs, or `only_user`); returns the host names asked for."""
+        asked_for = []
+        for user in [only_user] if only_user else self.state.pending.users():
             identity = self.user_servers.get(user)
             if identity is None:
                 continue
             hosts = [h for h in self.state.hosts.values()
-                     if h.state == ACTIVE and user not in h.agents
-                     and self.now - self.spawn_asked.get((user, h.name), 0)
-                     >= self.settings.spawn_retry_s]
+                     if h.state == ACTIVE and h.in_config and user not in h.agents
+                     and (force or self.now - self.spawn_asked.get((user, h.name), 0)
+                          >= self.settings.spawn_retry_s)]
             if not hosts:
                 continue
             body = {"hosts": [{"name": h.name, "address": h.address} for h in hosts]}
@@ -293,6 +330,21 @@ class Server:
                      ", ".join(h.name for h in hosts))
             for h in hosts:
                 self.spawn_asked[(user, h.name)] = self.now
+            asked_for += [h.name for h in hosts]
+        return asked_for
+
+    def stop_agent(self, host, user):
+        """Tell a user's idle agent to exit and forget it (cleanup)."""
+        identity = host.agents.pop(user, None)
+        if identity is None:
+            return
+        self.state.agents.pop(identity, None)
+        self.state.changed = True
+        self.outbox.append((identity, p.encode(p.STOP, {})))
+        if not host.agents:
+            host.status = UNKNOWN
+            self.state.writes.update_host(host.name, status=UNKNOWN, status_reason="agents stopped")
+        log.info("agent of %s on %s asked to stop", user, host.name)
 
     def sample_metrics(self, host, body):
         if self.now - self.last_sample.get(host.name, 0) < self.settings.metrics_interval_s:
@@ -301,7 +353,8 @@ class Server:
         nprocs = body.get("nprocs")
         self.state.writes.metrics.append((host.name, self.now, host.load1, host.load5,
                                           host.load15, host.cpu_percent, host.mem_available,
-                                          nprocs if p.is_int(nprocs, 0, 1 << 31) else None))
+                                          nprocs if p.is_int(nprocs, 0, 1 << 31) else None,
+                                          host.foreign_load))
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
@@ -316,9 +369,9 @@ class Server:
             log.info("database back: pending changes committed")
         self.db_backoff, self.db_error = 0.1, None
         self.state.writes, self.staged_writes = Writes(), Writes()
-        for (identity, req), batch, env, jobs in self.staged:
+        for (identity, req), batch, env, jobs, ended in self.staged:
             admitted = self.parking.admit(jobs)
-            self.state.activate(batch, env, admitted)
+            self.state.activate(batch, env, admitted, ended, self.now)
             self.outbox.append((identity, p.ok(req, ids=[j.id for j in jobs], batch=batch)))
             log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", batch, jobs[0].user,
                      len(jobs), jobs[0].id, jobs[-1].id)
@@ -329,6 +382,7 @@ class Server:
                     self.parking.cancel_batch(jobs[0].user, batch, self.now)
         self.again = self.again or bool(self.staged)
         self.staged = []
+        self.state.just_ended.clear()
         outbox, self.outbox = self.outbox, []
         for identity, frames in outbox:
             self.send(identity, frames)
@@ -336,7 +390,7 @@ class Server:
     def database_failed(self, exc):
         """Refuse this turn's submissions; keep every other change to retry with backoff."""
         log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
-        for (identity, req), batch, _, jobs in self.staged:
+        for (identity, req), batch, *_ in self.staged:
             self.broken_batches.add(batch)
             self.send(identity, p.error(req, DATABASE_ERROR,
                                         f"submission not accepted: {exc.message}"))
@@ -349,9 +403,9 @@ class Server:
 def run_spec(job):
     return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
             "cwd": job.cwd, "stdout": job_path(job, "stdout"), "stderr": job_path(job, "stderr"),
-            "logfile": job_path(job, "logfile"),
-            "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
-            "name": job.name, "host": job.host, "entry": job.entry}
+            "logfile": job_path(job, "logfile"), "cores": job.cores,
+            "time_limit": job.time_limit, "batch": job.batch, "name": job.name,
+            "host": job.host, "entry": job.entry}
 
 
 def start_exporter(server, port):

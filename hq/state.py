@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
-from hq.pending import PendingJobs
+from hq.scheduler import PendingIndex, explain
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.state")
@@ -22,11 +22,17 @@ QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
 class ClusterState:
     def __init__(self):
         self.jobs = {}                 # live (non-terminal) jobs by id
-        self.pending = PendingJobs()   # id -> job, the pending subset (scheduler input)
+        self.pending = PendingIndex()  # pending jobs free to run (scheduler input)
+        self.deps_left = {}            # job id -> ids of live jobs it waits for (--after)
+        self.waiters = defaultdict(set)  # job id -> ids of jobs waiting for it to end
+        self.just_ended = {}           # job id -> terminal state, for waiters not yet live
+        self.reservations = {}         # job id -> host reserved for it (scheduler output)
+        self.changed = True            # something that may allow a placement happened
+        self.slot_reservations = {}    # code -> {"user", "created", "hosts": {host: slots}}
         self.hosts = {}                # name -> Host
         self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
-        self.attempts = {}             # (job id, attempt) -> (host, cores, user): slots held
+        self.attempts = {}             # (job id, attempt) -> (host, cores, user, memory) held
         self.attempt_since = {}        # (job id, attempt) -> when the slots were taken
         self.on_host = defaultdict(set)  # host name -> {(job id, attempt)} held there
         self.user_slots = defaultdict(int)
@@ -46,18 +52,31 @@ class ClusterState:
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)
         self.cluster_active = store.get_setting("cluster_state", ACTIVE) == ACTIVE
+        for row in store.load_reservations():
+            entry = self.slot_reservations.setdefault(
+                row["code"], {"user": row["user"], "created": row["created"], "hosts": {}})
+            entry["hosts"][row["host"]] = row["slots"]
+            if row["host"] in self.hosts:
+                self.hosts[row["host"]].reserved[row["code"]] = row["slots"]
         job_max, batch_max = store.max_ids()
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
         rows = store.load_live_jobs(limit_per_user)
         self.envs = store.batch_envs({r["batch"] for r in rows})
+        jobs = []
         for row in rows:
             job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})
             job.signal = row["term_signal"]
             self.jobs[job.id] = job
-            if job.state == PENDING:
-                self.pending[job.id] = job
-            elif job.state in (DISPATCHED, RUNNING):
+            jobs.append(job)
+            if job.state in (DISPATCHED, RUNNING):
                 self._hold_slots(job, job.host, now)
+        ended = {d for job in jobs for d in dependencies(job) if d not in self.jobs}
+        ended = {r["id"]: r["state"] for r in store.get_jobs(sorted(ended))}
+        waiting = [job for job in jobs if job.state in (PENDING, HELD)]
+        for job in waiting:
+            self.watch_dependencies(job)
+        for job in waiting:
+            self.settle_dependencies(job, ended, now)
         return len(rows)
 
     def expect_agents(self, now):
@@ -87,28 +106,98 @@ class ClusterState:
             jobs.append(job)        # paths keep their %j in memory (shared by the batch)
             writes.jobs.append(job_row(job))
             writes.event(job.id, now, job.state, 0, None, "submitted")
+            self.watch_dependencies(job)
         return batch, jobs
 
-    def activate(self, batch, env, jobs):
-        """Make committed jobs live."""
+    def activate(self, batch, env, jobs, ended, now):
+        """Make committed jobs live; `ended` maps finished dependencies to their states."""
         self.envs[batch] = env
+        self.changed = True
         for job in jobs:
             self.jobs[job.id] = job
-            if job.state == PENDING:
-                self.pending[job.id] = job
+        for job in jobs:
+            self.settle_dependencies(job, ended, now)
+
+    # -- dependencies (--after) ----------------------------------------------------------------
+    def watch_dependencies(self, job):
+        for dep in dependencies(job):
+            if dep in self.jobs:
+                self.waiters[dep].add(job.id)
+
+    def settle_dependencies(self, job, ended, now):
+        """A newly live job: wait for live dependencies, fail on one that did not end `done`,
+        else queue it. `ended` (and self.just_ended) give states of dependencies no longer live."""
+        left = set()
+        for dep in dependencies(job):
+            state = self.just_ended.get(dep) or (
+                None if dep in self.jobs else ended.get(dep, "unknown"))
+            if state is None:
+                left.add(dep)
+            elif state != DONE:
+                self.set_state(job, FAILED, now, f"dependency: job {dep} ended {state}",
+                               reason="dependency", finished=now)
+                return
+        if left:
+            self.deps_left[job.id] = left
+        elif job.state == PENDING:
+            self.pending.add(job)
+
+    def _release_dependents(self, job_id, state, now):
+        """A job ended: its waiters go on when it is done, else fail (and so theirs, in turn)."""
+        work = [(job_id, state)]
+        while work:
+            ended_id, ended_state = work.pop()
+            for waiter in sorted(self.waiters.pop(ended_id, ())):
+                job = self.jobs.get(waiter)
+                if job is None:                 # staged, not yet live: settled at activation
+                    self.just_ended[ended_id] = ended_state
+                    continue
+                if ended_state == DONE:
+                    left = self.deps_left.get(waiter, set())
+                    left.discard(ended_id)
+                    if not left:
+                        self.deps_left.pop(waiter, None)
+                        if job.state == PENDING:
+                            self.pending.add(job)
+                    continue
+                self.deps_left.pop(waiter, None)
+                self._transition(job, FAILED, now, f"dependency: job {ended_id} ended "
+                                 f"{ended_state}", reason="dependency", finished=now)
+                work.append((waiter, FAILED))
+
+    def waiting_reason(self, job, outside_load=True):
+        """Why a held or pending job does not run (for `details`)."""
+        if job.state == HELD:
+            return "held"
+        left = self.deps_left.get(job.id)
+        if left:
+            return "dependency: waiting for job " + ", ".join(map(str, sorted(left)))
+        user = self.users.get(job.user)
+        if user is None or not user["enabled"]:
+            return "user disabled"
+        if not self.cluster_active:
+            return "cluster inactive"
+        return explain(job, self.hosts.values(), self.pending, self.reservations, outside_load)
 
     # -- transitions ---------------------------------------------------------------------------
     def set_state(self, job, new, now, detail="", **columns):
+        self._transition(job, new, now, detail, **columns)
+        if new in TERMINAL and job.id in self.waiters:
+            self._release_dependents(job.id, new, now)
+
+    def _transition(self, job, new, now, detail="", **columns):
         old = job.state
+        self.changed = True
         job.transition(new)
         for name, value in columns.items():
             setattr(job, name, value)
         if old == PENDING:
-            self.pending.pop(job.id, None)
-        if new == PENDING:
-            self.pending[job.id] = job
+            self.pending.remove(job.id)
+        if new == PENDING and job.id not in self.deps_left:
+            self.pending.add(job)
         if new in TERMINAL:
             self.jobs.pop(job.id, None)
+            self.deps_left.pop(job.id, None)
         db_columns = {("term_signal" if k == "signal" else k): v for k, v in columns.items()}
         self.writes.update_job(job.id, state=new, **db_columns)
         self.writes.event(job.id, now, new, job.attempt, job.host or None, detail)
@@ -133,12 +222,16 @@ class ClusterState:
 
     def _hold_slots(self, job, host_name, now):
         key = (job.id, job.attempt)
-        self.attempts[key] = (host_name, job.cores, job.user)
+        self.attempts[key] = (host_name, job.cores, job.user, job.memory, job.reservation)
         self.attempt_since[key] = now
         self.on_host[host_name].add(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used += job.cores
+            host.mem_reserved += job.memory
+            if job.reservation:
+                used = host.reserved_used
+                used[job.reservation] = used.get(job.reservation, 0) + job.cores
         self.user_slots[job.user] += job.cores
 
     def release(self, job_id, attempt):
@@ -148,11 +241,15 @@ class ClusterState:
         self.attempt_since.pop(key, None)
         if held is None:
             return False
-        host_name, cores, user = held
+        self.changed = True
+        host_name, cores, user, memory, code = held
         self.on_host[host_name].discard(key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used = max(0, host.slots_used - cores)
+            host.mem_reserved = max(0, host.mem_reserved - memory)
+            if code and code in host.reserved_used:
+                host.reserved_used[code] = max(0, host.reserved_used[code] - cores)
         self.user_slots[user] = max(0, self.user_slots[user] - cores)
         return True
 
@@ -213,16 +310,29 @@ class ClusterState:
         self.set_state(job, PENDING, now, "released by user", reason="")
 
     def host_lost(self, host, now, why):
-        """A host went silent: requeue its jobs while retries last, else they end lost."""
-        host.status, host.status_reason = DOWN, why
+        """A host went silent: it is down and gets no work. Its jobs stay for the grace that
+        `requeue_lost` allows, so an agent restarted there can adopt them."""
+        host.status, host.status_reason, host.down_since = DOWN, why, now
         for identity, (user, name) in list(self.agents.items()):
             if name == host.name:
                 del self.agents[identity]
         host.agents.clear()
         self.writes.update_host(host.name, status=DOWN, status_reason=why)
         log.warning("host %s down: %s", host.name, why)
-        for job_id, attempt in list(self.on_host.get(host.name, ())):
-            self.attempt_gone(job_id, attempt, now, f"host {host.name} {why}")
+
+    def requeue_lost(self, now, grace):
+        """Jobs of hosts down for longer than `grace`: requeued while retries last, else lost."""
+        for host in self.hosts.values():
+            if host.status == DOWN and host.down_since is not None \
+                    and now - host.down_since >= grace:
+                host.down_since = None
+                for job_id, attempt in list(self.on_host.get(host.name, ())):
+                    self.attempt_gone(job_id, attempt, now,
+                                      f"host {host.name} {host.status_reason}")
+
+    def users_on(self, host_name):
+        """Users with slots held on a host."""
+        return {self.attempts[key][2] for key in self.on_host.get(host_name, ())}
 
     def reconcile(self, host, user, known, now, grace):
         """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
@@ -247,9 +357,18 @@ class ClusterState:
 
     def set_host_state(self, host, state):
         host.state = state
+        self.changed = True
         self.writes.update_host(host.name, state=state)
 
+    def set_user_enabled(self, name, enabled):
+        """A disabled user's jobs wait (the scheduler skips them) and their requests are refused."""
+        self.users[name]["enabled"] = enabled
+        self.changed = True
+        self.writes.user_updates.setdefault(name, {})["enabled"] = int(enabled)
+        log.info("user %s %s", name, "enabled" if enabled else "disabled")
+
     def set_cluster_state(self, state):
+        self.changed = True
         self.cluster_active = state == ACTIVE
         self.writes.settings["cluster_state"] = state
 
@@ -277,4 +396,11 @@ def host_from_row(row):
         cores=row["cores"] or 0, memory_total=row["memory_total"] or 0, os=row["os"] or "",
         load1=row["load1"] or 0.0, load5=row["load5"] or 0.0, load15=row["load15"] or 0.0,
         cpu_percent=row["cpu_percent"] or 0.0, mem_available=row["mem_available"] or 0,
-        last_seen=row["last_seen"], status_reason=row["status_reason"] or "")
+        last_seen=row["last_seen"], status_reason=row["status_reason"] or "",
+        in_config=bool(row["in_config"]),
+        foreign_load=row["foreign_load"] or 0.0)
+
+
+def dependencies(job):
+    """The job ids a job waits for (its --after list)."""
+    return [int(d) for d in job.depends_on.split(",") if d.strip()] if job.depends_on else []

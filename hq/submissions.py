@@ -5,8 +5,8 @@ A submission is one batch; a streamed submission sends chunks, the later ones na
 
 import os
 
-from hq import protocol as p
-from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_JOB, HQError
+from hq import protocol as p, reservations
+from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.model import JOB_OPTIONS
 from hq.scheduler import can_ever_run
 
@@ -14,7 +14,7 @@ MAX_COMMAND = 1 << 20
 MAX_ENV = 1 << 20
 INT32_LIMIT = 1 << 31                 # INT columns
 SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
-SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell"}
+SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell", "reservation"}
 PER_JOB = frozenset({"command", "entry"})     # fields a job of a chunk has beside the defaults
 
 
@@ -28,9 +28,10 @@ def validate_options(raw, where, settings):
         if value is None:
             value = default
         if isinstance(default, int):
+            low = -(INT32_LIMIT - 1) if name == "priority" else 0
             limit = p.INT_LIMIT if name == "memory" else INT32_LIMIT
-            if not p.is_int(value, 0, limit):
-                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from 0 "
+            if not p.is_int(value, low, limit):
+                raise HQError(BAD_REQUEST, f"{where}: {name} must be a whole number from {low} "
                               f"to {limit - 1}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string without NUL")
@@ -39,6 +40,10 @@ def validate_options(raw, where, settings):
         spec[name] = value
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
+    deps = [d.strip() for d in spec["depends_on"].split(",") if d.strip()]
+    if not all(d.isdigit() and 0 < int(d) < 1 << 62 for d in deps):
+        raise HQError(BAD_REQUEST, f"{where}: depends_on must be job ids separated by commas")
+    spec["depends_on"] = ",".join(str(int(d)) for d in deps)
     cwd = raw.get("cwd")
     if cwd is not None and not _good_directory(cwd):
         raise HQError(BAD_REQUEST, f"{where}: cwd must be an absolute path")
@@ -77,7 +82,6 @@ def validate_spec(raw, index, settings, defaults=None):
             spec = validate_options(raw, where, settings)
         except HQError as exc:
             raise HQError(exc.code, exc.message, index) from None
-        spec["own_options"] = True
     spec["command"] = check_text(raw.get("command"), "command", where, index, True)
     spec["entry"] = check_text(raw.get("entry"), "entry", where, index, False)
     if len(spec["entry"]) > LONG_TEXT:
@@ -85,17 +89,61 @@ def validate_spec(raw, index, settings, defaults=None):
     return spec
 
 
-def check_fits(spec, hosts, where, index=None):
-    if not can_ever_run(_Probe(spec), hosts):
+def check_fits(server, specs):
+    """Refuse a job that no host can ever run (too many cores, unknown host or group); each
+    shape of job is checked once."""
+    hosts = [h for h in server.state.hosts.values() if h.in_config]
+    shapes = set()
+    for i, spec in enumerate(specs):
+        key = tuple(spec[k] for k in ("cores", "memory", "host_req", "group_req",
+                                       "exclude_hosts", "reservation"))
+        if key in shapes:
+            continue
+        shapes.add(key)
+        try:
+            _check_shape(server, spec, hosts, f"job {i + 1}")
+        except HQError as exc:
+            raise HQError(exc.code, exc.message, i) from None
+
+
+def _check_shape(server, spec, hosts, where):
+    if spec["reservation"]:
+        reserved = reservations.check_code(server, spec["reservation"])
+        if spec["cores"] > max(reserved.values()):
+            raise HQError(NO_HOST_FITS, f"{where}: reservation {spec['reservation']} has at "
+                          f"most {max(reserved.values())} slots on one host")
+    known = server.state.hosts.get(spec["host_req"])
+    if spec["host_req"] and (known is None or not known.in_config):
+        raise HQError(UNKNOWN_HOST, f"{where}: no host {spec['host_req']!r} in the cluster "
+                      "(see 'hq-admin lscluster')")
+    if spec["group_req"] and not any(spec["group_req"] in h.groups for h in hosts):
+        raise HQError(NO_HOST_FITS, f"{where}: no host in group {spec['group_req']!r}")
+    known = [h for h in hosts if h.slots]
+    if hosts and len(known) == len(hosts) and not can_ever_run(_Probe(spec), known):
         raise HQError(NO_HOST_FITS, f"{where}: no host can ever run it ({spec['cores']} cores"
+                      + (f", {spec['memory'] >> 20} MB" if spec["memory"] else "")
                       + (f", host {spec['host_req']}" if spec["host_req"] else "")
-                      + (f", group {spec['group_req']}" if spec["group_req"] else "") + ")", index)
+                      + (f", group {spec['group_req']}" if spec["group_req"] else "")
+                      + "; see 'hq-admin lscluster')")
 
 
 class _Probe:
     """A job-like view of a spec for `can_ever_run`."""
     def __init__(self, spec):
         self.__dict__.update(spec)
+
+
+def ended_dependencies(server, specs):
+    """States of the --after jobs that are no longer live; HQError for unknown ids."""
+    wanted = {int(d) for spec in specs for d in spec["depends_on"].split(",") if d}
+    gone = sorted(d for d in wanted if d not in server.state.jobs)
+    if not gone:
+        return {}
+    ended = {r["id"]: r["state"] for r in server.store.get_jobs(gone)}
+    missing = [d for d in gone if d not in ended]
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"--after: no job {', '.join(map(str, missing))}")
+    return ended
 
 
 def validate_chunk(server, body):
@@ -105,13 +153,7 @@ def validate_chunk(server, body):
         raise HQError(BAD_REQUEST, "no jobs in submission")
     defaults = validate_options(p.field(body, "defaults", dict, {}), "defaults", server.settings)
     clean = [validate_spec(raw, i, server.settings, defaults) for i, raw in enumerate(specs)]
-    hosts = list(server.state.hosts.values())
-    if hosts and all(h.slots for h in hosts):
-        if any(not s.get("own_options") for s in clean):
-            check_fits(defaults, hosts, "every job")
-        for i, spec in enumerate(clean):
-            if spec.pop("own_options", False):
-                check_fits(spec, hosts, f"job {i + 1}", i)
+    check_fits(server, clean)
     return clean
 
 
@@ -129,11 +171,12 @@ def submit(server, user, body):
         check_batch(server, user, batch)
     try:
         clean = validate_chunk(server, body)
+        ended = ended_dependencies(server, clean)
     except HQError:
         if batch is not None:
             server.broken_batches.add(batch)
         raise
-    return server.stage_submission(user, clean, env, cwd, hold, batch)
+    return server.stage_submission(user, clean, env, cwd, hold, ended, batch)
 
 
 def check_batch(server, user, batch):

@@ -69,9 +69,12 @@ class UserServer:
             self.backend.close(linger=0)
         self.backend = self.context.socket(zmq.DEALER)
         self.monitor = self.backend.get_monitor_socket(
-            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+            zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_SUCCEEDED
+            | zmq.EVENT_DISCONNECTED)
+        # Not ZMQ_IMMEDIATE: with it, libzmq drops replies still unread when the peer
+        # disconnects (e.g. the answer to 'shutdown'). Sending is gated on `connected` instead.
+        self.connected = False
         self.backend.setsockopt(zmq.LINGER, 0)
-        self.backend.setsockopt(zmq.IMMEDIATE, 1)
         if self.server_key:
             security.make_client_socket(self.backend, *self.server_key)
         self.backend.connect(self.server_address)
@@ -141,6 +144,8 @@ class UserServer:
         self.waiting = still
 
     def forward_raw(self, kind, body):
+        if not self.connected:
+            return False
         try:
             self.backend.send_multipart(p.encode(kind, body), zmq.NOBLOCK)
             return True
@@ -174,6 +179,10 @@ class UserServer:
                 event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
+            if event["event"] == zmq.EVENT_DISCONNECTED:
+                self.connected = False
+                continue
+            self.connected = event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
             refused = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
             if refused and not self.key_refused:
                 log.error("hq-server refused our key %s", self.key_file())

@@ -101,7 +101,7 @@ class Cluster:
     """A real hq installation in a temporary directory: etc/, HQ_HOME, a database."""
 
     def __init__(self, db_url, hosts=(("localhost", "-", "local", "127.0.0.1"),),
-                 heartbeat_s=0.5, users=""):
+                 heartbeat_s=0.5, users="", outside_load=False):
         self.root = tempfile.mkdtemp(prefix="hq")   # short: ipc:// paths have a length limit
         self.home = os.path.join(self.root, "home")
         self.etc = os.path.join(self.root, "etc")
@@ -110,6 +110,7 @@ class Cluster:
         self.port = free_port()
         self.db_url = db_url
         self.heartbeat_s = heartbeat_s
+        self.outside_load = outside_load    # off by default: the test machine is shared
         self.write_cluster(hosts)
         with open(os.path.join(self.etc, "users"), "w") as handle:
             handle.write(users)
@@ -122,8 +123,10 @@ class Cluster:
     def _set_cfg(self):
         self.set_config("server", "heartbeat_s", str(self.heartbeat_s))
         self.set_config("server", "spawn_retry_s", "2")
+        self.set_config("server", "requeue_grace_s", "2")
         self.set_config("user-server", "connect_timeout_s", "2")
         self.set_config("user-server", "request_timeout_s", "5")
+        self.set_config("scheduler", "outside_load", "yes" if self.outside_load else "no")
 
     def set_config(self, section, key, value):
         """Change one value of this cluster's etc/hq.cfg (read by processes started later)."""

@@ -1,5 +1,6 @@
-"""Dispatch ahead end to end: short jobs wait at the agent for a slot (state `dispatched`), the
-agent never runs more than the host's slots, and cancelling a waiting job drops it there."""
+"""Dispatch ahead end to end: short jobs of a batch that runs on a host wait at its agent for a
+slot (state `dispatched`), the agent never runs more than the host's slots, cancelling a waiting
+job drops it there, and jobs of another submission are not sent ahead (priority still decides)."""
 
 import json
 
@@ -25,12 +26,15 @@ def test_waiting_jobs_respect_slots_and_can_be_cancelled(cluster, tmp_path):
     slots = json.loads(cluster.run("hq-admin", "lscluster", "--json",
                                    check=True).stdout)["hosts"][0]["max_slots"]
     gate = tmp_path / "gate"
-    blockers = submit_lines(cluster, [f"while [ ! -e {gate} ]; do sleep 0.05; done"] * slots)
+    ids = submit_lines(cluster, [f"while [ ! -e {gate} ]; do sleep 0.05; done"] * slots
+                       + [f"echo {i}" for i in range(3)])
+    blockers, short = ids[:slots], ids[slots:]
     wait_until(lambda: all(j["state"] == "running" for j in jobs_of(cluster, blockers).values()),
                60, 0.1, "every slot to be busy")
-    short = submit_lines(cluster, [f"echo {i}" for i in range(3)])
     wait_until(lambda: all(j["state"] == "dispatched" for j in jobs_of(cluster, short).values()),
-               30, 0.1, "short jobs to be sent ahead to the busy host")
+               30, 0.1, "short jobs of the batch to be sent ahead to the busy host")
+    other = submit_lines(cluster, ["true"])
+    assert jobs_of(cluster, other)[other[0]]["state"] == "pending", "another submission waits"
     states = {j["state"] for j in jobs_of(cluster, blockers + short).values()}
     assert states == {"running", "dispatched"}, "no more jobs run than the host has slots"
     cancelled = cluster.run("hq-client", "cancel", str(short[0]))
@@ -42,6 +46,8 @@ def test_waiting_jobs_respect_slots_and_can_be_cancelled(cluster, tmp_path):
     final = jobs_of(cluster, blockers + short)
     assert final[short[0]]["state"] == "cancelled" and final[short[0]]["started"] is None
     assert [final[i]["state"] for i in blockers + short[1:]] == ["done"] * (slots + 2)
+    wait_until(lambda: jobs_of(cluster, other)[other[0]]["state"] == "done", 30, 0.1,
+               "the other submission's job")
     wait_until(lambda: json.loads(cluster.run("hq-admin", "lscluster", "--json", check=True)
                                   .stdout)["hosts"][0]["slots_used"] == 0, 30, 0.1,
                "the dropped job's slot to be released")

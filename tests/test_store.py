@@ -105,3 +105,23 @@ def test_many_updates_with_the_same_columns_in_one_commit(store):
     assert store.query("SELECT size FROM batches WHERE id = 1")[0]["size"] == 1208
     assert store.batch_owner(1) == "alice" and store.batch_owner(2) is None
     assert store.count_states("alice", batch=1) == {"done": 1203}
+
+
+def test_metrics_pruning_reservations_and_text_search(store):
+    w = Writes()
+    w.metrics += [("n1", 100.0, 1, 1, 1, 5.0, 1 << 30, 10, 0.5),
+                  ("n1", 200.0, 1, 1, 1, 5.0, 1 << 30, 10, 0.0)]
+    w.reservations.append({"code": "abc", "host": "n1", "slots": 2, "user": "alice",
+                           "created": 1.0})
+    job = new_job(1)
+    job.update(info_text="50% done_x", name="named")
+    w.jobs.append(job)
+    store.apply(w)
+    store.apply(Writes(prune_metrics_before=150.0))
+    assert [r["time"] for r in store.recent_metrics("n1")] == [200.0]
+    assert [(r["code"], r["slots"]) for r in store.load_reservations()] == [("abc", 2)]
+    assert [r["id"] for r in store.find_jobs("alice", "0% done_")] == [1]
+    assert store.find_jobs("alice", "0%_done") == []          # % and _ match literally
+    assert store.find_jobs("bob", "named") == []
+    store.apply(Writes(reservations_deleted=["abc"]))
+    assert store.load_reservations() == []

@@ -1,6 +1,7 @@
 """hq-admin: look at and steer the cluster (words as in the original hq).
 
 Usage:
+  hq-admin jobs [--user=USER] [--state=STATE] [--limit=N] [--json]
   hq-admin COMMAND [--json]
   hq-admin adduser NAME --key=FILE [--json]
   hq-admin (-h | --help)
@@ -9,29 +10,42 @@ Commands:
   help                    This text.
   info                    Server address, database, counts.
   status                  info plus jobs of all users counted by state.
-  lscluster               Each host: state, status, cores, slots used/max, load, free memory,
-                          seconds since its last heartbeat.
+  lscluster               Each host: state, status, cores, slots used/max, jobs, load, load from
+                          outside hq, free memory, seconds since its last heartbeat.
+  hostinfo:NAME           One host: facts, recent health samples, running jobs.
   activatehost:NAME       Let a host take new jobs.
   deactivatehost:NAME     Give a host no new jobs (running jobs finish).
   activate                Let the cluster take new jobs (also: activatecluster).
   deactivate              Give no host new jobs (also: deactivatecluster).
+  reload                  Re-read cluster.tab and users: new hosts appear, removed hosts drain.
+  lsusers                 Users: roles, enabled, slots in use, jobs by state.
+  lsuser:NAME             One user.
+  enableuser:NAME         Let a user's jobs run again.
+  disableuser:NAME        A disabled user's jobs wait; their requests are refused.
+  jobs                    Jobs of every user (--user, --state: comma-separated, --limit).
   shutdown                Stop hq-server (jobs keep running; state is in the database).
   adduser NAME --key=FILE Register the CURVE public key in FILE (a user's
                           $HQ_HOME/keys/user.key) for user NAME (added with USER if unknown).
 
 Options:
-  --json      Print JSON.
-  --key=FILE  A CURVE public key file (zmq certificate).
+  --json           Print JSON.
+  --user=USER      Only this user's jobs.
+  --state=STATE    Only jobs in these states (comma-separated: pending,running).
+  --limit=N        At most the N newest jobs.
+  --key=FILE       A CURVE public key file (zmq certificate).
 """
 
 import sys
 
-from hq.cli.common import print_json, run, table, usage_error
+from hq.cli.common import parse_int, print_json, run, table, usage_error
 from hq.protocol import ADMIN
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
-WITH_ARGUMENT = {"activatehost", "deactivatehost"}
-WITHOUT_ARGUMENT = {"info", "status", "lscluster", "activate", "deactivate", "shutdown"}
+WITH_ARGUMENT = {"activatehost": "host", "deactivatehost": "host", "hostinfo": "host",
+                 "lsuser": "user", "enableuser": "user", "disableuser": "user"}
+WITHOUT_ARGUMENT = {"info", "status", "lscluster", "activate", "deactivate", "shutdown",
+                    "reload", "lsusers", "jobs"}
+JOB_COLUMNS = ["id", "user", "state", "host", "cores", "priority", "reason", "command"]
 
 
 def parse(word):
@@ -40,10 +54,28 @@ def parse(word):
     if command == "adduser":
         usage_error("usage: hq-admin adduser NAME --key=FILE")
     if command in WITH_ARGUMENT and not arg:
-        usage_error(f"'{command}' needs a host name: {command}:NAME")
-    if command not in WITH_ARGUMENT | WITHOUT_ARGUMENT:
+        usage_error(f"'{command}' needs a {WITH_ARGUMENT[command]} name: {command}:NAME")
+    if command not in WITH_ARGUMENT.keys() | WITHOUT_ARGUMENT:
         usage_error(f"unknown command {word!r}; see 'hq-admin help'")
     return command, arg
+
+
+def gib(value):
+    return f"{(value or 0) / (1 << 30):.1f}G"
+
+
+def show_hosts(hosts):
+    for host in hosts:
+        host["slots"] = f"{host['slots_used']}/{host['max_slots']}"
+        host["mem_free"] = gib(host["mem_available"])
+        host["load"] = f"{host['load1'] or 0:.2f}"
+        host["outside"] = f"{host['foreign_load'] or 0:.2f}"
+        host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
+        host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
+        if not host["in_config"]:
+            host["state"] += "(removed)"
+    table(hosts, ["name", "state", "status", "cores", "slots", "jobs", "load", "outside",
+                  "mem_free", "heartbeat", "reason"])
 
 
 def show(command, reply, as_json):
@@ -52,14 +84,27 @@ def show(command, reply, as_json):
         print_json(reply)
     elif command == "lscluster":
         print(f"cluster {reply['cluster']}")
-        for host in reply["hosts"]:
-            host["slots"] = f"{host['slots_used']}/{host['max_slots']}"
-            host["mem_free"] = f"{(host['mem_available'] or 0) / (1 << 30):.1f}G"
-            host["load"] = f"{host['load1'] or 0:.2f}"
-            host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
-            host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
-        table(reply["hosts"], ["name", "state", "status", "cores", "slots", "load", "mem_free",
-                               "heartbeat", "reason"])
+        show_hosts(reply["hosts"])
+    elif command == "hostinfo":
+        show_hosts([reply["host"]])
+        print(f"\ngroups {','.join(reply['host']['groups']) or '-'}  os {reply['host']['os']}"
+              f"  memory {gib(reply['host']['memory_total'])}  agents "
+              f"{','.join(reply['host']['agents']) or '-'}\n")
+        table(reply["metrics"], ["time", "load1", "foreign_load", "cpu_percent",
+                                 "mem_available", "nprocs"])
+        print()
+        table(reply["jobs"], ["id", "user", "state", "cores", "started", "command"])
+    elif command == "lsusers":
+        for user in reply["users"]:
+            flatten_user(user)
+        table(reply["users"], ["name", "roles", "enabled", "slots_used", "pending", "running",
+                               "done", "failed"])
+    elif command == "lsuser":
+        flatten_user(reply["user"])
+        for key, value in reply["user"].items():
+            print(f"{key:<14} {value}")
+    elif command == "jobs":
+        table(reply["jobs"], JOB_COLUMNS)
     else:
         for key, value in reply.items():
             if isinstance(value, dict):
@@ -76,16 +121,29 @@ def adduser(args):
     return 0
 
 
+def flatten_user(user):
+    user.update(user.pop("counts"))
+    user["roles"] = ",".join(user["roles"])
+    user["agents"] = ",".join(user["agents"]) or "-"
+
+
 def admin(args):
     if args["adduser"]:
         return adduser(args)
-    word = args["COMMAND"]
-    if word == "help":
-        print(__doc__.strip())
-        return 0
-    command, arg = parse(word)
     from hq.client import Client
-    reply = Client().admin(command, arg)
+    if args["jobs"]:
+        command, fields = "jobs", {
+            "for_user": args["--user"] or "",
+            "states": [s for s in (args["--state"] or "").split(",") if s],
+            "limit": parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0}
+    else:
+        word = args["COMMAND"]
+        if word == "help":
+            print(__doc__.strip())
+            return 0
+        command, arg = parse(word)
+        fields = {"arg": arg}
+    reply = Client().admin(command, **fields)
     show(command, reply, args["--json"])
     return 0
 

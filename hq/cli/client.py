@@ -8,7 +8,19 @@ Usage:
   hq-client hold JOBID...
   hq-client release JOBID...
   hq-client wait [--timeout=S] [--json] [--progress] (--batch=ID | JOBID...)
+  hq-client WORD [--json]
   hq-client (-h | --help)
+
+Words of the original hq:
+  lswjobs[:N|:all]   Waiting jobs (held, pending); the 10 newest unless N or all.
+  lspjobs[:N|:all]   Jobs sent to a host, not yet started (dispatched).
+  lsrjobs[:N|:all]   Running jobs.
+  lsfjobs[:N|:all]   Finished jobs (done, failed, cancelled, lost).
+  lajob:ID           Everything about one job.
+  findjobs:TEXT      Jobs whose command, name, info text or group contains TEXT.
+  lss                Your agents: hosts where one runs.
+  invokeservers      Start your agents on every active host.
+  cleanup            Stop your agents that run no jobs.
 
 Options:
   --json           Print JSON (a stable contract for scripts).
@@ -40,10 +52,13 @@ def status(client, args):
 
 
 def details(client, args):
-    jobs = client.details(job_ids(args["JOBID"]))
-    if args["--json"]:
+    return show_details(client.details(job_ids(args["JOBID"])), args["--json"])
+
+
+def show_details(jobs, as_json):
+    if as_json:
         print_json(jobs)
-        return
+        return 0
     for job in jobs:
         for key, value in job.items():
             if key != "events":
@@ -121,6 +136,9 @@ def dispatch(args):
         return details(client, args)
     if args["list"]:
         return list_jobs(client, args)
+    if args["WORD"]:
+        from hq.cli.words import run_word
+        return run_word(client, args["WORD"], args["--json"])
     return wait(client, args)
 
 

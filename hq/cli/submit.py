@@ -30,6 +30,9 @@ Options:
   -S SHELL, --shell=SHELL           Shell that runs the command [default: /bin/sh].
   -t SECONDS, --time-limit=SECONDS  Kill the job after this many seconds.
   -r N, --retries=N                 Times to requeue the job if its host is lost.
+  -a IDS, --after=IDS               Start only after these jobs (comma-separated ids)
+                                    ended done; if one fails the job fails too.
+  --reservation=CODE                Use slots reserved with hq-reservation for CODE.
   -f FILE                           Submit one job per line of FILE.
   --each-line=FILE                  One job per line of FILE ('-': standard input): COMMAND
                                     with {} replaced by the line, which the job also
@@ -66,6 +69,11 @@ def job_options(args):
         options["memory"] = parse_size(args["--mem"])
     if args["--time-limit"]:
         options["time_limit"] = parse_int(args["--time-limit"], "-t/--time-limit", 1)
+    if args["--after"]:
+        ids = [i.strip() for i in args["--after"].split(",") if i.strip()]
+        options["after"] = [parse_int(i, "--after job id", 1) for i in ids]
+    if args["--reservation"]:
+        options["reservation"] = args["--reservation"]
     if args["--retries"]:
         options["retries"] = parse_int(args["--retries"], "-r/--retries", 0)
     return options, (os.path.abspath(directory) if directory else None)

@@ -150,6 +150,9 @@ class SqlStore:
     def load_hosts(self):
         return self.query("SELECT * FROM hosts ORDER BY name")
 
+    def load_reservations(self):
+        return self.query("SELECT * FROM reservations ORDER BY code, host")
+
     def load_live_jobs(self, limit_per_user=None):
         """Live jobs; with a limit, every dispatched and running job but only the first
         `limit_per_user` pending and held jobs of each user (the rest stay parked)."""
@@ -226,7 +229,17 @@ class SqlStore:
         if writes.metrics:
             cur.executemany(self.sql(
                 "INSERT INTO host_metrics (host, time, load1, load5, load15, cpu_percent, "
-                "mem_available, nprocs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"), writes.metrics)
+                "mem_available, nprocs, foreign_load) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                writes.metrics)
+
+        if writes.reservations:
+            self._insert_rows(cur, "reservations", writes.reservations)
+        if writes.reservations_deleted:
+            cur.executemany(self.sql("DELETE FROM reservations WHERE code = ?"),
+                            [(code,) for code in writes.reservations_deleted])
+        if writes.prune_metrics_before is not None:
+            cur.execute(self.sql("DELETE FROM host_metrics WHERE time < ?"),
+                        (writes.prune_metrics_before,))
 
     def _insert_rows(self, cur, table, rows):
         columns = list(rows[0])
@@ -296,6 +309,22 @@ class SqlStore:
         """The user who submitted batch `batch`, or None if there is no such batch."""
         rows = self.query("SELECT user FROM batches WHERE id = ?", (batch,))
         return rows[0]["user"] if rows else None
+    def count_by_user(self, user=None):
+        """{(user, state): number of jobs}, for every user or one."""
+        where, args = ("WHERE user = ?", (user,)) if user is not None else ("", ())
+        rows = self.query(f"SELECT user, state, COUNT(*) AS n FROM jobs {where} "
+                          "GROUP BY user, state", args)
+        return {(r["user"], r["state"]): int(r["n"]) for r in rows}
+
+    def find_jobs(self, user, text, limit=0):
+        """A user's jobs whose command, name, info text or group contains `text`."""
+        pattern = "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+        like = "LIKE ? ESCAPE '!'"
+        sql = (f"SELECT * FROM jobs WHERE user = ? AND (command {like} OR name {like} OR "
+               f"info_text {like} OR group_req {like}) ORDER BY id DESC")
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, (user, pattern, pattern, pattern, pattern))
 
     def job_events(self, job_ids):
         if not job_ids:

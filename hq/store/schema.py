@@ -3,7 +3,8 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 2   # 2: jobs.entry (the input line of `hq-submit --each-line`)
+SCHEMA_VERSION = 3   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
+                     # 3: jobs.entry (the input line of `hq-submit --each-line`)
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -16,7 +17,8 @@ TABLES = [
                "host_groups STR255 NOT NULL", "state STR16 NOT NULL", "status STR16 NOT NULL",
                "in_config INT NOT NULL", "cores INT", "memory_total BIGINT", "os STR255",
                "load1 REAL", "load5 REAL", "load15 REAL", "cpu_percent REAL",
-               "mem_available BIGINT", "nprocs INT", "last_seen REAL", "status_reason STR255"],
+               "mem_available BIGINT", "nprocs INT", "last_seen REAL", "status_reason STR255",
+               "foreign_load REAL"],
      "name", []),
     ("batches", ["id BIGINT NOT NULL", "user STR64 NOT NULL", "submitted REAL NOT NULL",
                  "size INT NOT NULL", "env TEXT"], "id", [("batches_user", "user")]),
@@ -29,14 +31,18 @@ TABLES = [
               "time_limit INT NOT NULL", "retries INT NOT NULL", "cwd TEXT NOT NULL",
               "submitted REAL NOT NULL", "attempt INT NOT NULL", "host STR255",
               "started REAL", "finished REAL", "exit_code INT", "term_signal INT",
-              "max_rss BIGINT", "reason STR255", "entry TEXT NOT NULL"],
+              "max_rss BIGINT", "reason STR255", "depends_on TEXT NOT NULL",
+              "reservation STR64 NOT NULL", "entry TEXT NOT NULL"],
      "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",
                     "detail TEXT"], None, [("job_events_job", "job_id")]),
     ("host_metrics", ["id SERIAL", "host STR255 NOT NULL", "time REAL NOT NULL", "load1 REAL",
                       "load5 REAL", "load15 REAL", "cpu_percent REAL", "mem_available BIGINT",
-                      "nprocs INT"], None, [("host_metrics_host_time", "host, time")]),
+                      "nprocs INT", "foreign_load REAL"], None,
+     [("host_metrics_host_time", "host, time"), ("host_metrics_time", "time")]),
+    ("reservations", ["code STR64 NOT NULL", "host STR255 NOT NULL", "slots INT NOT NULL",
+                      "user STR64 NOT NULL", "created REAL NOT NULL"], "code, host", []),
 ]
 
 TABLE_NAMES = [t[0] for t in TABLES]

@@ -14,10 +14,13 @@ class Writes:
     job_updates: dict = field(default_factory=dict)  # job id -> {column: value}
     events: list = field(default_factory=list)       # (job_id, time, state, attempt, host, detail)
     host_updates: dict = field(default_factory=dict)  # host name -> {column: value}
-    metrics: list = field(default_factory=list)      # (host, time, load1, load5, load15, cpu, mem, nprocs)
+    metrics: list = field(default_factory=list)      # (host, time, load1, ..., nprocs, foreign_load)
     settings: dict = field(default_factory=dict)     # name -> value
     user_updates: dict = field(default_factory=dict)  # user name -> {column: value}
     parked_cancels: list = field(default_factory=list)  # (user, batch, from id, time)
+    prune_metrics_before: float = None               # delete host_metrics rows older than this
+    reservations: list = field(default_factory=list)  # dict rows for `reservations` (new)
+    reservations_deleted: list = field(default_factory=list)  # codes whose rows go
 
     def update_job(self, job_id, **columns):
         self.job_updates.setdefault(job_id, {}).update(columns)
@@ -29,5 +32,7 @@ class Writes:
         self.events.append((job_id, time, state, attempt, host, detail))
 
     def __bool__(self):
-        return any((self.batches, self.batch_growth, self.jobs, self.job_updates, self.events, self.host_updates,
-                    self.metrics, self.settings, self.user_updates, self.parked_cancels))
+        return any((self.batches, self.batch_growth, self.jobs, self.job_updates, self.events,
+                    self.host_updates, self.metrics, self.settings, self.user_updates,
+                    self.prune_metrics_before is not None, self.reservations,
+                    self.reservations_deleted, self.parked_cancels))
