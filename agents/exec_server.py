@@ -4,7 +4,7 @@ runs the jobs the server assigns, reports their start and end, kills on request.
 Usage:
   hq-exec-server [--server=ADDR] [--host-name=NAME] [--user=USER] [--heartbeat=S]
                  [--orphan=S] [--log-file=FILE] [--log-level=LEVEL] [--pidfile=FILE]
-                 [--server-key=Z85] [--key-file=FILE] [--idle=S]
+                 [--server-key=Z85] [--key-file=FILE] [--idle=S] [--state-dir=DIR]
   hq-exec-server (-h | --help)
 
 Options:
@@ -22,6 +22,8 @@ Options:
   --key-file=FILE    The user's CURVE secret key file (default: $HQ_HOME/keys/user.key_secret).
   --idle=S           Ask the server to let this agent exit after S seconds without jobs
                      (0: never) [default: 0].
+  --state-dir=DIR    Where each running job is recorded, so that an agent started after this
+                     one crashed adopts its jobs (default: $HQ_HOME/run/jobs-HOST).
 """
 
 import getpass
@@ -35,6 +37,7 @@ import time
 import zmq
 
 from agents import metrics
+from agents.jobfiles import JobFiles, default_directory
 from agents.runner import Runner
 from hq import protocol as p, security
 from hq.errors import HQError
@@ -43,11 +46,12 @@ log = logging.getLogger("hq.agent")
 
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 RESEND_S = 5.0
+ADOPTED_POLL_S = 0.2
 
 
 class Agent:
     def __init__(self, server, host_name, user, heartbeat_s, orphan_s, curve_keys=None,
-                 idle_s=0.0):
+                 idle_s=0.0, state_dir=None):
         self.server = server
         self.idle_s = idle_s
         self.last_busy = time.time()     # last time a job ran here or was assigned
@@ -57,7 +61,7 @@ class Agent:
         self.user = user
         self.heartbeat_s = heartbeat_s
         self.orphan_s = orphan_s
-        self.runner = Runner(host_name)
+        self.runner = Runner(host_name, JobFiles(state_dir or default_directory(host_name)))
         self.context = zmq.Context.instance()
         self.socket = None
         self.facts = metrics.facts()
@@ -107,6 +111,7 @@ class Agent:
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
         wakeup = self.watch_children()
+        self.outgoing.extend(self.runner.adopt())
         self.connect()
         poller, polled = None, None
         while self.running:
@@ -161,6 +166,8 @@ class Agent:
             until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
+        if self.runner.adopted:           # not our children: no SIGCHLD, so look often
+            until.append(time.time() + ADOPTED_POLL_S)
         return max(0.0, min(until) - time.time()) * 1000
 
     def read_messages(self):
@@ -201,7 +208,10 @@ class Agent:
                 else:
                     self.runner.kill(job_id, attempt)
         elif kind == p.OK and body.get("req") == "events":
-            self.unacked.pop(body.get("seq"), None)
+            _, events = self.unacked.pop(body.get("seq"), (None, ()))
+            for event in events:
+                if event["type"] == "finished":
+                    self.runner.forget(event["job"], event["attempt"])
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -281,7 +291,7 @@ def main(argv=None):
     try:
         agent = Agent(server, host_name, args["--user"] or getpass.getuser(),
                       float(args["--heartbeat"]), float(args["--orphan"]), curve_keys(args),
-                      float(args["--idle"]))
+                      float(args["--idle"]), args["--state-dir"])
     except (ValueError, HQError) as exc:
         print(f"hq-exec-server: {exc}", file=sys.stderr)
         return 2

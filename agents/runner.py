@@ -9,6 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from agents import jobfiles
+
 log = logging.getLogger("hq.runner")
 
 KILL_GRACE_S = 5.0
@@ -24,11 +26,14 @@ class Running:
     deadline: float = None      # time limit
     kill_at: float = None       # SIGKILL after a SIGTERM that was not obeyed
     reason: str = ""            # why we killed it
+    adopted: dict = None        # the record of a job a previous agent started (not our child)
 
 
 class Runner:
-    def __init__(self, host_name):
+    def __init__(self, host_name, files=None):
         self.host_name = host_name
+        self.files = files        # JobFiles: lets a restarted agent adopt running jobs
+        self.adopted = {}         # pid -> Running, for jobs that are not our children
         self.by_pid = {}          # pid -> Running
         self.by_job = {}          # (job id, attempt) -> Running
         self.waiting = {}         # (job id, attempt) -> (spec, env), in order of arrival
@@ -100,6 +105,8 @@ class Runner:
         self.by_pid[pid] = run
         self.by_job[key] = run
         self.cores_used += spec["cores"]
+        if self.files is not None:
+            self.files.record(spec, pid, now)
         log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], pid)
         return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
                 "pid": pid}
@@ -127,9 +134,12 @@ class Runner:
         if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
             os.chdir(spec["cwd"])
             self.cwd = spec["cwd"]
+        argv = [shell, "-c", spec["command"]]
+        if self.files is not None:
+            argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"])
+            spawn = os.posix_spawn
         try:
-            return spawn(shell, [shell, "-c", spec["command"]], job_env, file_actions=actions,
-                         setsid=True)
+            return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True)
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, _culprit(shell, stdout, stderr)) from None
 
@@ -141,22 +151,73 @@ class Runner:
             self.directories.add(directory)
 
     def reap(self):
-        """Finished events for every child that ended."""
+        """Finished events for every child that ended, and for adopted jobs that ended."""
         done = []
-        while self.by_pid:
+        while len(self.by_pid) > len(self.adopted):
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
-            run = self.by_pid.pop(pid, None)
-            if run is None:
+            run = self.by_pid.get(pid)
+            if run is None or run.adopted:
                 continue
-            self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
-            self.cores_used -= run.spec["cores"]
-            done.append(self._finished(run, status, usage))
+            done.append(self._finished(self._release(run), status, usage))
+        for run in [r for r in self.adopted.values() if not jobfiles.alive(r.adopted)]:
+            done.append(self._adopted_finished(self._release(run)))
         return done
+
+    def _release(self, run):
+        self.by_pid.pop(run.pid, None)
+        self.adopted.pop(run.pid, None)
+        self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
+        self.cores_used -= run.spec["cores"]
+        return run
+
+    def adopt(self):
+        """Take over the jobs a previous agent on this host started: the live ones are watched
+        until they end; for the ended ones, finished events (exit status from the wrapper)."""
+        if self.files is None:
+            return []
+        done = []
+        for record in self.files.records():
+            spec = record["spec"]
+            run = Running(spec, record["pid"], record["started"], adopted=record)
+            if spec.get("time_limit"):
+                run.deadline = run.started + spec["time_limit"]
+            key = (spec["id"], spec["attempt"])
+            if jobfiles.alive(record):
+                self.by_pid[run.pid] = self.adopted[run.pid] = self.by_job[key] = run
+                self.cores_used += spec["cores"]
+                log.info("job %s attempt %s adopted, pid %s", key[0], key[1], run.pid)
+            elif self.files.exit_status(*key) is not None:
+                done.append(self._adopted_finished(run))
+            else:   # died with its host or was killed unseen: unknown here, so requeued
+                log.info("job %s attempt %s gone without an exit status", *key)
+                self.files.forget(*key)
+        return done
+
+    def _adopted_finished(self, run):
+        spec = run.spec
+        code = self.files.exit_status(spec["id"], spec["attempt"])
+        event = {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
+                 "time": time.time(), "started": run.started, "max_rss": None,
+                 "exit_code": code, "signal": None}
+        if run.reason:
+            event["reason"] = run.reason
+        if code is None:
+            event["error"] = "exit status lost: the job ended while its agent was down"
+        elif code > 128 and code < 160:
+            event["exit_code"], event["signal"] = None, code - 128
+        log.info("adopted job %s attempt %s ended: %s", spec["id"], spec["attempt"],
+                 event.get("error") or f"exit {code}")
+        return event
+
+    def forget(self, job_id, attempt):
+        """The server has recorded the attempt's end: its files can go."""
+        if self.files is not None:
+            self.files.forget(job_id, attempt)
 
     def _finished(self, run, status, usage):
         now = time.time()

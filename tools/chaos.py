@@ -103,6 +103,10 @@ def main():
             ("seconds", round(time.monotonic() - started, 1))]
     for name, value in rows:
         print(f"{name:<30} {value}")
+    for job in jobs:
+        if job["id"] in lost_mid_run and seen[job["id"]] > 1 and os.environ.get("HQ_CHAOS_SHOW"):
+            for e in job["events"]:
+                print("  ", job["id"], e["time"], e["state"], e["attempt"], e["host"], e["detail"])
     return 1 if duplicated else 0
 
 
