@@ -25,11 +25,13 @@ def two_hosts(db_url):
 
 
 def crash_host(cluster, name):
-    """Kill the host's agent and every job it started, as a power cut would."""
+    """Kill the host's agent and every job it started, as a power cut would: the agent first,
+    so that it cannot report the jobs' deaths."""
     pid = read_pid(os.path.join(cluster.home, "run", f"agent-{name}.pid"))
-    for child in os.popen(f"pgrep -P {pid}").read().split():
-        os.killpg(int(child), signal.SIGKILL)
+    children = [int(c) for c in os.popen(f"pgrep -P {pid}").read().split()]
     kill_pid(pid, signal.SIGKILL)
+    for child in children:
+        os.killpg(child, signal.SIGKILL)
 
 
 def details(cluster, job_id):
