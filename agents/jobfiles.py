@@ -9,11 +9,11 @@ import psutil
 
 log = logging.getLogger("hq.jobfiles")
 
-# The job runs under a tiny shell that outlives a killed agent and writes the exit status where
-# the next agent finds it (the way Slurm's slurmstepd outlives slurmd). A job killed by a signal
-# makes the wrapper die of the same signal, so the agent's wait status stays exact.
-WRAPPER = ('"$1" -c "$2"; s=$?; echo $s > "$3"; '
-           'if [ $s -gt 128 ] && [ $s -lt 160 ]; then kill -$((s - 128)) $$; fi; exit $s')
+# The job's own shell writes its exit status where the next agent finds it, from an EXIT trap
+# set before the command is evaluated (the way Slurm's slurmstepd outlives slurmd, without a
+# process of its own). `$0` names the status file; the command is `$1`, shifted away so it sees
+# no positional parameters. A job killed by a signal writes nothing: its agent saw the signal.
+TRAP = 'trap \'echo $? > "$0"\' EXIT; c=$1; shift; eval "$c"'
 
 
 def default_directory(host_name):
@@ -41,9 +41,8 @@ class JobFiles:
         return self._path(job_id, attempt, "exit")
 
     def wrap(self, shell, command, job_id, attempt):
-        """argv that runs `shell -c command` under the status-writing wrapper."""
-        return ["/bin/sh", "-c", WRAPPER, "hq-job", shell, command,
-                self.status_path(job_id, attempt)]
+        """argv that runs `command` in `shell` (a POSIX shell) and leaves its exit status."""
+        return [shell, "-c", TRAP, self.status_path(job_id, attempt), command]
 
     def record(self, spec, pid, started):
         path = self._path(spec["id"], spec["attempt"], "json")

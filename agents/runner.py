@@ -137,7 +137,6 @@ class Runner:
         argv = [shell, "-c", spec["command"]]
         if self.files is not None:
             argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"])
-            spawn = os.posix_spawn
         try:
             return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True)
         except OSError as exc:
