@@ -216,7 +216,7 @@ class Runner:
     def forget(self, job_id, attempt):
         """The server has recorded the attempt's end: its files can go."""
         if self.files is not None:
-            self.files.forget(job_id, attempt)
+            self.files.forget(job_id, attempt, idle=not self.by_pid)
 
     def _finished(self, run, status, usage):
         now = time.time()

@@ -7,6 +7,7 @@ import signal
 
 import pytest
 
+from agents.jobfiles import read_journal
 from tests.helpers import kill_pid, read_pid, wait_until
 
 pytestmark = pytest.mark.slow
@@ -35,5 +36,5 @@ def test_killed_agent_is_replaced_and_adopts_its_jobs(cluster, tmp_path):
     with open(os.path.join(cluster.home, "log", "agent-localhost.log")) as log:
         text = log.read()
     assert f"job {long_} attempt 1 adopted" in text
-    state_dir = os.path.join(cluster.home, "run", "jobs-localhost")
-    wait_until(lambda: not os.listdir(state_dir), 10, message="job records to be cleaned up")
+    journal = os.path.join(cluster.home, "run", "jobs-localhost", "journal")
+    wait_until(lambda: not read_journal(journal), 10, message="the journal to show no live job")
