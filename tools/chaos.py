@@ -71,6 +71,8 @@ def main():
     parser.add_argument("--kills", type=int, default=6)
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
     parser.add_argument("--seed", type=int, default=int(time.time()))
+    parser.add_argument("--grace", type=float, default=10.0,
+                        help="requeue_grace_s of the server (the shipped default: 10)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     mysql = MysqlDatabase() if args.backend == "mysql" else None
@@ -78,6 +80,7 @@ def main():
     ledger = os.path.join(tmp, "ledger")
     open(ledger, "w").close()
     cluster = Cluster(mysql.url if mysql else f"sqlite:///{tmp}/hq.sqlite", hosts=HOSTS)
+    cluster.set_config("server", "requeue_grace_s", str(args.grace))
     started = time.monotonic()
     try:
         cluster.setup_database()
@@ -92,7 +95,7 @@ def main():
     requeued = sum(1 for j in jobs for a in j["attempts"] if a["outcome"] == "pending")
     lost_mid_run = {j["id"] for j in jobs if len(j["attempts"]) > 1}
     duplicated = [i for i, n in seen.items() if n > 1 and i not in lost_mid_run]
-    rows = [("seed", args.seed), ("backend", args.backend),
+    rows = [("seed", args.seed), ("backend", args.backend), ("heartbeat, grace", f"0.5 s, {args.grace:g} s"),
             ("kills", ", ".join(f"{k} {n}" for k, n in sorted(kills.items()))),
             ("jobs submitted", len(ids)), ("done", final["done"]), ("failed", final["failed"]),
             ("lost", final["lost"]), ("requeued attempts", requeued),
