@@ -50,9 +50,5 @@ def store(db_url):
 def cluster(db_url):
     """hq-server running on a fresh database; the user-server and agent start on first use."""
     c = Cluster(db_url)
-    try:
-        c.setup_database()
-        c.start_server()
+    with c.running():
         yield c
-    finally:
-        c.close()

@@ -1,6 +1,7 @@
 """Test helpers: free ports, polling with a deadline, a private MySQL database, and a real
 hq cluster (hq-server, user-server, agents as processes) in a temporary HQ_HOME."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -154,6 +155,16 @@ class Cluster:
             raise AssertionError(f"{' '.join(args)} exited {result.returncode}: "
                                  f"{result.stderr.strip()}")
         return result
+
+    @contextlib.contextmanager
+    def running(self):
+        """Database set up and hq-server serving for the `with` body; all stopped after."""
+        try:
+            self.setup_database()
+            self.start_server()
+            yield self
+        finally:
+            self.close()
 
     def setup_database(self):
         self.run("hq-dbadmin", "--drop-tables", "--yes", "--create-tables",

@@ -73,12 +73,8 @@ def fuzz_cluster(tmp_path):
     cfg["server"]["max_message_bytes"] = str(MAX_BODY)
     with open(path, "w") as handle:
         cfg.write(handle)
-    try:
-        c.setup_database()
-        c.start_server()
+    with c.running():
         yield c
-    finally:
-        c.close()
 
 
 def fuzz_socket(cluster):

@@ -5,7 +5,6 @@ import json
 import os
 import time
 
-import pytest
 
 from tests.helpers import pid_alive, wait_until
 

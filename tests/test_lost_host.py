@@ -16,12 +16,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def two_hosts(db_url):
     c = Cluster(db_url, hosts=[("alpha", "2", "-", "127.0.0.1"), ("beta", "1", "-", "localhost")])
-    try:
-        c.setup_database()
-        c.start_server()
+    with c.running():
         yield c
-    finally:
-        c.close()
 
 
 def crash_host(cluster, name):

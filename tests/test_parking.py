@@ -16,12 +16,8 @@ LIMIT = 20
 def small(db_url):
     c = Cluster(db_url)
     c.set_config("server", "max_live_jobs_per_user", str(LIMIT))
-    try:
-        c.setup_database()
-        c.start_server()
+    with c.running():
         yield c
-    finally:
-        c.close()
 
 
 def info(cluster):

@@ -50,12 +50,8 @@ def answer(sock, kind, body, timeout=5.0):
 def sqlite_cluster(tmp_path):
     from tests.helpers import Cluster
     c = Cluster(f"sqlite:///{tmp_path}/hq.sqlite", users="bob USER\n")
-    try:
-        c.setup_database()
-        c.start_server()
+    with c.running():
         yield c
-    finally:
-        c.close()
 
 
 def bob_env(cluster):

@@ -145,11 +145,9 @@ def ssh_cluster(sshd, tmp_path):
     c.env["HOME"] = str(sshd.home)         # the user's ~/.ssh: key and known_hosts
     c.env.pop("SSH_AUTH_SOCK", None)
     try:
-        c.setup_database()
-        c.start_server()
-        yield c
+        with c.running():
+            yield c
     finally:
-        c.close()
         silent.close()
         pidfile = launch.agent_pidfile(c.home, "sshbox")
         from tests.helpers import kill_pid, read_pid

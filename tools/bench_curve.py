@@ -20,7 +20,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import BIN, Cluster, wait_until  # noqa: E402
+from tests.helpers import Cluster, wait_until  # noqa: E402
+from tools.bench_latency import cli_walls  # noqa: E402
 
 
 def cluster_with(curve, tmp):
@@ -36,14 +37,7 @@ def cluster_with(curve, tmp):
 
 
 def measure(cluster, runs, jobs):
-    client = cluster.client()
-    client.wait([client.submit("true")], timeout=30)           # user-server and agent are up
-    walls = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "hq-submit"), "-q", "true"], env=cluster.env,
-                       check=True)
-        walls.append(time.perf_counter() - started)
+    client, walls = cli_walls(cluster, runs)
     live = ("held", "pending", "dispatched", "running")
     wait_until(lambda: not sum(client.status()[s] for s in live), 60, 0.1, "an idle cluster")
     ended = lambda: sum(n for s, n in client.status().items() if s not in live)  # noqa: E731

@@ -27,15 +27,21 @@ def pct(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def measure(cluster, runs):
+def cli_walls(cluster, runs):
+    """Wall times of `hq-submit -q true` once the user-server and agent are up; and a client."""
     client = cluster.client()
-    client.wait([client.submit("true")], timeout=30)           # user-server and agent are up
+    client.wait([client.submit("true")], timeout=30)
     walls = []
     for _ in range(runs):
         started = time.perf_counter()
         subprocess.run([os.path.join(BIN, "hq-submit"), "-q", "true"], env=cluster.env,
                        check=True)
         walls.append(time.perf_counter() - started)
+    return client, walls
+
+
+def measure(cluster, runs):
+    client, walls = cli_walls(cluster, runs)
     to_start, to_finish = [], []
     for _ in range(runs):
         job = client.wait([client.submit("true")], timeout=30)[0]
