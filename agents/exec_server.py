@@ -70,7 +70,8 @@ class Agent:
         self.outgoing = []        # events not yet sent
         self.seq = 0
         self.running = True
-        self.last_heard = time.time()
+        self.last_heard = time.time()     # paces reconnection (moved on by each attempt)
+        self.last_contact = time.time()   # the last message from the server (orphan check)
         self.next_heartbeat = 0.0
         self.backoff = BACKOFF_START_S
         self.reconnect_at = None
@@ -176,7 +177,7 @@ class Agent:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.last_heard = time.time()
+            self.last_heard = self.last_contact = time.time()
             self.backoff = BACKOFF_START_S
             try:
                 kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL, p.STOP})
@@ -248,8 +249,9 @@ class Agent:
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
         silent = now - self.last_heard
-        if silent > self.orphan_s and not self.runner.by_pid and not self.runner.waiting:
-            log.info("no server for %.0fs and no jobs: exiting", silent)
+        orphaned = now - self.last_contact
+        if orphaned > self.orphan_s and not self.runner.by_pid and not self.runner.waiting:
+            log.info("no server for %.0fs and no jobs: exiting", orphaned)
             self.running = False
         elif silent > 3 * self.heartbeat_s:
             if self.reconnect_at is None:
