@@ -133,10 +133,6 @@ class SqlStore:
         rows = self.query("SELECT value FROM settings WHERE name = ?", (name,))
         return rows[0]["value"] if rows else default
 
-    def set_setting(self, name, value):
-        with self.transaction() as cur:
-            self._set_setting(cur, name, value)
-
     def _set_setting(self, cur, name, value):
         cur.execute(self.sql("UPDATE settings SET value = ? WHERE name = ?"), (value, name))
         if cur.rowcount == 0:
@@ -260,9 +256,6 @@ class SqlStore:
         """UPDATE rows (values of `names`, then the key) that set the same columns."""
         sets = ", ".join(f"{n} = ?" for n in names)
         cur.executemany(self.sql(f"UPDATE {table} SET {sets} WHERE {key} = ?"), rows)
-
-    def prune_metrics(self, before):
-        return self.execute("DELETE FROM host_metrics WHERE time < ?", (before,))
 
     # -- queries -------------------------------------------------------------------------
     def get_jobs(self, ids, user=None):
