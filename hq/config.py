@@ -80,6 +80,7 @@ class Settings:
     agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
     requeue_grace_s: float = 10.0
+    commit_interval_s: float = 0.005
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1
@@ -145,6 +146,8 @@ def load_settings(etc=None):
                                     d.max_live_jobs_per_user),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
         requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
+        commit_interval_s=_get(p, path, "server", "commit_interval_s", float,
+                               d.commit_interval_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
                                 d.metrics_interval_s),
         metrics_retention_s=_get(p, path, "server", "metrics_retention_s", float,

@@ -104,10 +104,15 @@ class Server:
     def serve_forever(self):
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
+        last_turn = 0.0
         while self.running:
             timeout = 0 if self.again else max(0, min(TICK_S, self.next_tick - time.time())) * 1000
             self.again = False
             poller.poll(timeout)
+            pause = last_turn + self.settings.commit_interval_s - time.time()
+            if pause > 0:         # busy: let this turn gather more messages for one commit
+                time.sleep(pause)
+            last_turn = time.time()
             self.turn()
         self.commit()
         self.socket.close(linger=1000)
