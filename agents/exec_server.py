@@ -149,7 +149,7 @@ class Agent:
     def check_idle(self, now):
         """After idle_s without jobs, ask the server (BYE) whether we may exit: it says no when
         it has just assigned us work, and forgets us when it says yes."""
-        if self.runner.by_pid or self.runner.waiting or self.outgoing or self.unacked:
+        if self.runner.holds_jobs() or self.outgoing or self.unacked:
             self.last_busy = now
             return
         if not self.idle_s or now - self.last_busy < self.idle_s:
@@ -190,7 +190,7 @@ class Agent:
         if not self.running:
             return
         if kind == p.STOP:
-            if self.runner.by_pid:
+            if self.runner.holds_jobs():
                 log.warning("asked to stop while running jobs: staying")
             else:
                 log.info("asked to stop by the server (cleanup): exiting")
@@ -250,7 +250,7 @@ class Agent:
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
         silent = now - self.last_heard
         orphaned = now - self.last_contact
-        if orphaned > self.orphan_s and not self.runner.by_pid and not self.runner.waiting:
+        if orphaned > self.orphan_s and not self.runner.holds_jobs():
             log.info("no server for %.0fs and no jobs: exiting", orphaned)
             self.running = False
         elif silent > 3 * self.heartbeat_s:

@@ -16,6 +16,9 @@ log = logging.getLogger("hq.jobfiles")
 # the signal. Appending to one file avoids creating a file per job, which costs far more.
 TRAP = 'trap \'echo "$k $?" >> "$0"\' EXIT; k=$1; c=$2; shift 2; eval "$c"'
 COMPACT_AFTER = 20000      # ended attempts in the journal before it is rewritten
+# A recorded pid is the job's own process if the process was created this close to the time
+# the agent created it (a pid reused after that is another process).
+SAME_START_S = 2.0
 
 
 def default_directory(host_name):
@@ -69,12 +72,14 @@ class JobFiles:
         except OSError as exc:   # the job runs anyway; only adoption after a crash is lost
             log.warning("cannot write the job journal %s: %s", self.journal_path, exc)
 
-    def wrap(self, shell, command, job_id, attempt):
-        """argv that runs `command` in `shell` (a POSIX shell) and leaves its exit status."""
-        return [shell, "-c", TRAP, self.exits_path, key_of(job_id, attempt), command]
+    def wrap(self, shell, command, job_id, attempt, prefix=""):
+        """argv that runs `command` in `shell` (a POSIX shell) after the script `prefix` and
+        leaves its exit status."""
+        return [shell, "-c", prefix + TRAP, self.exits_path, key_of(job_id, attempt), command]
 
-    def record(self, spec, pid, started):
-        entry = {"spec": spec, "pid": pid, "started": started, "ctime": create_time(pid)}
+    def record(self, spec, pid, started, spawned=None):
+        """A job given its slot at `started`, whose process was created at `spawned`."""
+        entry = {"spec": spec, "pid": pid, "started": started, "spawned": spawned or started}
         self.live[key_of(spec["id"], spec["attempt"])] = entry
         self._append(entry)
 
@@ -107,7 +112,7 @@ class JobFiles:
         return self._read_exits().get(key_of(job_id, attempt))
 
     def records(self):
-        """Every attempt started and not yet ended: dicts with spec, pid, started, ctime."""
+        """Every attempt started and not yet ended: dicts with spec, pid, started."""
         return list(self.live.values())
 
 
@@ -140,4 +145,4 @@ def alive(record):
             return False
     except psutil.Error:
         return False
-    return record.get("ctime") is None or abs(ctime - record["ctime"]) < 0.01
+    return abs(ctime - record.get("spawned", record["started"])) < SAME_START_S

@@ -1,53 +1,61 @@
-"""Starts job processes (posix_spawn, each in its own session and process group), reaps them
-without threads (os.wait4), enforces time limits, kills on request, writes the optional log file."""
+"""The jobs of one agent from assignment to end: queued for a slot, started ahead behind their
+gate (agents/jobstart.py), given a slot, reaped (os.wait4), killed on request or at their time
+limit, adopted from a crashed predecessor (agents/jobfiles.py)."""
 
 import errno
 import logging
 import os
 import signal
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agents import jobfiles
+from agents.jobstart import OPEN, JobStarter
+from agents.logfile import write_logfile
 
 log = logging.getLogger("hq.runner")
 
 KILL_GRACE_S = 5.0
-OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
-LOG_TAIL_BYTES = 1 << 20
 
 
 @dataclass
 class Running:
     spec: dict
-    pid: int
-    started: float
+    pid: int = None
+    started: float = None       # when it got its slot (its gate opened); None: waits for one
+    spawned: float = None       # when its process was created
+    gate: int = None            # write end of the pipe it waits on, until it gets a slot
     deadline: float = None      # time limit
     kill_at: float = None       # SIGKILL after a SIGTERM that was not obeyed
     reason: str = ""            # why we killed it
+    dropped: bool = False       # left before it got a slot (already reported)
     adopted: dict = None        # the record of a job a previous agent started (not our child)
+
+    @property
+    def key(self):
+        return (self.spec["id"], self.spec["attempt"])
 
 
 class Runner:
     def __init__(self, host_name, files=None):
         self.host_name = host_name
         self.files = files        # JobFiles: lets a restarted agent adopt running jobs
+        self.starter = JobStarter(host_name, files)
+        self.waiting = {}         # key -> (spec, env): no process yet, in order of arrival
+        self.ready = {}           # key -> Running: started ahead, waiting behind its gate
+        self.by_pid = {}          # pid -> Running: every child process (and adopted job)
+        self.by_job = {}          # key -> Running: jobs that have their slot
         self.adopted = {}         # pid -> Running, for jobs that are not our children
-        self.by_pid = {}          # pid -> Running
-        self.by_job = {}          # (job id, attempt) -> Running
-        self.waiting = {}         # (job id, attempt) -> (spec, env), in order of arrival
         self.slots = 0            # the host's slots, as the server last said (0: unknown)
-        self.cores_used = 0
-        self.directories = set()  # output directories known to exist
-        # Creating a file costs the kernel far more than opening it: a thread creates the
-        # output files of jobs that wait for a slot, off the path that starts jobs.
-        self.preparer = ThreadPoolExecutor(1, thread_name_prefix="hq-outputs")
-        self.directory = self.cwd = os.getcwd()
+        self.cores_used = 0       # cores of the jobs that have their slot
 
     def running_pairs(self):
         """[job id, attempt] of every job this agent holds: running or waiting for a slot."""
-        return [list(key) for key in self.by_job] + [list(key) for key in self.waiting]
+        return [list(key) for key in (*self.by_job, *self.ready, *self.waiting)]
+
+    def holds_jobs(self):
+        """Whether a job runs here or waits here for a slot."""
+        return bool(self.by_job or self.ready or self.waiting)
 
     def assign(self, spec, env, slots=0):
         """Take a job from the server; it starts once the host's `slots` leave room for it
@@ -55,100 +63,80 @@ class Runner:
         key = (spec["id"], spec["attempt"])
         if slots:
             self.slots = slots
-        if key not in self.by_job and key not in self.waiting:
+        if not any(key in held for held in (self.by_job, self.waiting, self.ready)):
             self.waiting[key] = (spec, env)
-            if self.slots and self.cores_used >= self.slots:   # it will wait: prepare
-                paths = [p for p in {spec["stdout"], spec["stderr"]} if not p.startswith("/dev/")]
-                if paths:
-                    self.preparer.submit(_create_outputs, *paths)
 
+    # -- starting ----------------------------------------------------------------------------
     def start_waiting(self):
-        """Start waiting jobs in order while slots are free; their events."""
-        events = []
-        while self.waiting:
-            key, (spec, env) = next(iter(self.waiting.items()))
-            if self.slots and self.by_pid and self.cores_used + spec["cores"] > self.slots:
+        """Give free slots to queued jobs in order, then start the next ones ahead behind their
+        gates; the events (started, or finished with a start error)."""
+        events, now = [], time.time()
+        while self.ready or self.waiting:
+            queue = self.ready or self.waiting      # jobs started ahead come first
+            key = next(iter(queue))
+            spec = queue[key].spec if queue is self.ready else queue[key][0]
+            if self.slots and self.cores_used and self.cores_used + spec["cores"] > self.slots:
                 break
-            del self.waiting[key]
-            event = self.start(spec, env)
-            if event:
-                events.append(event)
-        if self.cwd != self.directory:   # children start in their directories; we leave
-            os.chdir(self.directory)
-            self.cwd = self.directory
+            run = self.ready.pop(key) if queue is self.ready else self._launch(
+                *self.waiting.pop(key), now, events, gate_open=True)
+            if run is not None:
+                events.append(self._give_slot(run, now))
+        while self.waiting and len(self.ready) < max(1, self.slots):
+            key = next(iter(self.waiting))
+            run = self._launch(*self.waiting.pop(key), now, events)
+            if run is not None:
+                self.ready[key] = run
+        self.starter.leave()
         return events
 
-    def drop(self, job_id, attempt, reason="cancelled before it started"):
-        """Forget a job still waiting for a slot; its finished event, or None."""
-        if self.waiting.pop((job_id, attempt), None) is None:
-            return None
-        log.info("job %s attempt %s dropped: %s", job_id, attempt, reason)
-        return {"type": "finished", "job": job_id, "attempt": attempt, "time": time.time(),
-                "exit_code": None, "signal": None, "reason": reason}
-
-    def start(self, spec, env):
-        """Start one job; returns a started event, or a finished event with an error."""
-        key = (spec["id"], spec["attempt"])
-        if key in self.by_job:
-            return None
-        now = time.time()
+    def _launch(self, spec, env, now, events, gate_open=False):
+        """Start a job's process behind its gate (closed, or `gate_open`): its Running, or None
+        (with a finished event in `events`) when it cannot start."""
+        gate_read, gate = os.pipe2(os.O_CLOEXEC)
+        run = Running(spec, spawned=now, gate=gate)
+        if gate_open:
+            self._open_gate(run)
         try:
-            pid = self._spawn(spec, env)
+            run.pid = self.starter.start(spec, env, gate_read)
         except OSError as exc:
-            why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-            log.warning("job %s: %s", spec["id"], why)
-            return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
-                    "time": now, "exit_code": None, "signal": None, "error": why}
-        run = Running(spec, pid, now)
-        if spec.get("time_limit"):
-            run.deadline = now + spec["time_limit"]
-        self.by_pid[pid] = run
-        self.by_job[key] = run
-        self.cores_used += spec["cores"]
-        if self.files is not None:
-            self.files.record(spec, pid, now)
-        log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], pid)
-        return {"type": "started", "job": spec["id"], "attempt": spec["attempt"], "time": now,
-                "pid": pid}
+            self._close_gate(run)
+            events.append(self._start_failed(spec, exc, now))
+            return None
+        finally:
+            os.close(gate_read)
+        self.by_pid[run.pid] = run
+        return run
 
-    def _spawn(self, spec, env):
-        """posix_spawn the job's shell in its own session; the child opens its output files
-        itself, so the agent neither creates files nor forks a copy of itself."""
-        job_env = dict(env)
-        job_env.update(HQ_JOB_ID=str(spec["id"]), HQ_HOST=self.host_name,
-                       HQ_CORES=str(spec["cores"]), HQ_ATTEMPT=str(spec["attempt"]),
-                       HQ_JOB_NAME=spec.get("name") or "", HQ_BATCH_ID=str(spec.get("batch", "")))
-        if spec.get("entry"):
-            job_env["HQ_ENTRY"] = spec["entry"]
-        stdout, stderr = spec["stdout"], spec["stderr"]
-        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
-        if stderr == stdout:
-            actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
-        else:
-            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
-        for path in (stdout, stderr):
-            self._make_directory(os.path.dirname(path))
-        shell = spec.get("shell") or "/bin/sh"
-        spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
-        if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
-            os.chdir(spec["cwd"])
-            self.cwd = spec["cwd"]
-        argv = [shell, "-c", spec["command"]]
-        if self.files is not None:
-            argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"])
+    def _open_gate(self, run):
         try:
-            return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, _culprit(shell, stdout, stderr)) from None
+            os.write(run.gate, OPEN)
+        except BrokenPipeError:
+            pass                  # it died behind its gate: reaped as it is
+        self._close_gate(run)
 
-    def _make_directory(self, directory):
-        if directory and directory not in self.directories:
-            os.makedirs(directory, exist_ok=True)
-            if len(self.directories) > 1000:
-                self.directories.clear()
-            self.directories.add(directory)
+    def _give_slot(self, run, now):
+        """A job gets its slot (its gate opens); its started event."""
+        if run.gate is not None:
+            self._open_gate(run)
+        run.started = now
+        if run.spec.get("time_limit"):
+            run.deadline = now + run.spec["time_limit"]
+        self.by_job[run.key] = run
+        self.cores_used += run.spec["cores"]
+        spec = run.spec
+        if self.files is not None:
+            self.files.record(spec, run.pid, run.started, run.spawned)
+        log.debug("job %s attempt %s started, pid %s", spec["id"], spec["attempt"], run.pid)
+        return {"type": "started", "job": spec["id"], "attempt": spec["attempt"],
+                "time": run.started, "pid": run.pid}
 
+    def _start_failed(self, spec, exc, now):
+        why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        log.warning("job %s: %s", spec["id"], why)
+        return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
+                "time": now, "exit_code": None, "signal": None, "error": why}
+
+    # -- ending ------------------------------------------------------------------------------
     def reap(self):
         """Finished events for every child that ended, and for adopted jobs that ended."""
         done = []
@@ -160,20 +148,50 @@ class Runner:
             if pid == 0:
                 break
             run = self.by_pid.get(pid)
-            if run is None or run.adopted:
-                continue
-            done.append(self._finished(self._release(run), status, usage))
+            if run is not None and not run.adopted:
+                done.extend(self._ended(run, status, usage))
         for run in [r for r in self.adopted.values() if not jobfiles.alive(r.adopted)]:
-            done.append(self._adopted_finished(self._release(run)))
+            done.append(self._adopted_finished(self._forget(run)))
         return done
 
-    def _release(self, run):
+    def _ended(self, run, status, usage):
+        self._forget(run)
+        if run.started is not None:
+            return [self._finished(run, status, usage)]
+        self.ready.pop(run.key, None)       # ended behind its gate: dropped, or killed
+        self._close_gate(run)
+        if run.dropped:
+            return []
+        return [self._start_failed(run.spec, OSError(0, "its shell ended before the job got "
+                                                        "its slot"), time.time())]
+
+    def _forget(self, run):
         self.by_pid.pop(run.pid, None)
         self.adopted.pop(run.pid, None)
-        self.by_job.pop((run.spec["id"], run.spec["attempt"]), None)
-        self.cores_used -= run.spec["cores"]
+        if self.by_job.pop(run.key, None) is not None:
+            self.cores_used -= run.spec["cores"]
         return run
 
+    def _finished(self, run, status, usage):
+        now = time.time()
+        code = os.waitstatus_to_exitcode(status)
+        event = {"type": "finished", "job": run.spec["id"], "attempt": run.spec["attempt"],
+                 "time": now, "started": run.started, "max_rss": usage.ru_maxrss * 1024,
+                 "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
+        if run.reason:
+            event["reason"] = run.reason
+        log.info("job %s attempt %s ended: %s", run.spec["id"], run.spec["attempt"],
+                 f"exit {code}" if code >= 0 else f"signal {-code}")
+        if run.spec.get("logfile"):
+            write_logfile(run, event, self.host_name)
+        return event
+
+    def forget(self, job_id, attempt):
+        """The server has recorded the attempt's end: its files can go."""
+        if self.files is not None:
+            self.files.forget(job_id, attempt, idle=not self.by_job)
+
+    # -- adoption ----------------------------------------------------------------------------
     def adopt(self):
         """Take over the jobs a previous agent on this host started: the live ones are watched
         until they end; for the ended ones, finished events (exit status from the wrapper)."""
@@ -185,16 +203,15 @@ class Runner:
             run = Running(spec, record["pid"], record["started"], adopted=record)
             if spec.get("time_limit"):
                 run.deadline = run.started + spec["time_limit"]
-            key = (spec["id"], spec["attempt"])
             if jobfiles.alive(record):
-                self.by_pid[run.pid] = self.adopted[run.pid] = self.by_job[key] = run
+                self.by_pid[run.pid] = self.adopted[run.pid] = self.by_job[run.key] = run
                 self.cores_used += spec["cores"]
-                log.info("job %s attempt %s adopted, pid %s", key[0], key[1], run.pid)
-            elif self.files.exit_status(*key) is not None:
+                log.info("job %s attempt %s adopted, pid %s", *run.key, run.pid)
+            elif self.files.exit_status(*run.key) is not None:
                 done.append(self._adopted_finished(run))
             else:   # died with its host or was killed unseen: unknown here, so requeued
-                log.info("job %s attempt %s gone without an exit status", *key)
-                self.files.forget(*key)
+                log.info("job %s attempt %s gone without an exit status", *run.key)
+                self.files.forget(*run.key)
         return done
 
     def _adopted_finished(self, run):
@@ -213,26 +230,22 @@ class Runner:
                  event.get("error") or f"exit {code}")
         return event
 
-    def forget(self, job_id, attempt):
-        """The server has recorded the attempt's end: its files can go."""
-        if self.files is not None:
-            self.files.forget(job_id, attempt, idle=not self.by_pid)
-
-    def _finished(self, run, status, usage):
-        now = time.time()
-        code = os.waitstatus_to_exitcode(status)
-        event = {"type": "finished", "job": run.spec["id"], "attempt": run.spec["attempt"],
-                 "time": now, "started": run.started, "max_rss": usage.ru_maxrss * 1024,
-                 "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
-        if run.reason:
-            event["reason"] = run.reason
-        log.info("job %s attempt %s ended: %s", run.spec["id"], run.spec["attempt"],
-                 f"exit {code}" if code >= 0 else f"signal {-code}")
-        if run.spec.get("logfile"):
-            _write_logfile(run, event, self.host_name)
-        return event
+    # -- killing -----------------------------------------------------------------------------
+    def drop(self, job_id, attempt, reason="cancelled before it started"):
+        """Forget a job still waiting for a slot; its finished event, or None."""
+        key = (job_id, attempt)
+        if self.waiting.pop(key, None) is None:
+            run = self.ready.pop(key, None)
+            if run is None:
+                return None
+            run.dropped = True
+            self._close_gate(run)           # its shell sees the gate closed and exits
+        log.info("job %s attempt %s dropped: %s", job_id, attempt, reason)
+        return {"type": "finished", "job": job_id, "attempt": attempt, "time": time.time(),
+                "exit_code": None, "signal": None, "reason": reason}
 
     def kill(self, job_id, attempt, reason="cancelled"):
+        """Signal a running job's process group (TERM, then KILL after a grace)."""
         run = self.by_job.get((job_id, attempt))
         if run is None:
             return False
@@ -243,43 +256,30 @@ class Runner:
 
     def enforce(self, now):
         """Time limits and SIGKILL after the grace period."""
-        for run in list(self.by_pid.values()):
+        for run in list(self.by_job.values()):
             if run.deadline and now >= run.deadline and not run.reason:
                 log.info("job %s reached its time limit of %ss", run.spec["id"],
                          run.spec["time_limit"])
-                self.kill(run.spec["id"], run.spec["attempt"],
-                          "time limit")
+                self.kill(*run.key, "time limit")
             elif run.kill_at and now >= run.kill_at:
                 _signal_group(run.pid, signal.SIGKILL)
                 run.kill_at = None
 
     def next_deadline(self):
-        times = [t for run in self.by_pid.values() for t in (run.deadline, run.kill_at) if t]
+        times = [t for run in self.by_job.values() for t in (run.deadline, run.kill_at) if t]
         return min(times) if times else None
 
     def kill_all(self):
-        self.preparer.shutdown(wait=False, cancel_futures=True)
+        for run in list(self.ready.values()):
+            self._close_gate(run)
         for run in list(self.by_pid.values()):
             _signal_group(run.pid, signal.SIGKILL)
 
-
-def _create_outputs(*paths):
-    for path in paths:
-        try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.close(os.open(path, OUTPUT_FLAGS | os.O_CLOEXEC, 0o666))
-        except OSError:
-            pass          # starting the job reports the error
-
-
-def _culprit(shell, stdout, stderr):
-    """Which file a failed posix_spawn could not use: an output file or else the shell."""
-    for path in (stdout, stderr):
-        try:
-            os.close(os.open(path, OUTPUT_FLAGS, 0o666))
-        except OSError:
-            return path
-    return shell
+    # -- pipes -------------------------------------------------------------------------------
+    def _close_gate(self, run):
+        if run.gate is not None:
+            os.close(run.gate)
+            run.gate = None
 
 
 def _signal_group(pid, signum):
@@ -288,33 +288,3 @@ def _signal_group(pid, signum):
     except OSError as exc:
         if exc.errno != errno.ESRCH:
             log.warning("cannot signal process group %s: %s", pid, exc)
-
-
-def _write_logfile(run, event, host_name):
-    spec = run.spec
-    lines = [f"# hq job {spec['id']} attempt {spec['attempt']}", f"# command: {spec['command']}",
-             f"# host: {host_name}", f"# directory: {spec['cwd']}",
-             f"# started: {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(run.started))}Z",
-             f"# finished: {time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(event['time']))}Z",
-             f"# exit code: {event['exit_code']}  signal: {event['signal']}"]
-    try:
-        with open(spec["logfile"], "w", encoding="utf-8", errors="replace") as log_out:
-            log_out.write("\n".join(lines) + "\n")
-            for title, path in (("stdout", spec["stdout"]), ("stderr", spec["stderr"])):
-                log_out.write(f"# --- {title} ({path}) ---\n")
-                log_out.write(_tail(path))
-                if title == "stdout" and spec["stderr"] == spec["stdout"]:
-                    break
-    except OSError as exc:
-        log.warning("job %s: cannot write log file %s: %s", spec["id"], spec["logfile"], exc)
-
-
-def _tail(path):
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - LOG_TAIL_BYTES))
-            return handle.read().decode(errors="replace")
-    except OSError as exc:
-        return f"(cannot read: {exc.strerror})\n"

@@ -1,10 +1,32 @@
 """The agent's Runner with real processes: posix_spawn in a new session, output files, the
-environment (HQ_ENTRY), jobs waiting for a slot, dropping a waiting job, start errors."""
+environment (HQ_ENTRY), jobs waiting for a slot (started ahead behind their gate), dropping a
+waiting job, kills, start errors."""
 
 import os
 
+import pytest
+
 from agents.runner import Runner
 from tests.helpers import wait_until
+
+
+@pytest.fixture
+def make_runner():
+    runners = []
+
+    def make():
+        runners.append(Runner("hostA"))
+        return runners[-1]
+    yield make
+    for runner in runners:
+        runner.kill_all()
+
+
+def start(runner, count):
+    """Start waiting jobs; the `count` start events (started, or finished with an error)."""
+    events = runner.start_waiting()
+    assert len(events) == count
+    return events
 
 
 def spec(tmp_path, job_id, command, **extra):
@@ -22,28 +44,58 @@ def reap_all(runner, count, timeout=20):
     return ended
 
 
-def test_job_runs_in_its_own_session_with_entry_and_outputs(tmp_path):
-    runner = Runner("hostA")
-    runner.assign(spec(tmp_path, 1, 'echo "$HQ_ENTRY $HQ_BATCH_ID $HQ_HOST $(pwd)"; '
+def test_job_runs_in_its_own_session_with_entry_and_outputs(tmp_path, make_runner):
+    runner = make_runner()
+    runner.assign(spec(tmp_path, 1, 'echo "$HQ_ENTRY $HQ_BATCH_ID $HQ_HOST $(pwd) $HOME"; '
                        'ps -o sid= -p $$ >&2; echo $$ >&2', entry="the line"),
-                  {"PATH": os.environ["PATH"]}, slots=2)
-    started = runner.start_waiting()
+                  {"PATH": os.environ["PATH"], "HOME": "/home/x", "HQ_HOST": "not this"},
+                  slots=2)
+    started = start(runner, 1)
     assert [e["type"] for e in started] == ["started"]
     [ended] = reap_all(runner, 1)
     assert ended["exit_code"] == 0 and ended["job"] == 1
-    assert (tmp_path / "out" / "1.out").read_text() == f"the line 7 hostA {tmp_path}\n"
+    assert (tmp_path / "out" / "1.out").read_text() == f"the line 7 hostA {tmp_path} /home/x\n"
     session, pid = (tmp_path / "out" / "1.err").read_text().split()
     assert session == pid, "the job leads its own session (and process group)"
-    runner.kill_all()
 
 
-def test_waiting_jobs_start_only_when_slots_free_and_can_be_dropped(tmp_path):
-    runner = Runner("hostA")
+def test_job_gets_default_sigpipe(tmp_path, make_runner):
+    """Python ignores SIGPIPE; a job must not inherit that, or `yes | head` complains."""
+    runner = make_runner()
+    runner.assign(spec(tmp_path, 1, "yes | head -1"), {"PATH": os.environ["PATH"]}, slots=2)
+    start(runner, 1)
+    [ended] = reap_all(runner, 1)
+    assert ended["exit_code"] == 0
+    assert (tmp_path / "out" / "1.out").read_text() == "y\n"
+    assert (tmp_path / "out" / "1.err").read_text() == ""
+
+
+def test_many_short_jobs_all_reported_once(tmp_path, make_runner):
+    """Jobs started ahead each get their slot in turn, and each end is reported once."""
+    runner = make_runner()
+    for job_id in range(1, 201):
+        runner.assign(spec(tmp_path, job_id, "true", stdout="/dev/null", stderr="/dev/null"),
+                      {}, slots=2)
+    ended = []
+
+    def progress():
+        ended.extend(runner.reap())
+        ended.extend(runner.start_waiting())
+        return sum(e["type"] == "finished" for e in ended) >= 200
+    wait_until(progress, 60, message="200 jobs to end")
+    finished = [e["job"] for e in ended if e["type"] == "finished"]
+    assert sorted(finished) == list(range(1, 201))
+    assert all(e["exit_code"] == 0 for e in ended if e["type"] == "finished")
+    assert runner.cores_used == 0 and not runner.holds_jobs() and not runner.by_pid
+
+
+def test_waiting_jobs_start_only_when_slots_free_and_can_be_dropped(tmp_path, make_runner):
+    runner = make_runner()
     gate = tmp_path / "gate"
     for job_id in (1, 2, 3):
         runner.assign(spec(tmp_path, job_id, f"while [ ! -e {gate} ]; do sleep 0.01; done"),
                       {}, slots=2)
-    assert [e["job"] for e in runner.start_waiting()] == [1, 2]
+    assert sorted(e["job"] for e in start(runner, 2)) == [1, 2]
     assert runner.start_waiting() == [] and sorted(runner.running_pairs()) == [[1, 1], [2, 1],
                                                                                  [3, 1]]
     dropped = runner.drop(3, 1)
@@ -53,23 +105,62 @@ def test_waiting_jobs_start_only_when_slots_free_and_can_be_dropped(tmp_path):
     gate.write_text("")
     ended = reap_all(runner, 2)
     assert sorted(e["job"] for e in ended) == [1, 2]
-    assert [e["job"] for e in runner.start_waiting()] == [4]
+    assert [e["job"] for e in start(runner, 1)] == [4]
     assert [e["job"] for e in reap_all(runner, 1)] == [4]
-    runner.kill_all()
 
 
-def test_start_errors_name_what_failed(tmp_path):
-    runner = Runner("hostA")
+def test_start_errors_name_what_failed(tmp_path, make_runner):
+    runner = make_runner()
     runner.assign(spec(tmp_path, 1, "true", cwd=str(tmp_path / "missing")), {})
     runner.assign(spec(tmp_path, 2, "true", shell="/no/such/shell"), {})
     (tmp_path / "plain").write_text("a file, not a directory")
     blocked = spec(tmp_path, 3, "true")
     blocked["stdout"] = str(tmp_path / "plain" / "x.out")
     runner.assign(blocked, {})
-    events = {e["job"]: e for e in runner.start_waiting()}
+    events = {e["job"]: e for e in start(runner, 3)}
     assert all(e["type"] == "finished" for e in events.values())
     assert events[1]["error"] == f"cannot start: No such file or directory: {tmp_path}/missing"
     assert events[2]["error"] == "cannot start: No such file or directory: /no/such/shell"
     assert events[3]["error"] == f"cannot start: File exists: {tmp_path}/plain"
-    assert os.getcwd() == runner.directory
-    runner.kill_all()
+    assert os.getcwd() == runner.starter.directory
+    assert runner.cores_used == 0 and not runner.holds_jobs() and not runner.by_pid
+
+
+def test_job_started_ahead_runs_only_when_it_gets_its_slot(tmp_path, make_runner):
+    """With one slot, the next job's shell is started ahead and waits behind its gate: its
+    command runs only after the first job ends; a dropped one never runs."""
+    runner = make_runner()
+    log_file, gate = tmp_path / "order", tmp_path / "gate"
+    first = f"echo first >> {log_file}; while [ ! -e {gate} ]; do sleep 0.01; done"
+    runner.assign(spec(tmp_path, 1, first), {}, slots=1)
+    runner.assign(spec(tmp_path, 2, f"echo second >> {log_file}"), {}, slots=1)
+    runner.assign(spec(tmp_path, 3, f"echo third >> {log_file}"), {}, slots=1)
+    runner.assign(spec(tmp_path, 4, f"echo fourth >> {log_file}"), {}, slots=1)
+    assert [e["job"] for e in start(runner, 1)] == [1]
+    assert list(runner.ready) == [(2, 1)] and list(runner.waiting) == [(3, 1), (4, 1)]
+    ahead = runner.ready[(2, 1)].pid
+    assert os.getpgid(ahead) == ahead, "started ahead, in its own session"
+    assert sorted(runner.running_pairs()) == [[1, 1], [2, 1], [3, 1], [4, 1]]
+    wait_until(lambda: log_file.exists(), 10, message="the first job to run")
+    dropped = runner.drop(2, 1)
+    assert dropped["reason"] == "cancelled before it started"
+    wait_until(lambda: runner.reap() == [] and ahead not in runner.by_pid, 10,
+               message="the dropped job's shell to end, unreported")
+    gate.write_text("")
+    ended = []
+
+    def progress():
+        ended.extend(e for e in runner.reap() + runner.start_waiting() if e["type"] == "finished")
+        return len(ended) == 3
+    wait_until(progress, 20, message="the other jobs to end")
+    assert [e["job"] for e in ended] == [1, 3, 4]
+    assert log_file.read_text().split() == ["first", "third", "fourth"]
+
+
+def test_kill_ends_the_job_with_its_signal(tmp_path, make_runner):
+    runner = make_runner()
+    runner.assign(spec(tmp_path, 1, "sleep 30"), {}, slots=2)
+    start(runner, 1)
+    assert runner.kill(1, 1) is True and runner.kill(9, 1) is False
+    [ended] = reap_all(runner, 1)
+    assert ended["signal"] == 15 and ended["reason"] == "cancelled"

@@ -1,0 +1,97 @@
+"""How a job's process is started (os.posix_spawn): its environment, its shell's wrapper script,
+its file actions (stdin, output files, the gate).
+
+The gate: every job's shell first reads a line from fd 3, a pipe whose write end the runner holds,
+so a job can be started ahead, while it waits for a slot, and given the slot with one write. A
+gate closed without that line (the job was dropped, or its agent died) ends the shell at once.
+"""
+
+import os
+import signal
+
+GATE_FD = 3
+GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
+OPEN = b"go\n"
+OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+# Python ignores these; a job must not inherit that (`yes | head` would report EPIPE).
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+class JobStarter:
+    def __init__(self, host_name, files=None):
+        """`files`: JobFiles, whose trap leaves each job's exit status."""
+        self.host_name = host_name
+        self.files = files
+        self.directories = set()        # output directories known to exist
+        self.directory = self.cwd = os.getcwd()
+
+    def start(self, spec, env, gate):
+        """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
+        pid. OSError names what failed (directory, output file or shell)."""
+        shell, argv, actions = self._arguments(spec, gate)
+        job_env = dict(env)
+        job_env.update(self._variables(spec))
+        spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
+        try:
+            if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
+                os.chdir(spec["cwd"])
+                self.cwd = spec["cwd"]
+            return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True,
+                         setsigdef=DEFAULT_SIGNALS)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, _culprit(shell, spec)) from None
+
+    def leave(self):
+        """Back to the agent's own directory (starts change into each job's)."""
+        if self.cwd != self.directory:
+            os.chdir(self.directory)
+            self.cwd = self.directory
+
+    def _variables(self, spec):
+        job_env = {"HQ_JOB_ID": str(spec["id"]), "HQ_HOST": self.host_name,
+                   "HQ_CORES": str(spec["cores"]), "HQ_ATTEMPT": str(spec["attempt"]),
+                   "HQ_JOB_NAME": spec.get("name") or "",
+                   "HQ_BATCH_ID": str(spec.get("batch", ""))}
+        if spec.get("entry"):
+            job_env["HQ_ENTRY"] = spec["entry"]
+        return job_env
+
+    def _arguments(self, spec, gate):
+        """(shell, argv, file actions) of a job; the child opens its output files itself."""
+        stdout, stderr = spec["stdout"], spec["stderr"]
+        actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
+        if stderr == stdout:
+            actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
+        else:
+            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
+        actions.append((os.POSIX_SPAWN_DUP2, gate, GATE_FD))
+        for path in (stdout, stderr):
+            if os.path.isabs(path):
+                self._make_directory(os.path.dirname(path))
+        shell = spec.get("shell") or "/bin/sh"
+        if self.files is not None:
+            argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"], GATE)
+        else:
+            argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, spec["command"]]
+        return shell, argv, actions
+
+    def _make_directory(self, directory):
+        if directory and directory not in self.directories:
+            os.makedirs(directory, exist_ok=True)
+            if len(self.directories) > 1000:
+                self.directories.clear()
+            self.directories.add(directory)
+
+
+def _culprit(shell, spec):
+    """Which file a failed start could not use: the directory, an output file or the shell."""
+    cwd = spec["cwd"]
+    if not os.path.isdir(cwd):
+        return cwd
+    for path in (os.path.join(cwd, spec["stdout"]), os.path.join(cwd, spec["stderr"])):
+        try:
+            os.close(os.open(path, OUTPUT_FLAGS, 0o666))
+        except OSError:
+            return path
+    return shell
