@@ -174,6 +174,9 @@ def load_settings(etc=None):
         ssh_python=_get(p, path, "ssh", "python", str, d.ssh_python),
         etc=etc,
     )
+    if not 0 <= s.commit_interval_s <= 1:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] commit_interval_s must be between 0 and "
+                      f"1 (seconds), not {s.commit_interval_s}")
     if s.ssh_unknown_host_keys not in ("reject", "accept-new"):
         raise HQError(CONFIG_ERROR, f"{path}: [ssh] unknown_host_keys must be reject or "
                       f"accept-new, not {s.ssh_unknown_host_keys!r}")

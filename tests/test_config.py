@@ -62,6 +62,11 @@ def test_settings_and_server_override(tmp_path, monkeypatch):
     etc = write(tmp_path, "hq.cfg", "[server]\nport = many\n")
     with pytest.raises(HQError, match=r"hq.cfg: \[server\] port must be a int"):
         config.load_settings(etc)
+    etc = write(tmp_path, "hq.cfg", "[server]\ncommit_interval_s = 5\n")
+    with pytest.raises(HQError, match=r"commit_interval_s must be between 0 and 1"):
+        config.load_settings(etc)
+    assert config.load_settings(write(tmp_path, "hq.cfg", "[server]\ncommit_interval_s = 0\n")
+                                ).commit_interval_s == 0
 
 
 def test_database_urls(tmp_path, monkeypatch):

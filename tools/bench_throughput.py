@@ -3,7 +3,7 @@ cores), end to end, beside the machine's floor (the same commands through `xargs
 
 Three runs per backend, each beside its floor: hq's default of two output files per job on the
 fresh server ("cold": its output directory is new), the same again ("warm"), and output
-discarded (`-o /dev/null`, as the plain floor keeps no output per command). The floor for the
+discarded (`-o /dev/null -e /dev/null`, as the plain floor keeps no output per command). The floor for the
 runs with files writes the same two files per command (creating files is far from free on some
 file systems, and slower while a directory is new).
 
@@ -191,7 +191,8 @@ def run_backend(backend, args, slots):
                             ("2 files, warm", end_to_end(cluster, args["jobs"], processes),
                              "files warm"),
                             ("/dev/null", end_to_end(cluster, args["jobs"], processes,
-                                                     ("-o", "/dev/null")), "plain")]}
+                                                     ("-o", "/dev/null", "-e", "/dev/null")),
+                             "plain")]}
         figures["idle_p50"] = idle_latency(cluster)
         if args["cli_runs"]:
             figures["cli"] = cli_wall(cluster, args["cli_runs"])
