@@ -23,7 +23,7 @@ import time
 
 import zmq
 
-from hq import agentlink, config, protocol as p, requests, security
+from hq import agentlink, config, logs, protocol as p, requests, security
 from hq.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
@@ -452,9 +452,7 @@ def start(settings, port=None, bind=None):
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
-    logging.basicConfig(
-        level=getattr(logging, args["--log-level"].upper(), logging.INFO),
-        filename=args["--log-file"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args["--log-level"], args["--log-file"])
     try:
         settings = config.load_settings()
         port = int(args["--port"]) if args["--port"] else None

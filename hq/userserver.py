@@ -21,7 +21,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from hq import config, launch, protocol as p, security
+from hq import config, launch, logs, protocol as p, security
 from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
 from hq.paths import pid_path, socket_path
 
@@ -291,8 +291,7 @@ def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
     home = config.home_dir()
-    logging.basicConfig(level=getattr(logging, args["--log-level"].upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(args["--log-level"])
     lock = take_lock(home)
     if lock is None:
         log.info("another hq-user-server serves %s: exiting", home)
