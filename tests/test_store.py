@@ -76,6 +76,24 @@ def test_failed_transaction_leaves_nothing(store):
     assert store.get_jobs([1]) == []
 
 
+def test_failure_late_in_a_large_commit_leaves_nothing(store):
+    """MySQL sends a commit's statements together, in several round trips when large: a
+    statement that fails after others succeeded still rolls the whole commit back."""
+    w = Writes()
+    w.batches.append({"id": 1, "user": "alice", "submitted": 1.0, "size": 2000, "env": "{}"})
+    for i in range(1, 2001):
+        w.jobs.append(new_job(i))
+        w.jobs[-1]["command"] = f"echo {i} " + "x" * 1000
+    w.event(1, 1.0, None, 0, None, "a state is required")
+    with pytest.raises(HQError) as info:
+        store.apply(w)
+    assert info.value.code == "DATABASE_ERROR"
+    assert store.get_jobs([1, 2000]) == [] and store.batch_owner(1) is None
+    w.events.clear()
+    store.apply(w)
+    assert len(store.get_jobs(list(range(1, 2001)))) == 2000
+
+
 def test_queries_filter_by_user_state_and_batch(store):
     w = Writes()
     w.jobs.extend([new_job(1), new_job(2, "done"), new_job(3, user="bob", batch=2)])

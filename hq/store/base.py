@@ -134,10 +134,9 @@ class SqlStore:
         return rows[0]["value"] if rows else default
 
     def _set_setting(self, cur, name, value):
-        cur.execute(self.sql("UPDATE settings SET value = ? WHERE name = ?"), (value, name))
-        if cur.rowcount == 0:
-            cur.execute(self.sql(f"{self.insert_ignore} INTO settings (name, value) VALUES (?, ?)"),
-                        (name, value))
+        """Replace a setting (statements that need no row count: see mysql.StatementBatch)."""
+        cur.execute(self.sql("DELETE FROM settings WHERE name = ?"), (name,))
+        cur.execute(self.sql("INSERT INTO settings (name, value) VALUES (?, ?)"), (name, value))
 
     # -- loading at server start ---------------------------------------------------------
     def load_users(self):
