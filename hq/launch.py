@@ -8,7 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
+from concurrent.futures import Future
 
 import paramiko
 
@@ -164,13 +166,20 @@ def _one_line(value):
 
 class RemoteStarter:
     """Starts agents on remote hosts in worker threads so that no host blocks the user-server
-    or another host. One try per host at a time; a failed host is retried with backoff."""
+    or another host. One try per host at a time; a failed host is retried with backoff.
+
+    The workers are daemon threads (a ThreadPoolExecutor's are not): a user-server told to exit
+    does not wait for an ssh connection that hangs until its timeout."""
 
     BACKOFF_START_S, BACKOFF_MAX_S = 5.0, 300.0
 
     def __init__(self, settings, workers=4):
         self.settings = settings
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ssh")
+        self.queue = queue.SimpleQueue()
+        self.workers = [threading.Thread(target=self._work, name=f"ssh-{i}", daemon=True)
+                        for i in range(workers)]
+        for worker in self.workers:
+            worker.start()
         self.tries = {}       # host name -> future of the try in flight
         self.failures = {}    # host name -> (failures in a row, time of the next try)
 
@@ -179,9 +188,22 @@ class RemoteStarter:
         now = now or time.time()
         if host_name in self.tries or now < self.failures.get(host_name, (0, 0.0))[1]:
             return False
-        self.tries[host_name] = self.pool.submit(ssh_run, host_name, address, command,
-                                                 self.settings)
+        future = self.tries[host_name] = Future()
+        self.queue.put((future, host_name, address, command))
         return True
+
+    def _work(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            future, *call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(ssh_run(*call, self.settings))
+            except BaseException as exc:      # the loop reports it (finished)
+                future.set_exception(exc)
 
     def finished(self, now=None):
         """[(host name, ok, one-line outcome)] of the tries that ended since the last call."""
@@ -203,4 +225,7 @@ class RemoteStarter:
         return ended
 
     def close(self):
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        for future in self.tries.values():
+            future.cancel()
+        for _ in self.workers:
+            self.queue.put(None)

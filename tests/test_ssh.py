@@ -13,7 +13,7 @@ import types
 import pytest
 
 from hq import config, launch
-from tests.helpers import Cluster, free_port, wait_until
+from tests.helpers import Cluster, free_port, pid_alive, wait_until
 
 SSHD = "/usr/sbin/sshd"
 
@@ -177,6 +177,10 @@ def test_job_for_ssh_host_runs_there_and_unreachable_host_is_reported(sshd, ssh_
     assert hosts["sshbox"]["status"] == "up" and hosts["sshbox"]["status_reason"] == ""
     table = ssh_cluster.run("hq-admin", "lscluster", check=True).stdout
     assert "REASON" in table.splitlines()[1] and "cannot connect" in table
+    # slowbox's try still hangs: the user-server exits on SIGTERM all the same
+    pid = ssh_cluster.user_server_pid()
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not pid_alive(pid), 3, message="the user-server to exit")
 
 
 def test_changed_host_key_is_refused_and_reported(sshd, ssh_cluster, tmp_path):
