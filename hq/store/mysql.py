@@ -112,9 +112,28 @@ class StatementBatch:
             for row in rows:
                 self.execute(statement, row)
             return
-        rendered = [self.cursor.mogrify(values, row) for row in rows]
+        if values == "(" + ", ".join(["%s"] * len(rows[0])) + ")":
+            rendered = self._render_rows(rows)
+        else:
+            rendered = [self.cursor.mogrify(values, row) for row in rows]
         for start in range(0, len(rendered), UPDATE_SLICE):
             self.statements.append(f"{head} VALUES {','.join(rendered[start:start + UPDATE_SLICE])}")
+
+    def _render_rows(self, rows):
+        """Rows as SQL tuples, each distinct value escaped once: the rows of one submission
+        share most of their values (options, paths, user)."""
+        mogrify, memo = self.cursor.mogrify, {}
+        rendered = []
+        for row in rows:
+            texts = []
+            for value in row:
+                key = (type(value), value)
+                text = memo.get(key)
+                if text is None:
+                    text = memo[key] = mogrify("%s", (value,))
+                texts.append(text)
+            rendered.append(f"({','.join(texts)})")
+        return rendered
 
     def send(self):
         chunk, size = [], 0
