@@ -73,6 +73,7 @@ class Server:
         self.db_backoff = 0.1
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
+        self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.next_export = 0.0
         self.context = zmq.Context.instance()
@@ -110,8 +111,9 @@ class Server:
             self.again = False
             poller.poll(timeout)
             pause = last_turn + self.settings.commit_interval_s - time.time()
-            if pause > 0:         # busy: let this turn gather more messages for one commit
+            if pause > 0 and not self.submitted:   # busy: let more messages share a commit
                 time.sleep(pause)
+            self.submitted = False
             last_turn = time.time()
             self.turn()
         self.commit()
@@ -389,6 +391,7 @@ class Server:
                 if len(admitted) < len(jobs):
                     self.parking.cancel_batch(jobs[0].user, batch, self.now)
         self.again = self.again or bool(self.staged)
+        self.submitted = bool(self.staged)
         self.staged = []
         self.state.just_ended.clear()
         outbox, self.outbox = self.outbox, []
