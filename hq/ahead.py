@@ -6,8 +6,8 @@ The agent never runs more cores than the host's slots; long jobs get no one wait
 """
 
 SHORT_JOB_S = 1.0        # jobs wait at an agent only while its recent jobs averaged less
-AHEAD_S = 0.1            # per slot, about this much work waits at the agent ...
-MAX_PER_SLOT = 32        # ... but never more than this many jobs
+AHEAD_S = 0.15           # per slot, about this much work waits at the agent ...
+MAX_PER_SLOT = 48        # ... but never more than this many jobs
 SMOOTHING = 0.2          # weight of the newest runtime in the running average
 
 

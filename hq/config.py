@@ -80,7 +80,7 @@ class Settings:
     agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
     requeue_grace_s: float = 10.0
-    commit_interval_s: float = 0.02
+    commit_interval_s: float = 0.03
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
     default_retries: int = 1

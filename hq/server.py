@@ -111,7 +111,7 @@ class Server:
             self.again = False
             poller.poll(timeout)
             pause = last_turn + self.settings.commit_interval_s - time.time()
-            if pause > 0 and not self.submitted:   # busy: let more messages share a commit
+            if pause > 0 and self.busy():     # let more messages share a commit
                 time.sleep(pause)
             self.submitted = False
             last_turn = time.time()
@@ -121,6 +121,11 @@ class Server:
         if self.authenticator is not None:
             self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
+
+    def busy(self):
+        """Whether jobs queue for slots (and no submission waits to be scheduled): only then
+        does a turn wait for the commit interval; a quiet cluster answers every message at once."""
+        return len(self.state.pending) > 0 and not self.submitted
 
     def refresh_keys(self):
         if self.authenticator is not None:
