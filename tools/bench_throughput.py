@@ -1,11 +1,12 @@
 """Throughput benchmark: N trivial jobs piped into `hq-submit -` on one local host (slots =
 cores), end to end, beside the machine's floor (the same commands through `xargs -P<slots>`).
 
-Three runs per backend, each beside its floor: hq's default of two output files per job on the
-fresh server ("cold": its output directory is new), the same again ("warm"), and output
-discarded (`-o /dev/null -e /dev/null`, as the plain floor keeps no output per command). The floor for the
-runs with files writes the same two files per command (creating files is far from free on some
-file systems, and slower while a directory is new).
+Three runs per backend, each right after its own floor (this machine's speed drifts by 10% in a
+minute): hq's default of two output files per job on the fresh server ("cold": its output
+directory is new), the same again ("warm"), and output discarded (`-o /dev/null -e /dev/null`,
+as the plain floor keeps no output per command). The floor for the runs with files writes the
+same two files per command (creating files is far from free on some file systems, and slower
+while a directory is new).
 
 Usage:
   bench_throughput.py [--jobs=N] [--accept=N] [--backends=LIST] [--cli-runs=N]
@@ -186,13 +187,14 @@ def run_backend(backend, args, slots):
         cluster.setup_database()
         cluster.start_server()
         processes = cluster.warm_up()
-        figures = {"runs": [("2 files, cold", end_to_end(cluster, args["jobs"], processes),
-                             "files cold"),
-                            ("2 files, warm", end_to_end(cluster, args["jobs"], processes),
-                             "files warm"),
-                            ("/dev/null", end_to_end(cluster, args["jobs"], processes,
-                                                     ("-o", "/dev/null", "-e", "/dev/null")),
-                             "plain")]}
+        figures = {"runs": []}
+        with tempfile.TemporaryDirectory(prefix="hqfloor") as out_dir:
+            for output, options, files in (("2 files, cold", (), "a"), ("2 files, warm", (), "b"),
+                                           ("/dev/null", ("-o", "/dev/null", "-e", "/dev/null"),
+                                            None)):
+                base = floor(args["jobs"], slots, out_dir if files else None, files or "")
+                figures["runs"].append((output, end_to_end(cluster, args["jobs"], processes,
+                                                           options), base))
         figures["idle_p50"] = idle_latency(cluster)
         if args["cli_runs"]:
             figures["cli"] = cli_wall(cluster, args["cli_runs"])
@@ -206,19 +208,19 @@ def run_backend(backend, args, slots):
             database.drop()
 
 
-def report(floors, results, args, slots):
+def report(results, args, slots):
     print(f"\n{args['jobs']} `true` jobs, 1 host, {slots} slots (cores), all changes committed")
-    print(f"floor: xargs -P{slots} sh -c true: {floors['plain']:.0f} jobs/s; writing two output "
-          f"files per command: {floors['files cold']:.0f} jobs/s into a new directory, "
-          f"{floors['files warm']:.0f} jobs/s the second time\n")
-    head = (f"{'backend':<8} {'output':<14} {'jobs/s':>7} {'x floor':>7} {'submit/s':>9} "
+    print(f"floor: xargs -P{slots} sh -c true (writing the same two output files per command "
+          "for the runs with files), measured right before each run\n")
+    head = (f"{'backend':<8} {'output':<14} {'floor':>6} {'jobs/s':>7} {'x floor':>7} "
+            f"{'submit/s':>9} "
             f"{'p50 ms':>7} {'p90 ms':>7} {'srv cpu':>7} {'agent cpu':>9} {'usr cpu':>7} "
             f"{'peak RSS':>8}")
     print(head + "\n" + "-" * len(head))
     for backend, f in results.items():
-        for output, row, floor_name in f["runs"]:
-            floor_rate = floors[floor_name]
-            print(f"{backend:<8} {output:<14} {row['rate']:>7.0f} {row['rate'] / floor_rate:>7.2f} "
+        for output, row, floor_rate in f["runs"]:
+            print(f"{backend:<8} {output:<14} {floor_rate:>6.0f} {row['rate']:>7.0f} "
+                  f"{row['rate'] / floor_rate:>7.2f} "
                   f"{row['submit_rate']:>9.0f} {row['p50'] * 1000:>7.0f} "
                   f"{row['p90'] * 1000:>7.0f} {row['cpu_server']:>6.2f}s "
                   f"{row['cpu_agent']:>8.2f}s {row['cpu_user-server']:>6.2f}s "
@@ -243,17 +245,13 @@ def main(argv=None):
     args = {"jobs": int(raw["--jobs"]), "accept": int(raw["--accept"]),
             "cli_runs": int(raw["--cli-runs"])}
     slots = psutil.cpu_count() or 1
-    with tempfile.TemporaryDirectory(prefix="hqfloor") as out_dir:
-        floors = {"plain": floor(args["jobs"], slots),
-                  "files cold": floor(args["jobs"], slots, out_dir, "a"),
-                  "files warm": floor(args["jobs"], slots, out_dir, "b")}
-    print("floors measured: " + ", ".join(f"{k} {v:.0f}" for k, v in floors.items()), flush=True)
     results = {}
     for backend in raw["--backends"].split(","):
         results[backend] = run_backend(backend, args, slots)
-        rates = ", ".join(f"{name} {row['rate']:.0f}" for name, row, _ in results[backend]["runs"])
+        rates = ", ".join(f"{name} {row['rate']:.0f} (floor {base:.0f})"
+                          for name, row, base in results[backend]["runs"])
         print(f"{backend} done: {rates} jobs/s", flush=True)
-    report(floors, results, args, slots)
+    report(results, args, slots)
 
 
 if __name__ == "__main__":
