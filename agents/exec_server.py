@@ -129,14 +129,22 @@ class Agent:
                 self.read_messages()
             now = time.time()
             self.runner.enforce(now)
-            self.outgoing.extend(self.runner.reap())
-            self.outgoing.extend(self.runner.start_waiting())
+            self.start_and_reap()
             self.flush_events(now)
             if now >= self.next_heartbeat:
                 self.heartbeat(now)
             self.check_server(now)
             self.check_idle(now)
         self.runner.kill_all()
+
+    def start_and_reap(self):
+        """Reap ended children and give their slots on; again while children end during the
+        starts (a start waits for its child's exec: the next slot is handed over at once)."""
+        ended = True
+        while ended:
+            ended = self.runner.reap()
+            self.outgoing.extend(ended)
+            self.outgoing.extend(self.runner.start_waiting())
 
     def watch_children(self):
         """A pipe that becomes readable when a child ends (SIGCHLD through set_wakeup_fd):
