@@ -183,6 +183,8 @@ class UserServer:
                 self.connected = False
                 continue
             self.connected = event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            if self.connected:      # a (restarted) server learns at once where we are
+                self.next_hello = 0.0
             refused = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
             if refused and not self.key_refused:
                 log.error("hq-server refused our key %s", self.key_file())

@@ -61,7 +61,12 @@ def test_batch_cancel_reaches_parked_jobs_and_restart_keeps_them(small):
     assert cancelled.returncode == 0 and "70 jobs cancelled" in cancelled.stderr
     assert set(states(small, batch).values()) == {"cancelled"}
     small.stop_server()
+    hellos = small.server_log().count("user-server of root connected")
     small.start_server()
+    # the user-server says HELLO as soon as it reconnects (not at its next 10 s HELLO), so
+    # the restarted server can have it start agents for the waiting jobs at once
+    wait_until(lambda: small.server_log().count("user-server of root connected") > hellos, 3,
+               message="the user-server's HELLO to the restarted server")
     assert info(small)["live_jobs"] <= LIMIT
     assert small.run("hq-admin", "activate").returncode == 0
     waited = small.run("hq-client", "wait", "--batch", str(other_batch), "--timeout", "120",
