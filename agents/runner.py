@@ -180,9 +180,9 @@ class Runner:
                  "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
         if run.reason:
             event["reason"] = run.reason
-        if code or log.isEnabledFor(logging.DEBUG):   # the server logs every end; here, failures
-            log.log(logging.INFO if code else logging.DEBUG, "job %s attempt %s ended: %s",
-                    run.spec["id"], run.spec["attempt"],
+        level = logging.INFO if code else logging.DEBUG   # the server logs every end
+        if log.isEnabledFor(level):
+            log.log(level, "job %s attempt %s ended: %s", run.spec["id"], run.spec["attempt"],
                     f"exit {code}" if code >= 0 else f"signal {-code}")
         if run.spec.get("logfile"):
             write_logfile(run, event, self.host_name)

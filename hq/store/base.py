@@ -191,9 +191,15 @@ class SqlStore:
         parts = [w for w in parts if w]
         if not parts:
             return
-        with self.transaction() as cur:
+        with self.transaction() as cur, self.statements(cur) as target:
             for writes in parts:
-                self._apply(cur, writes)
+                self._apply(target, writes)
+
+    @contextlib.contextmanager
+    def statements(self, cur):
+        """Where a group commit's statements go: the cursor (a backend may gather them and
+        send them together on leaving, see mysql.StatementBatch)."""
+        yield cur
 
     def _apply(self, cur, writes):
         for name, value in writes.settings.items():

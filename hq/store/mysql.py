@@ -55,16 +55,12 @@ class MysqlStore(SqlStore):
         finally:
             conn.close()  # back to the pool
 
-    def apply(self, *parts):
-        """Every `Writes` of `parts` in one transaction, its statements in few round trips."""
-        parts = [w for w in parts if w]
-        if not parts:
-            return
-        with self.transaction() as cur:
-            batch = StatementBatch(cur)
-            for writes in parts:
-                self._apply(batch, writes)
-            batch.send()
+    @contextlib.contextmanager
+    def statements(self, cur):
+        """A group commit's statements, gathered and sent in few round trips."""
+        batch = StatementBatch(cur)
+        yield batch
+        batch.send()
 
     def _update_group(self, cur, table, key, names, rows):
         """One UPDATE ... CASE statement per slice of rows: PyMySQL's executemany sends an
