@@ -8,6 +8,6 @@ __version__ = "0.1.0"
 
 def __getattr__(name):
     if name == "Client":
-        from hq.client import Client
+        from hq.client.api import Client
         return Client
     raise AttributeError(name)

@@ -202,7 +202,7 @@ class Cluster:
         """A Python API client bound to this cluster (sets the process environment)."""
         for key in ("HQ_HOME", "HQ_CONF", "HQ_DB_URL", "HQ_SERVER"):
             os.environ[key] = self.env[key]
-        from hq.client import Client
+        from hq.client.api import Client
         return Client(home=self.home)
 
     def agent_pids(self):

@@ -6,8 +6,8 @@ from collections import Counter
 from hypothesis import given, settings, strategies as st
 
 from hq.model import ACTIVE, DONE, FAILED, HELD, INACTIVE, PENDING, UP, DOWN, Host, Job
-from hq.scheduler import PendingIndex, memory_free, offer, place, usable
-from hq.state import ClusterState
+from hq.server.scheduler import PendingIndex, memory_free, offer, place, usable
+from hq.server.core import ClusterState
 from hq.store.writes import Writes
 
 GB = 1 << 30
@@ -288,7 +288,7 @@ def test_reservations_never_oversubscribe(hosts, specs, reserved, used_by_code):
 
 def test_dependencies_survive_a_restart(store):
     """ClusterState.load rebuilds the queue and the waits from the database alone."""
-    from hq.state import job_row
+    from hq.server.core import job_row
     rows = []
     for job_id, state, after in ((1, "done", ""), (2, "failed", ""), (3, "running", ""),
                                  (4, "pending", "3"), (5, "pending", "1"), (6, "held", "2"),

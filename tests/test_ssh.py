@@ -12,7 +12,8 @@ import types
 
 import pytest
 
-from hq import config, launch
+from hq import config
+from hq.user import launch
 from tests.helpers import Cluster, free_port, pid_alive, wait_until
 
 SSHD = "/usr/sbin/sshd"

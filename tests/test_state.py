@@ -2,7 +2,7 @@
 are requeued while retries last or end lost; a re-registered agent keeps them."""
 
 from hq.model import DOWN, UP, Host
-from hq.state import ClusterState
+from hq.server.core import ClusterState
 from hq.store.writes import Writes
 
 

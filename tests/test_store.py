@@ -5,7 +5,7 @@ import pytest
 from hq.config import HostEntry
 from hq.errors import HQError
 from hq.model import Job
-from hq.state import job_row
+from hq.server.core import job_row
 from hq.store.schema import SCHEMA_VERSION
 from hq.store.writes import Writes
 

@@ -13,7 +13,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hq.model import UP, Host, Job  # noqa: E402
-from hq.scheduler import PendingIndex, place  # noqa: E402
+from hq.server.scheduler import PendingIndex, place  # noqa: E402
 
 USERS = [f"user{i}" for i in range(20)]
 

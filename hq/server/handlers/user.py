@@ -5,13 +5,14 @@ Each takes (server, user, body) and returns the reply fields, or raises HQError.
 
 import logging
 
-from hq import admin, protocol as p
+from hq import protocol as p
+from hq.server.handlers import admin
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import event_json, job_json
 from hq.model import HELD, PENDING, STATES, TERMINAL, UP
-from hq.submissions import submit
+from hq.server.handlers.submit import submit
 
-log = logging.getLogger("hq.requests")
+log = logging.getLogger("hq.server.handlers.user")
 
 MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
 INT32_LIMIT = 1 << 31                 # INT columns

@@ -18,7 +18,7 @@ The database is HQ_DB_URL when set, else etc/hq-db.cfg.
 import sys
 
 from hq import config, security
-from hq.cli.common import run, usage_error
+from hq.client.cli.common import run, usage_error
 from hq.errors import HQError
 from hq.store import open_store
 from hq.store.schema import TABLE_NAMES

@@ -285,7 +285,7 @@ def ensure_user_server(home):
     import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
             open(os.path.join(log_dir, "user-server.log"), "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "hq.userserver"], stdin=null_in,
+        proc = subprocess.Popen([sys.executable, "-m", "hq.user.server"], stdin=null_in,
                                 stdout=out, stderr=out, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -6,9 +6,9 @@ import collections
 import logging
 
 from hq.model import HELD, PENDING, TERMINAL, Job
-from hq.state import dependencies
+from hq.server.core import dependencies
 
-log = logging.getLogger("hq.parking")
+log = logging.getLogger("hq.server.parking")
 
 WAITING = (PENDING, HELD)
 

@@ -9,10 +9,10 @@ from collections import defaultdict
 
 from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
-from hq.scheduler import PendingIndex, explain
+from hq.server.scheduler import PendingIndex, explain
 from hq.store.writes import Writes
 
-log = logging.getLogger("hq.state")
+log = logging.getLogger("hq.server.core")
 
 JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
 PATH_FIELDS = ("stdout", "stderr", "logfile")

@@ -16,7 +16,7 @@ import paramiko
 
 from hq.config import split_address
 
-log = logging.getLogger("hq.launch")
+log = logging.getLogger("hq.user.launch")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -23,18 +23,19 @@ import time
 
 import zmq
 
-from hq import agentlink, config, logs, protocol as p, requests, security
-from hq.ahead import Ahead
+from hq import config, logs, protocol as p, security
+from hq.server.handlers import agent as agentlink, user as requests
+from hq.server.ahead import Ahead
 from hq.errors import (CONFIG_ERROR, DATABASE_ERROR, INTERNAL, PERMISSION_DENIED, UNKNOWN_USER,
                        HQError)
 from hq.model import ACTIVE, DOWN, UNKNOWN, UP
-from hq.scheduler import place
-from hq.parking import Parking, after_load
-from hq.state import ClusterState, job_path
+from hq.server.scheduler import place
+from hq.server.parking import Parking, after_load
+from hq.server.core import ClusterState, job_path
 from hq.store import open_store
 from hq.store.writes import Writes
 
-log = logging.getLogger("hq.server")
+log = logging.getLogger("hq.server.loop")
 
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
@@ -425,7 +426,7 @@ def run_spec(job):
 
 
 def start_exporter(server, port):
-    from hq.exporter import Exporter
+    from hq.server.exporter import Exporter
     try:
         server.exporter = Exporter(port)
     except OSError as exc:

@@ -19,7 +19,7 @@ Jobs use reserved slots with 'hq-submit --reservation CODE'; no other job gets t
 
 import sys
 
-from hq.cli.common import parse_int, print_json, run, table, usage_error
+from hq.client.cli.common import parse_int, print_json, run, table, usage_error
 from hq.jobview import iso
 
 
@@ -34,7 +34,7 @@ def parse_pairs(words):
 
 
 def reservation(args):
-    from hq.client import Client
+    from hq.client.api import Client
     client = Client()
     if args["-a"]:
         reply = client.admin("reserve", args["--code"] or "",

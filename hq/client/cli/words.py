@@ -1,7 +1,7 @@
 """The original hq's hq-client words (lswjobs:N, lajob:ID, findjobs:TEXT, lss, invokeservers,
 cleanup), each mapped onto the new requests; `--json` prints the same data as JSON."""
 
-from hq.cli.common import parse_int, print_json, table, usage_error
+from hq.client.cli.common import parse_int, print_json, table, usage_error
 
 LISTS = {"lswjobs": ["held", "pending"], "lspjobs": ["dispatched"], "lsrjobs": ["running"],
          "lsfjobs": ["done", "failed", "cancelled", "lost"]}
@@ -25,7 +25,7 @@ def run_word(client, word, as_json):
     if name == "lajob":
         if not arg:
             usage_error("lajob needs a job id: lajob:ID")
-        from hq.cli.client import show_details
+        from hq.client.cli.client import show_details
         return show_details(client.details([parse_int(arg, "job id", 1)]), as_json)
     if name == "findjobs":
         if not arg:

@@ -37,7 +37,7 @@ Options:
 
 import sys
 
-from hq.cli.common import parse_int, print_json, run, table, usage_error
+from hq.client.cli.common import parse_int, print_json, run, table, usage_error
 from hq.protocol import ADMIN
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
@@ -113,7 +113,7 @@ def show(command, reply, as_json):
 
 
 def adduser(args):
-    from hq.client import Client
+    from hq.client.api import Client
     from hq.security import read_public_key
     key = read_public_key(args["--key"]).decode()
     reply = Client().request(ADMIN, command="adduser", arg=args["NAME"], key=key)
@@ -130,7 +130,7 @@ def flatten_user(user):
 def admin(args):
     if args["adduser"]:
         return adduser(args)
-    from hq.client import Client
+    from hq.client.api import Client
     if args["jobs"]:
         command, fields = "jobs", {
             "for_user": args["--user"] or "",

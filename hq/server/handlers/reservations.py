@@ -9,7 +9,7 @@ from hq import protocol as p
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, HQError
 from hq.model import FAILED, HELD, PENDING
 
-log = logging.getLogger("hq.reservations")
+log = logging.getLogger("hq.server.handlers.reservations")
 
 
 def _add(server, arg, body):

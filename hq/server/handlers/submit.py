@@ -5,10 +5,11 @@ A submission is one batch; a streamed submission sends chunks, the later ones na
 
 import os
 
-from hq import protocol as p, reservations
+from hq import protocol as p
+from hq.server.handlers import reservations
 from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.model import JOB_OPTIONS
-from hq.scheduler import can_ever_run
+from hq.server.scheduler import can_ever_run
 
 MAX_COMMAND = 1 << 20
 MAX_ENV = 1 << 20

@@ -9,12 +9,13 @@ import struct
 
 from zmq.utils import z85
 
-from hq import config, protocol as p, reservations
+from hq import config, protocol as p
+from hq.server.handlers import reservations
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, UNKNOWN_USER, HQError
 from hq.jobview import iso, job_json
 from hq.model import ACTIVE, DISPATCHED, INACTIVE, RUNNING, STATES, Host
 
-log = logging.getLogger("hq.admin")
+log = logging.getLogger("hq.server.handlers.admin")
 
 READ_ONLY = {"info", "status", "lscluster", "lsusers", "lsuser", "jobs", "hostinfo",
              "reservations"}
@@ -149,7 +150,7 @@ def _user_enabled(enabled):
 
 # -- jobs of every user -------------------------------------------------------------------------
 def _jobs(server, arg, body):
-    from hq.requests import MAX_REASONS, live_reasons
+    from hq.server.handlers.user import MAX_REASONS, live_reasons
     owner = p.field(body, "for_user", str, "") or None
     if owner is not None:
         _user(server, owner)

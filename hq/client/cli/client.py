@@ -34,8 +34,8 @@ Options:
 
 import sys
 
-from hq.cli.common import job_ids, parse_int, print_json, run, table
-from hq.cli.submit import exit_status
+from hq.client.cli.common import job_ids, parse_int, print_json, run, table
+from hq.client.cli.submit import exit_status
 from hq.errors import TIMEOUT, HQError
 from hq.model import STATES
 
@@ -94,7 +94,7 @@ def change(client, args, action):
 
 
 def wait(client, args):
-    from hq.cli.progress import Progress
+    from hq.client.cli.progress import Progress
     timeout = float(parse_int(args["--timeout"], "--timeout", 0)) if args["--timeout"] else None
     try:
         with Progress(sys.stderr, shown=args["--progress"]) as progress:
@@ -125,7 +125,7 @@ def wait_batch(client, args, timeout, progress):
 
 
 def dispatch(args):
-    from hq.client import Client
+    from hq.client.api import Client
     client = Client()
     for action in ("cancel", "hold", "release"):
         if args[action]:
@@ -137,7 +137,7 @@ def dispatch(args):
     if args["list"]:
         return list_jobs(client, args)
     if args["WORD"]:
-        from hq.cli.words import run_word
+        from hq.client.cli.words import run_word
         return run_word(client, args["WORD"], args["--json"])
     return wait(client, args)
 

@@ -49,7 +49,7 @@ Options:
 import os
 import sys
 
-from hq.cli.common import parse_int, parse_size, print_json, run, usage_error
+from hq.client.cli.common import parse_int, parse_size, print_json, run, usage_error
 from hq.errors import HQError
 
 
@@ -80,7 +80,7 @@ def job_options(args):
 
 
 def submit(args):
-    from hq.client import Client
+    from hq.client.api import Client
     options, cwd = job_options(args)
     client = Client()
     if args["COMMAND"] == ["-"] and not args["--each-line"]:
@@ -104,7 +104,7 @@ def submit(args):
 
 def submit_stream(client, args, options, cwd):
     """Stream lines into one batch; print ids as chunks are accepted; wait if asked."""
-    from hq.cli.lines import LineChunks
+    from hq.client.cli.lines import LineChunks
     source = args["--each-line"] or args["-f"] or "-"
     template = " ".join(args["COMMAND"]) if args["--each-line"] else None
     if template is not None:
@@ -170,7 +170,7 @@ def wait_batch(client, batch, args):
 def progress_display(args):
     """A progress display for --progress, or for --wait on a terminal (a context manager
     giving None when there is none to show)."""
-    from hq.cli.progress import Progress
+    from hq.client.cli.progress import Progress
     return Progress(sys.stderr, shown=args["--progress"] or sys.stderr.isatty())
 
 

@@ -21,7 +21,8 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from hq import config, launch, logs, protocol as p, security
+from hq import config, logs, protocol as p, security
+from hq.user import launch
 from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
 from hq.paths import pid_path, socket_path
 
