@@ -76,6 +76,8 @@ class Job:
     max_rss: int = None
     reason: str = ""
     entry: str = ""             # the input line of `hq-submit --each-line` (HQ_ENTRY)
+    script: str = ""            # a batch script's text, read at submission (runs instead of command)
+    array_index: int = None     # the index of an array job (HQ_ARRAY_INDEX)
 
     def transition(self, new):
         check_transition(self.state, new)

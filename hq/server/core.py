@@ -95,7 +95,7 @@ class ClusterState:
             batch = self.next_batch_id
             self.next_batch_id += 1
             writes.batches.append({"id": batch, "user": user, "submitted": now,
-                                   "size": len(specs), "env": json.dumps(env)})
+                                   "size": len(specs), "env": json.dumps(env), "umask": None})
         else:
             writes.batch_growth.append((len(specs), batch))
         jobs = []

@@ -5,6 +5,7 @@ Statements use `?` placeholders; a backend converts them and supplies connection
 
 import contextlib
 import json
+import secrets
 import time
 
 from hq.errors import DATABASE_ERROR, HQError
@@ -70,6 +71,12 @@ class SqlStore:
             if cur.fetchone()[0] == 0:
                 cur.execute(self.sql("INSERT INTO schema_version (version) VALUES (?)"),
                             (SCHEMA_VERSION,))
+                self._set_setting(cur, "database_id", secrets.token_hex(8))
+
+    def database_id(self):
+        """The identity of this database, made with its tables: records that agents and
+        user-servers keep are matched only against the database that made them."""
+        return self.get_setting("database_id")
 
     def drop_tables(self):
         with self.transaction() as cur:

@@ -3,8 +3,9 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 3   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
-                     # 3: jobs.entry (the input line of `hq-submit --each-line`)
+SCHEMA_VERSION = 4   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
+                     # 3: jobs.entry (the input line of `hq-submit --each-line`);
+                     # 4: settings database_id, jobs.script, jobs.array_index, batches.umask
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -21,7 +22,7 @@ TABLES = [
                "foreign_load REAL"],
      "name", []),
     ("batches", ["id BIGINT NOT NULL", "user STR64 NOT NULL", "submitted REAL NOT NULL",
-                 "size INT NOT NULL", "env TEXT"], "id", [("batches_user", "user")]),
+                 "size INT NOT NULL", "env TEXT", "umask INT"], "id", [("batches_user", "user")]),
     ("jobs", ["id BIGINT NOT NULL", "batch BIGINT NOT NULL", "user STR64 NOT NULL",
               "name STR255 NOT NULL", "command TEXT NOT NULL", "state STR16 NOT NULL",
               "cores INT NOT NULL", "memory BIGINT NOT NULL", "priority INT NOT NULL",
@@ -32,7 +33,8 @@ TABLES = [
               "submitted REAL NOT NULL", "attempt INT NOT NULL", "host STR255",
               "started REAL", "finished REAL", "exit_code INT", "term_signal INT",
               "max_rss BIGINT", "reason STR255", "depends_on TEXT NOT NULL",
-              "reservation STR64 NOT NULL", "entry TEXT NOT NULL"],
+              "reservation STR64 NOT NULL", "entry TEXT NOT NULL",
+              "script TEXT NOT NULL", "array_index INT"],
      "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",
