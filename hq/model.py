@@ -111,6 +111,9 @@ class Host:
     reserved: dict = field(default_factory=dict)       # reservation code -> slots held back
     reserved_used: dict = field(default_factory=dict)  # reservation code -> slots its jobs use
     agents: dict = field(default_factory=dict)   # user -> routing identity of that user's agent
+    facts_from: str = ""        # user whose agent reported cores, memory and OS
+    reporter: str = ""          # user whose agent's heartbeats give the host's metrics
+    facts_note: str = ""        # a conflicting report of facts, shown by lscluster
 
     @property
     def slots(self):

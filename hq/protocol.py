@@ -6,6 +6,7 @@ Pure code (no sockets): a message is `[b"HQ1", KIND, BODY]`, BODY a JSON object 
 import json
 import math
 import re
+from dataclasses import dataclass
 
 from hq.errors import BAD_FRAME, BAD_REQUEST, TOO_LARGE, UNKNOWN_KIND, HQError
 
@@ -156,3 +157,51 @@ def is_int(value, low=-INT_LIMIT, high=INT_LIMIT):
 
 def is_number(value):
     return is_int(value) or isinstance(value, float)
+
+
+# -- typed bodies ---------------------------------------------------------------------------------
+INT32_LIMIT = 1 << 31
+REPORT_TYPES = ("started", "finished")
+
+
+@dataclass(slots=True)
+class Report:
+    """One event of an agent's EVENTS message: an attempt of a job started or finished."""
+    type: str
+    job: int
+    attempt: int
+    time: float = None          # when it happened (the agent's clock)
+    started: float = None       # finished: when the attempt started
+    pid: int = None
+    exit_code: int = None
+    signal: int = None
+    max_rss: int = None
+    error: str = None           # finished without running: why ("cannot start: ...")
+    reason: str = None          # why it ended (e.g. "time limit")
+
+    @classmethod
+    def parse(cls, event):
+        """A report checked field by field (the database takes nothing else), or HQError."""
+        if not isinstance(event, dict):
+            raise HQError(BAD_REQUEST, "events must be objects")
+        kind = field(event, "type", str)
+        if kind not in REPORT_TYPES:
+            raise HQError(BAD_REQUEST, f"unknown event type {kind[:40]!r}")
+        report = cls(kind, field(event, "job", int), field(event, "attempt", int))
+        for name, valid in _REPORT_FIELDS.items():
+            value = event.get(name)
+            if value is None:
+                continue
+            if not valid(value):
+                raise HQError(BAD_REQUEST, f"event field '{name}' has a bad value")
+            setattr(report, name, value[:255] if isinstance(value, str) else value)
+        return report
+
+
+def _int32(value):
+    return is_int(value, -INT32_LIMIT, INT32_LIMIT)
+
+
+_REPORT_FIELDS = {"time": is_number, "started": is_number, "pid": is_int, "exit_code": _int32,
+                  "signal": _int32, "max_rss": is_int, "error": lambda v: isinstance(v, str),
+                  "reason": lambda v: isinstance(v, str)}

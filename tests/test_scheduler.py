@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st
 
 from hq.model import ACTIVE, DONE, FAILED, HELD, INACTIVE, PENDING, UP, DOWN, Host, Job
 from hq.server.scheduler import PendingIndex, memory_free, offer, place, usable
-from hq.server.core import ClusterState
+from hq.protocol import Report
+from hq.server.core import Core
 from hq.store.writes import Writes
 
 GB = 1 << 30
@@ -160,18 +161,18 @@ def test_wide_job_gets_a_reserved_host_after_waiting():
     narrow = [make_job(i, "bob", submitted=50.0) for i in range(2, 10)]
     index = index_of([wide] + narrow)
     early = place(index, hosts, {}, now=100.0, reserve_after_s=300)
-    assert early.reservations == {} and len(early.assignments) == 3
+    assert early.claims == {} and len(early.assignments) == 3
     late = place(index, hosts, {}, now=400.0, reserve_after_s=300)
-    assert late.reservations == {1: "h1"}         # the host with the most free slots
+    assert late.claims == {1: "h1"}         # the host with the most free slots
     assert all(name == "h0" for _, name in late.assignments)
     hosts[1].slots_used = 0                       # h1 drained: only the wide job goes there
-    last = place(index, hosts, {}, now=401.0, reservations=late.reservations)
-    assert (wide, "h1") in last.assignments and 1 not in last.reservations
+    last = place(index, hosts, {}, now=401.0, claims=late.claims)
+    assert (wide, "h1") in last.assignments and 1 not in last.claims
 
 
-# -- dependencies and reasons through ClusterState ------------------------------------------
+# -- dependencies and reasons through the Core ------------------------------------------
 def new_state(hosts):
-    state = ClusterState()
+    state = Core()
     state.users = {u: {"roles": {"USER"}, "enabled": True} for u in USERS}
     state.hosts = {h.name: h for h in hosts}
     return state
@@ -210,7 +211,7 @@ def test_dependency_order_kept(dep_choices, outcomes, slots):
             break
         for job in running:
             ok = outcomes[job.id % 30]
-            state.job_finished(job.id, job.attempt, {"exit_code": 0 if ok else 1}, turn)
+            state.job_finished(Report("finished", job.id, job.attempt, exit_code=0 if ok else 1), turn)
             final[job.id] = job.state
     for job in jobs:
         deps = [int(d) for d in filter(None, job.depends_on.split(","))]
@@ -237,7 +238,7 @@ def test_reasons_for_waiting_jobs():
     assert state.waiting_reason(first).startswith("priority: 1 pending jobs")
     state.users["ann"]["enabled"] = False
     assert state.waiting_reason(first) == "user disabled"
-    state.release_hold(held, 1.0)
+    state.unhold(held, 1.0)
     assert held.state == PENDING and held.id in state.pending
     state.hold(after, 1.0)
     assert after.state == HELD and after.id not in state.pending
@@ -287,7 +288,7 @@ def test_reservations_never_oversubscribe(hosts, specs, reserved, used_by_code):
 
 
 def test_dependencies_survive_a_restart(store):
-    """ClusterState.load rebuilds the queue and the waits from the database alone."""
+    """Core.load rebuilds the queue and the waits from the database alone."""
     from hq.server.core import job_row
     rows = []
     for job_id, state, after in ((1, "done", ""), (2, "failed", ""), (3, "running", ""),
@@ -300,7 +301,7 @@ def test_dependencies_survive_a_restart(store):
     w.jobs = rows
     w.batches.append({"id": 1, "user": "ann", "submitted": 0.0, "size": 8, "env": "{}"})
     store.apply(w)
-    state = ClusterState()
+    state = Core()
     state.load(store, 10.0)
     assert sorted(j.id for j in state.pending.values()) == [5]
     assert state.deps_left == {4: {3}, 7: {4}}
@@ -309,5 +310,5 @@ def test_dependencies_survive_a_restart(store):
     failed = {r["id"]: r for r in store.get_jobs([6, 8])}
     assert {r["state"] for r in failed.values()} == {"failed"}
     assert {r["reason"] for r in failed.values()} == {"dependency"}
-    state.job_finished(3, 1, {"exit_code": 0}, 11.0)
+    state.job_finished(Report("finished", 3, 1, exit_code=0), 11.0)
     assert sorted(j.id for j in state.pending.values()) == [4, 5]

@@ -129,7 +129,7 @@ def test_metrics_pruning_reservations_and_text_search(store):
     w = Writes()
     w.metrics += [("n1", 100.0, 1, 1, 1, 5.0, 1 << 30, 10, 0.5),
                   ("n1", 200.0, 1, 1, 1, 5.0, 1 << 30, 10, 0.0)]
-    w.reservations.append({"code": "abc", "host": "n1", "slots": 2, "user": "alice",
+    w.reservations.append({"code": "abc", "host": "n1", "slots": 2, "user": "alice", "users": "alice",
                            "created": 1.0})
     job = new_job(1)
     job.update(info_text="50% done_x", name="named")

@@ -1,101 +1,142 @@
-"""The server's in-memory picture of live jobs, hosts and users, and every job transition.
+"""The server's state and the only writer of its jobs, attempts, users, reservations and cluster
+state: every transition updates memory, records its rows (group commit) and queues its messages.
 
-Each transition updates memory and records the matching rows in `self.writes` (group commit).
+Hosts and agents are written by fleet.py alone; handlers and the loop call these methods.
 """
 
 import json
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 
+from hq import protocol as p
+from hq.config import Settings
 from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, INACTIVE, LOST,
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
+from hq.server.ahead import Ahead
+from hq.server.outbox import Outbox
 from hq.server.scheduler import PendingIndex, explain
 from hq.store.writes import Writes
 
-log = logging.getLogger("hq.server.core")
+log = logging.getLogger("hq.core")
 
 JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
 PATH_FIELDS = ("stdout", "stderr", "logfile")
 QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
+UNKNOWN_OUTCOME = "unknown outcome"               # an agent cannot tell how an attempt ended
 
 
-class ClusterState:
-    def __init__(self):
+@dataclass(slots=True)
+class Attempt:
+    """Slots an attempt of a job holds on a host, from its dispatch until its end is known."""
+    job_id: int
+    number: int
+    host: str
+    user: str
+    cores: int
+    memory: int
+    reservation: str
+    since: float                # when it was dispatched (or reloaded after a restart)
+    sent: float = None          # when its RUN left (after the commit that recorded it)
+
+    @property
+    def key(self):
+        return (self.job_id, self.number)
+
+
+class Core:
+    def __init__(self, settings=None, store=None, now=0.0):
+        self.settings = settings or Settings()
+        self.store = store
+        self.now = now
+        self.outbox = Outbox()
+        self.writes = Writes()
+        self.staged = []               # Submission records waiting for the commit
         self.jobs = {}                 # live (non-terminal) jobs by id
         self.pending = PendingIndex()  # pending jobs free to run (scheduler input)
         self.deps_left = {}            # job id -> ids of live jobs it waits for (--after)
         self.waiters = defaultdict(set)  # job id -> ids of jobs waiting for it to end
         self.just_ended = {}           # job id -> terminal state, for waiters not yet live
-        self.reservations = {}         # job id -> host reserved for it (scheduler output)
+        self.claims = {}               # job id -> host claimed for it (starvation; scheduler)
         self.changed = True            # something that may allow a placement happened
-        self.slot_reservations = {}    # code -> {"user", "created", "hosts": {host: slots}}
-        self.hosts = {}                # name -> Host
+        self.reservations = {}         # code -> {"user", "users", "created", "hosts": {host: n}}
+        self.hosts = {}                # name -> Host          (written by fleet.py)
+        self.agents = {}               # routing identity -> fleet.Agent (written by fleet.py)
+        self.gone = {}                 # (user, host) -> since when its agent is missing
         self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
-        self.attempts = {}             # (job id, attempt) -> (host, cores, user, memory) held
-        self.attempt_since = {}        # (job id, attempt) -> when the slots were taken
+        self.env_texts = {}            # batch id -> that environment as JSON text
+        self.attempts = {}             # (job id, attempt) -> Attempt holding slots
+        self.unsent = []               # attempts dispatched since the last commit
         self.on_host = defaultdict(set)  # host name -> {(job id, attempt)} held there
         self.user_slots = defaultdict(int)
-        self.agents = {}               # routing identity -> (user, host name)
         self.cluster_active = True
         self.next_job_id = 1
         self.next_batch_id = 1
         self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
-        self.listeners = []            # callables (job, old, new, now), e.g. the Prometheus exporter
-        self.writes = Writes()
+        self.broken_batches = set()    # batches whose later chunks are refused (error, cancel)
+        self.cancelled_batches = set()  # batches cancelled as a whole
+        self.user_servers = {}         # user -> routing identity of that user's user-server
+        self.spawn_asked = {}          # (user, host) -> time of the last SPAWN
+        self.last_sample = {}          # host -> time of the last host_metrics row
+        self.database_id = None        # identity of the database (agents' records carry it)
+        self.db_ok = True              # False while commits fail: no decision about jobs then
+        self.running = True
+        self.keys_changed = False      # the ZAP handler must learn the users' keys again
+        self.address = ""              # where the loop listens (for `hq-admin info`)
+        self.started = now
+        self.largest_pass = 0
+        self.listeners = []            # callables (job, old, new, now): parking, the exporter
+        self.ahead = Ahead()
+        self.parking = None            # hq.server.parking.Parking, set by the loop
 
     # -- loading ---------------------------------------------------------------------------
     def load(self, store, now, limit_per_user=None):
-        self.users = {name: {"roles": set(r["roles"].split(",")), "enabled": bool(r["enabled"]),
-                             "key": r["public_key"]}
-                      for name, r in store.load_users().items()}
+        self.users = {name: user_from_row(r) for name, r in store.load_users().items()}
         for row in store.load_hosts():
             self.hosts[row["name"]] = host_from_row(row)
         self.cluster_active = store.get_setting("cluster_state", ACTIVE) == ACTIVE
         for row in store.load_reservations():
-            entry = self.slot_reservations.setdefault(
-                row["code"], {"user": row["user"], "created": row["created"], "hosts": {}})
-            entry["hosts"][row["host"]] = row["slots"]
-            if row["host"] in self.hosts:
-                self.hosts[row["host"]].reserved[row["code"]] = row["slots"]
+            self._reservation_loaded(row)
         job_max, batch_max = store.max_ids()
         self.next_job_id, self.next_batch_id = job_max + 1, batch_max + 1
         rows = store.load_live_jobs(limit_per_user)
-        self.envs = store.batch_envs({r["batch"] for r in rows})
-        jobs = []
-        for row in rows:
-            job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})
-            job.signal = row["term_signal"]
-            self.jobs[job.id] = job
-            jobs.append(job)
+        self.make_live(rows, store, now)
+        for job in self.jobs.values():
             if job.state in (DISPATCHED, RUNNING):
-                self._hold_slots(job, job.host, now)
+                self._hold_slots(job, job.host, now).sent = now
+        return len(rows)
+
+    def make_live(self, rows, store, now):
+        """Jobs read from the database become live (at start, or parked ones later), with
+        their environments and their waits on dependencies."""
+        rows = [r for r in rows if r["id"] not in self.jobs]
+        missing = {r["batch"] for r in rows} - set(self.envs)
+        if missing:
+            self.envs.update(store.batch_envs(missing))
+        jobs = [job_from_row(r) for r in rows]
+        for job in jobs:
+            self.jobs[job.id] = job
         ended = {d for job in jobs for d in dependencies(job) if d not in self.jobs}
-        ended = {r["id"]: r["state"] for r in store.get_jobs(sorted(ended))}
+        ended = {r["id"]: r["state"] for r in store.get_jobs(sorted(ended))} if ended else {}
         waiting = [job for job in jobs if job.state in (PENDING, HELD)]
         for job in waiting:
             self.watch_dependencies(job)
         for job in waiting:
             self.settle_dependencies(job, ended, now)
-        return len(rows)
-
-    def expect_agents(self, now):
-        """After a restart: hosts with running jobs count as up until their agents are silent
-        for the heartbeat timeout, so jobs of agents that never come back are handled as lost."""
-        for host_name in self.on_host:
-            host = self.hosts.get(host_name)
-            if host is not None:
-                host.status, host.last_seen = UP, now
+        self.changed = True
+        return jobs
 
     # -- submission --------------------------------------------------------------------------
-    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False, batch=None):
+    def stage_batch(self, writes, user, specs, env, cwd, now, hold=False, batch=None,
+                    umask=None):
         """New jobs (not yet live) and their batch id; their rows go into `writes`. With
         `batch`, the jobs are a later chunk of that batch (streamed submission)."""
         if batch is None:
             batch = self.next_batch_id
             self.next_batch_id += 1
             writes.batches.append({"id": batch, "user": user, "submitted": now,
-                                   "size": len(specs), "env": json.dumps(env), "umask": None})
+                                   "size": len(specs), "env": json.dumps(env), "umask": umask})
         else:
             writes.batch_growth.append((len(specs), batch))
         jobs = []
@@ -117,6 +158,20 @@ class ClusterState:
             self.jobs[job.id] = job
         for job in jobs:
             self.settle_dependencies(job, ended, now)
+
+    def env_json(self, batch):
+        """The JSON text of a batch's environment, encoded once for all its RUN messages."""
+        text = self.env_texts.get(batch)
+        if text is None:
+            text = self.env_texts[batch] = json.dumps(self.envs.get(batch, {}))
+        return text
+
+    def prune_envs(self):
+        """Drop the environments of batches that have no live job left."""
+        live = {job.batch for job in self.jobs.values()}
+        for batch in [b for b in self.envs if b not in live]:
+            del self.envs[batch]
+        self.env_texts = {b: t for b, t in self.env_texts.items() if b in self.envs}
 
     # -- dependencies (--after) ----------------------------------------------------------------
     def watch_dependencies(self, job):
@@ -177,7 +232,7 @@ class ClusterState:
             return "user disabled"
         if not self.cluster_active:
             return "cluster inactive"
-        return explain(job, self.hosts.values(), self.pending, self.reservations, outside_load)
+        return explain(job, self.hosts.values(), self.pending, self.claims, outside_load)
 
     # -- transitions ---------------------------------------------------------------------------
     def set_state(self, job, new, now, detail="", **columns):
@@ -209,22 +264,19 @@ class ClusterState:
                 job.id, old, new, f" on {job.host}" if job.host else "",
                 f" ({detail})" if detail else "")
 
-    def prune_envs(self):
-        """Drop the environments of batches that have no live job left."""
-        live = {job.batch for job in self.jobs.values()}
-        for batch in [b for b in self.envs if b not in live]:
-            del self.envs[batch]
-
+    # -- attempts: slots held from dispatch to the end of the attempt ------------------------
     def dispatch(self, job, host_name, now):
+        """A new attempt of `job` on a host: its slots are held from now on."""
         job.attempt += 1
         self.set_state(job, DISPATCHED, now, host=host_name, attempt=job.attempt, reason="")
-        self._hold_slots(job, host_name, now)
+        return self._hold_slots(job, host_name, now)
 
     def _hold_slots(self, job, host_name, now):
-        key = (job.id, job.attempt)
-        self.attempts[key] = (host_name, job.cores, job.user, job.memory, job.reservation)
-        self.attempt_since[key] = now
-        self.on_host[host_name].add(key)
+        held = Attempt(job.id, job.attempt, host_name, job.user, job.cores, job.memory,
+                       job.reservation, now)
+        self.attempts[held.key] = held
+        self.unsent.append(held)
+        self.on_host[host_name].add(held.key)
         host = self.hosts.get(host_name)
         if host is not None:
             host.slots_used += job.cores
@@ -233,26 +285,37 @@ class ClusterState:
                 used = host.reserved_used
                 used[job.reservation] = used.get(job.reservation, 0) + job.cores
         self.user_slots[job.user] += job.cores
+        return held
 
-    def release(self, job_id, attempt):
-        """Free the slots an attempt holds; False if it held none (already released)."""
-        key = (job_id, attempt)
-        held = self.attempts.pop(key, None)
-        self.attempt_since.pop(key, None)
+    def free_slots(self, job_id, attempt):
+        """Free the slots an attempt holds; False if it held none (already freed)."""
+        held = self.attempts.pop((job_id, attempt), None)
         if held is None:
             return False
         self.changed = True
-        host_name, cores, user, memory, code = held
-        self.on_host[host_name].discard(key)
-        host = self.hosts.get(host_name)
+        self.on_host[held.host].discard(held.key)
+        host = self.hosts.get(held.host)
         if host is not None:
-            host.slots_used = max(0, host.slots_used - cores)
-            host.mem_reserved = max(0, host.mem_reserved - memory)
+            host.slots_used = max(0, host.slots_used - held.cores)
+            host.mem_reserved = max(0, host.mem_reserved - held.memory)
+            code = held.reservation
             if code and code in host.reserved_used:
-                host.reserved_used[code] = max(0, host.reserved_used[code] - cores)
-        self.user_slots[user] = max(0, self.user_slots[user] - cores)
+                host.reserved_used[code] = max(0, host.reserved_used[code] - held.cores)
+        self.user_slots[held.user] = max(0, self.user_slots[held.user] - held.cores)
         return True
 
+    def attempts_of(self, host_name, user=None):
+        """The attempts held on a host (of one user, or of all)."""
+        held = (self.attempts[key] for key in self.on_host.get(host_name, ()))
+        return [a for a in held if user is None or a.user == user]
+
+    def runs_sent(self, now):
+        """The commit that recorded this turn's dispatches is done: their RUNs leave now."""
+        for held in self.unsent:
+            held.sent = now
+        self.unsent = []
+
+    # -- reports of agents ------------------------------------------------------------------------
     def job_started(self, job_id, attempt, when, pid, now):
         job = self.jobs.get(job_id)
         if job is None or job.attempt != attempt or job.state != DISPATCHED:
@@ -261,30 +324,25 @@ class ClusterState:
         self.set_state(job, RUNNING, now, f"pid {pid}", started=when)
         return True
 
-    def job_finished(self, job_id, attempt, report, now):
-        """Apply a finished report. Returns the job's new state, or None if stale."""
-        self.release(job_id, attempt)
+    def job_finished(self, report, now):
+        """Apply a finished report (protocol.Report). Returns the job's new state, or None
+        when it is stale (another attempt, or the job already ended)."""
+        job_id, attempt = report.job, report.attempt
+        self.free_slots(job_id, attempt)
         job = self.jobs.get(job_id)
-        columns = {"finished": report.get("time") or now, "exit_code": report.get("exit_code"),
-                   "signal": report.get("signal"), "max_rss": report.get("max_rss")}
+        columns = {"finished": report.time or now, "exit_code": report.exit_code,
+                   "signal": report.signal, "max_rss": report.max_rss}
         if job is None or job.attempt != attempt or job.state not in (DISPATCHED, RUNNING):
-            self._late_result(job_id, attempt, columns, report, now)
+            self._late_result(job_id, attempt, columns, now)
             return None
         if job.state == DISPATCHED:
             self.set_state(job, RUNNING, now, "start implied by finish",
-                           started=report.get("started") or columns["finished"])
-        if report.get("error"):
-            new, reason = FAILED, report["error"]
-        elif columns["exit_code"] == 0:
-            new, reason = DONE, ""
-        elif columns["signal"]:
-            new, reason = FAILED, report.get("reason") or f"killed by signal {columns['signal']}"
-        else:
-            new, reason = FAILED, report.get("reason") or f"exit code {columns['exit_code']}"
+                           started=report.started or columns["finished"])
+        new, reason = outcome(report)
         self.set_state(job, new, now, reason, reason=reason, **columns)
         return new
 
-    def _late_result(self, job_id, attempt, columns, report, now):
+    def _late_result(self, job_id, attempt, columns, now):
         """A result for a job that is cancelled or for a stale attempt: record, never count."""
         self.writes.event(job_id, now, "stale", attempt, None,
                           f"result of attempt {attempt} ignored (exit {columns['exit_code']})")
@@ -294,59 +352,10 @@ class ClusterState:
                                    exit_code=columns["exit_code"],
                                    term_signal=columns["signal"], max_rss=columns["max_rss"])
 
-    def cancel(self, job, now):
-        """Cancel a live job. Returns (host, attempt) to kill when it was dispatched/running."""
-        where = (job.host, job.attempt) if job.state in (DISPATCHED, RUNNING) else None
-        if where:
-            self.cancelled_attempts.add((job.id, job.attempt))
-        self.set_state(job, CANCELLED, now, "cancelled by user", reason="cancelled",
-                       finished=now if not where else None)
-        return where
-
-    def hold(self, job, now):
-        self.set_state(job, HELD, now, "held by user", reason="held")
-
-    def release_hold(self, job, now):
-        self.set_state(job, PENDING, now, "released by user", reason="")
-
-    def host_lost(self, host, now, why):
-        """A host went silent: it is down and gets no work. Its jobs stay for the grace that
-        `requeue_lost` allows, so an agent restarted there can adopt them."""
-        host.status, host.status_reason, host.down_since = DOWN, why, now
-        for identity, (user, name) in list(self.agents.items()):
-            if name == host.name:
-                del self.agents[identity]
-        host.agents.clear()
-        self.writes.update_host(host.name, status=DOWN, status_reason=why)
-        log.warning("host %s down: %s", host.name, why)
-
-    def requeue_lost(self, now, grace):
-        """Jobs of hosts down for longer than `grace`: requeued while retries last, else lost."""
-        for host in self.hosts.values():
-            if host.status == DOWN and host.down_since is not None \
-                    and now - host.down_since >= grace:
-                host.down_since = None
-                for job_id, attempt in list(self.on_host.get(host.name, ())):
-                    self.attempt_gone(job_id, attempt, now,
-                                      f"host {host.name} {host.status_reason}")
-
-    def users_on(self, host_name):
-        """Users with slots held on a host."""
-        return {self.attempts[key][2] for key in self.on_host.get(host_name, ())}
-
-    def reconcile(self, host, user, known, now, grace):
-        """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
-        runs or has reported) are gone, once older than `grace` seconds (RUN may be in flight)."""
-        for key in list(self.on_host.get(host.name, ())):
-            if (key not in known and self.attempts[key][2] == user
-                    and now - self.attempt_since.get(key, now) > grace):
-                self.attempt_gone(key[0], key[1], now,
-                                  f"agent on {host.name} does not know attempt {key[1]}")
-
     def attempt_gone(self, job_id, attempt, now, why):
         """An attempt ended without a result: requeue while retries last, else the job is lost."""
         job = self.jobs.get(job_id)
-        self.release(job_id, attempt)
+        self.free_slots(job_id, attempt)
         if job is None or job.attempt != attempt:
             return
         if job.attempt <= job.retries:
@@ -355,22 +364,118 @@ class ClusterState:
         else:
             self.set_state(job, LOST, now, why, finished=now, reason=f"lost: {why}")
 
-    def set_host_state(self, host, state):
-        host.state = state
-        self.changed = True
-        self.writes.update_host(host.name, state=state)
+    def reconcile(self, host_name, user, known, now, grace):
+        """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
+        runs or has reported) are gone, once their RUN left more than `grace` seconds ago.
+        Nothing is decided while commits fail: a RUN not yet sent is not missing."""
+        if not self.db_ok:
+            return
+        for held in self.attempts_of(host_name, user):
+            if held.key not in known and held.sent is not None and now - held.sent > grace:
+                self.attempt_gone(held.job_id, held.number, now,
+                                  f"agent on {host_name} does not know attempt {held.number}")
+
+    # -- user requests -----------------------------------------------------------------------
+    def cancel(self, job, now):
+        """Cancel a live job; a dispatched or running attempt is killed by its agent."""
+        where = (job.host, job.attempt) if job.state in (DISPATCHED, RUNNING) else None
+        if where:
+            self.cancelled_attempts.add((job.id, job.attempt))
+        self.set_state(job, CANCELLED, now, "cancelled by user", reason="cancelled",
+                       finished=now if not where else None)
+        if where:
+            self.kill(job.user, where[0], [[job.id, where[1]]])
+
+    def kill(self, user, host_name, pairs):
+        """Ask the user's agent on a host to kill attempts [[job, attempt], ...]."""
+        host = self.hosts.get(host_name)
+        identity = host.agents.get(user) if host else None
+        if identity is not None:
+            self.outbox.send(identity, p.KILL, {"jobs": pairs})
+
+    def hold(self, job, now):
+        self.set_state(job, HELD, now, "held by user", reason="held")
+
+    def unhold(self, job, now):
+        self.set_state(job, PENDING, now, "released by user", reason="")
 
     def set_user_enabled(self, name, enabled):
-        """A disabled user's jobs wait (the scheduler skips them) and their requests are refused."""
+        """A disabled user's jobs wait (the scheduler skips them) and they cannot submit."""
         self.users[name]["enabled"] = enabled
         self.changed = True
         self.writes.user_updates.setdefault(name, {})["enabled"] = int(enabled)
         log.info("user %s %s", name, "enabled" if enabled else "disabled")
 
+    def users_configured(self, users, keep_roles_of=None):
+        """etc/users was read again: new users appear, roles follow the file (except the
+        server's own user, who stays an admin). Rows are written by the caller's store."""
+        for name, roles in users:
+            known = self.users.setdefault(name, {"roles": set(roles), "enabled": True,
+                                                 "key": None})
+            if known["roles"] != set(roles) and name != keep_roles_of:
+                known["roles"] = set(roles)
+                self.store.set_user_roles(name, roles)
+
+    def user_key_added(self, name, key):
+        """A user's CURVE key was registered (`hq-admin adduser`); returns their roles."""
+        info = self.users.setdefault(name, {"roles": {"USER"}, "enabled": True})
+        info["key"] = key
+        self.keys_changed = True
+        return info["roles"]
+
     def set_cluster_state(self, state):
         self.changed = True
         self.cluster_active = state == ACTIVE
         self.writes.settings["cluster_state"] = state
+
+    # -- reservations (hq-reservation codes) ----------------------------------------------------
+    def add_reservation(self, code, owner, users, wanted, now):
+        """Hold back slots on hosts for jobs of `users` that carry `code`."""
+        self.reservations[code] = {"user": owner, "users": set(users), "created": now,
+                                   "hosts": dict(wanted)}
+        self.changed = True
+        for name, slots in wanted.items():
+            self.hosts[name].reserved[code] = slots
+            self.writes.reservations.append({"code": code, "host": name, "slots": slots,
+                                             "user": owner, "users": ",".join(sorted(users)),
+                                             "created": now})
+        log.info("reservation %s by %s for %s: %s", code, owner, ",".join(sorted(users)),
+                 ", ".join(f"{h}:{s}" for h, s in wanted.items()))
+
+    def drop_reservation(self, code, now):
+        """Drop a reservation; its waiting jobs fail (their slots are gone), running ones end."""
+        self.reservations.pop(code)
+        for host in self.hosts.values():
+            host.reserved.pop(code, None)
+        self.writes.reservations_deleted.append(code)
+        self.changed = True
+        failed = [job for job in self.jobs.values()
+                  if job.reservation == code and job.state in (HELD, PENDING)]
+        for job in failed:
+            self.set_state(job, FAILED, now, f"reservation {code} deleted",
+                           reason="reservation deleted", finished=now)
+        log.info("reservation %s deleted; %d waiting jobs failed", code, len(failed))
+        return failed
+
+    def _reservation_loaded(self, row):
+        users = {u for u in (row.get("users") or row["user"]).split(",") if u}
+        entry = self.reservations.setdefault(
+            row["code"], {"user": row["user"], "users": users, "created": row["created"],
+                          "hosts": {}})
+        entry["hosts"][row["host"]] = row["slots"]
+        if row["host"] in self.hosts:
+            self.hosts[row["host"]].reserved[row["code"]] = row["slots"]
+
+
+def outcome(report):
+    """The state and reason of a job from its finished report."""
+    if report.error:
+        return FAILED, report.error
+    if report.exit_code == 0:
+        return DONE, ""
+    if report.signal:
+        return FAILED, report.reason or f"killed by signal {report.signal}"
+    return FAILED, report.reason or f"exit code {report.exit_code}"
 
 
 def job_row(job):
@@ -381,10 +486,21 @@ def job_row(job):
     return row
 
 
+def job_from_row(row):
+    job = Job(**{k: v for k, v in row.items() if k in JOB_FIELDS})
+    job.signal = row["term_signal"]
+    return job
+
+
 def job_path(job, name):
     """stdout, stderr or logfile of a job with %j replaced by its id (in memory the path
     keeps %j: one string for the whole batch instead of one per job)."""
     return getattr(job, name).replace("%j", str(job.id))
+
+
+def user_from_row(row):
+    return {"roles": set(row["roles"].split(",")), "enabled": bool(row["enabled"]),
+            "key": row["public_key"]}
 
 
 def host_from_row(row):

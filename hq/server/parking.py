@@ -5,8 +5,7 @@ as the user's jobs in memory run down (or at once when a request names them)."""
 import collections
 import logging
 
-from hq.model import HELD, PENDING, TERMINAL, Job
-from hq.server.core import dependencies
+from hq.model import HELD, PENDING, TERMINAL
 
 log = logging.getLogger("hq.server.parking")
 
@@ -14,13 +13,13 @@ WAITING = (PENDING, HELD)
 
 
 class Parking:
-    def __init__(self, state, store, limit):
-        self.state = state
+    def __init__(self, core, store, limit):
+        self.core = core
         self.store = store
         self.limit = limit
         self.parked = {}                      # user -> first job id that may be parked
         self.live = collections.Counter()     # user -> live jobs in memory
-        state.listeners.append(self.on_transition)
+        core.listeners.append(self.on_transition)
 
     def on_transition(self, job, old, new, now):
         if new in TERMINAL:
@@ -62,53 +61,33 @@ class Parking:
         """Load the parked jobs among `ids` now (a request is about to change them)."""
         first = self.parked.get(user)
         wanted = [i for i in ids if first is not None and i >= first
-                  and i not in self.state.jobs]
+                  and i not in self.core.jobs]
         if wanted:
             self.activate([r for r in self.store.get_jobs(wanted, user)
                            if r["state"] in WAITING], now)
 
     def activate(self, rows, now):
         """Make parked jobs live, as a restarted server does (dependencies included)."""
-        state = self.state
-        rows = [r for r in rows if r["id"] not in state.jobs]
-        if not rows:
-            return
-        missing = {r["batch"] for r in rows} - set(state.envs)
-        if missing:
-            state.envs.update(self.store.batch_envs(missing))
-        jobs = [job_from_row(r) for r in rows]
-        for job in jobs:
-            state.jobs[job.id] = job
-        self.loaded(jobs)
-        ended = {d for job in jobs for d in dependencies(job) if d not in state.jobs}
-        ended = {r["id"]: r["state"] for r in self.store.get_jobs(sorted(ended))} if ended else {}
-        for job in jobs:
-            state.watch_dependencies(job)
-        for job in jobs:
-            state.settle_dependencies(job, ended, now)
-        state.changed = True
+        self.loaded(self.core.make_live(rows, self.store, now))
 
     def cancel_batch(self, user, batch, now):
         """Cancel the parked jobs of a batch in the database (with this turn's commit)."""
         first = self.parked.get(user)
         if first is not None:
-            self.state.writes.parked_cancels.append((user, batch, first, now))
+            self.core.writes.parked_cancels.append((user, batch, first, now))
 
+    def count_parked(self, user, batch):
+        """How many jobs of a batch wait in the database only."""
+        return self.store.count_parked(user, batch, self.parked.get(user))
 
-def job_from_row(row):
-    job = Job(**{k: v for k, v in row.items() if k in Job.__dataclass_fields__ and k != "signal"})
-    job.signal = row["term_signal"]
-    return job
-
-
-def after_load(parking, state):
-    """Count what a restarted server loaded; users with `limit` waiting jobs loaded may have
-    more in the database."""
-    waiting = collections.defaultdict(list)
-    for job in state.jobs.values():
-        if job.state in WAITING:
-            waiting[job.user].append(job.id)
-    parking.loaded(state.jobs.values())
-    for user, ids in waiting.items():
-        if len(ids) >= parking.limit:
-            parking.parked[user] = max(ids) + 1
+    def after_load(self):
+        """Count what a restarted server loaded; users with `limit` waiting jobs loaded may
+        have more in the database."""
+        waiting = collections.defaultdict(list)
+        for job in self.core.jobs.values():
+            if job.state in WAITING:
+                waiting[job.user].append(job.id)
+        self.loaded(self.core.jobs.values())
+        for user, ids in waiting.items():
+            if len(ids) >= self.limit:
+                self.parked[user] = max(ids) + 1

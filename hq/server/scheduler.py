@@ -1,5 +1,5 @@
 """Placement: pending jobs x hosts -> assignments, a pure function (no sockets, database or
-clock); see "Scheduling" in docs/architecture.md for the queues, order and reservations."""
+clock); see "Scheduling" in docs/architecture.md for the queues, order and claims (hosts held for starving wide jobs)."""
 
 import heapq
 from collections import OrderedDict
@@ -148,7 +148,7 @@ def memory_free(host):
 class HostPool:
     """Free slots and memory of usable hosts during one pass, in buckets by free slots."""
 
-    def __init__(self, hosts, reserved, outside_load):
+    def __init__(self, hosts, claimed, outside_load):
         self.hosts = {h.name: h for h in hosts if usable(h)}
         self.base = {name: offer(h, outside_load, False) for name, h in self.hosts.items()}
         self.held = {name: held_back(h) for name, h in self.hosts.items()}
@@ -156,8 +156,8 @@ class HostPool:
         self.code_free = {(name, code): max(0, slots - h.reserved_used.get(code, 0))
                           for name, h in self.hosts.items() for code, slots in h.reserved.items()}
         self.memory = {name: memory_free(h) for name, h in self.hosts.items()}
-        self.reserved = reserved           # host name -> job id holding it
-        self.reserving_users = set()       # users with a job holding a host
+        self.claimed = claimed             # host name -> the starving job that claimed it
+        self.claiming_users = set()        # users with a job holding a claim
         self.total_free = sum(self.free.values()) + sum(self.code_free.values())
         self.scopes = {}                   # None (all) or group -> [ {name: None} per free count ]
         self.top = max(self.free.values(), default=0)
@@ -174,7 +174,7 @@ class HostPool:
 
     def _ok(self, job, name):
         host = self.hosts[name]
-        holder = self.reserved.get(name)
+        holder = self.claimed.get(name)
         return ((holder is None or holder == job.id) and self.free[name] >= job.cores
                 and (not job.memory or self.memory[name] >= job.memory)
                 and host_fits(job, host, job.user))
@@ -185,15 +185,15 @@ class HostPool:
                 and (not job.memory or self.memory[name] >= job.memory)
                 and host_fits(job, self.hosts[name], job.user))
 
-    def find(self, job, reserved_host=None):
+    def find(self, job, claimed_host=None):
         """The best host for `job` now, or None."""
         if job.reservation:         # only the slots of its reservation, fullest host first
             fits = [n for n in sorted(self.hosts) if (n, job.reservation) in self.code_free
                     and self._code_ok(job, n)]
             return min(fits, key=lambda n: self.code_free[(n, job.reservation)], default=None)
-        if reserved_host is not None and reserved_host in self.hosts \
-                and self._ok(job, reserved_host):
-            return reserved_host
+        if claimed_host is not None and claimed_host in self.hosts \
+                and self._ok(job, claimed_host):
+            return claimed_host
         if job.host_req:
             return job.host_req if job.host_req in self.hosts and self._ok(job, job.host_req) \
                 else None
@@ -204,22 +204,22 @@ class HostPool:
                     return name
         return None
 
-    def reserve(self, job, reservations):
-        """Hold for a wide job that waited too long the host that could take it with the
+    def claim(self, job, claims):
+        """Claim for a wide job that waited too long the host that could take it with the
         most free slots now (it fills up soonest): nothing else starts there meanwhile.
-        One reservation per user, and at most a tenth of the hosts, so reserved hosts stay few
+        One claim per user, and at most a tenth of the hosts, so claimed hosts stay few
         (a user's next wide job gets its host once the first one runs)."""
-        if job.user in self.reserving_users or len(reservations) >= max(1, len(self.hosts) // 10):
+        if job.user in self.claiming_users or len(claims) >= max(1, len(self.hosts) // 10):
             return
         best = None
         for name, host in self.hosts.items():
-            if name not in self.reserved and host_fits(job, host, job.user) and (
+            if name not in self.claimed and host_fits(job, host, job.user) and (
                     best is None or (self.free[name], name) > (self.free[best], best)):
                 best = name
         if best is not None:
-            self.reserved[best] = job.id
-            self.reserving_users.add(job.user)
-            reservations[job.id] = best
+            self.claimed[best] = job.id
+            self.claiming_users.add(job.user)
+            claims[job.id] = best
 
     def take(self, job, name):
         old = self.free[name]
@@ -244,22 +244,22 @@ class HostPool:
 class Placement:
     """The outcome of one pass."""
     assignments: list = field(default_factory=list)   # [(job, host name)]
-    reservations: dict = field(default_factory=dict)  # job id -> host name held for it
+    claims: dict = field(default_factory=dict)        # job id -> host claimed for it
     examined: int = 0                                 # jobs looked at (placed or not)
 
 
-def place(index, hosts, user_slots=None, now=0.0, reservations=None, disabled_users=(),
+def place(index, hosts, user_slots=None, now=0.0, claims=None, disabled_users=(),
           cluster_active=True, reserve_after_s=RESERVE_AFTER_S, outside_load=True, limit=None):
     """One placement pass. Does not modify its inputs; the caller dispatches the assignments
-    and keeps `reservations` for the next pass."""
+    and keeps `claims` (hosts held for starving wide jobs) for the next pass."""
     hosts = list(hosts)
-    reservations = {j: h for j, h in (reservations or {}).items()
-                    if j in index and index.get(j).user not in disabled_users}
-    result = Placement(reservations=reservations)
+    claims = {j: h for j, h in (claims or {}).items()
+              if j in index and index.get(j).user not in disabled_users}
+    result = Placement(claims=claims)
     if not cluster_active or not len(index):
         return result
-    pool = HostPool(hosts, {h: j for j, h in reservations.items()}, outside_load)
-    pool.reserving_users = {index.get(j).user for j in reservations}
+    pool = HostPool(hosts, {h: j for j, h in claims.items()}, outside_load)
+    pool.claiming_users = {index.get(j).user for j in claims}
     used = dict(user_slots or {})
     overdue = now - reserve_after_s
     levels = {}
@@ -271,7 +271,7 @@ def place(index, hosts, user_slots=None, now=0.0, reservations=None, disabled_us
             break
         _place_level(levels[priority], pool, used, result, overdue, limit)
     for job, _ in result.assignments:
-        reservations.pop(job.id, None)
+        claims.pop(job.id, None)
     return result
 
 
@@ -293,10 +293,10 @@ def _place_level(queues, pool, used, result, overdue, limit):
             continue
         jobs, job = cursors[key]
         result.examined += 1
-        name = pool.find(job, result.reservations.get(job.id))
+        name = pool.find(job, result.claims.get(job.id))
         if name is None:
-            if job.cores > 1 and job.submitted <= overdue and job.id not in result.reservations:
-                pool.reserve(job, result.reservations)
+            if job.cores > 1 and job.submitted <= overdue and job.id not in result.claims:
+                pool.claim(job, result.claims)
             continue
         pool.take(job, name)
         result.assignments.append((job, name))
@@ -309,7 +309,7 @@ def _place_level(queues, pool, used, result, overdue, limit):
 
 
 # -- why a job waits ------------------------------------------------------------------------
-def explain(job, hosts, index, reservations, outside_load=True):
+def explain(job, hosts, index, claims, outside_load=True):
     """Why a pending job (free of held/dependency/user/cluster reasons) is not running now."""
     hosts = list(hosts)
     fitting = [h for h in hosts if host_fits(job, h) and h.in_config]
@@ -329,10 +329,10 @@ def explain(job, hosts, index, reservations, outside_load=True):
             return f"no host fits: reservation {job.reservation} no longer exists"
         return (f"resources: reservation {job.reservation} has {max(room, default=0)} free "
                 f"slots on one host, the job needs {job.cores}")
-    mine = reservations.get(job.id)
+    mine = claims.get(job.id)
     if mine:
         return f"resources: host {mine} is reserved for this job until {job.cores} slots free"
-    held = {h: j for j, h in reservations.items()}
+    held = {h: j for j, h in claims.items()}
     free = [h for h in with_agent if offer(h, outside_load) >= job.cores
             and (not job.memory or memory_free(h) >= job.memory)]
     if free and all(h.name in held for h in free):

@@ -281,8 +281,13 @@ class SqlStore:
             args.append(user)
         return self.query(f"SELECT * FROM jobs WHERE {where} ORDER BY id", args)
 
-    def list_jobs(self, user=None, states=None, batch=None, limit=None, newest_first=False):
+    def list_jobs(self, user=None, states=None, batch=None, limit=None, newest_first=False,
+                  cursor=None):
+        """Jobs in id order (newest first if asked), from after (or before) id `cursor`."""
         where, args = ["1 = 1"], []
+        if cursor is not None:
+            where.append("id < ?" if newest_first else "id > ?")
+            args.append(cursor)
         if user is not None:
             where.append("user = ?")
             args.append(user)
@@ -321,11 +326,13 @@ class SqlStore:
                           "GROUP BY user, state", args)
         return {(r["user"], r["state"]): int(r["n"]) for r in rows}
 
-    def find_jobs(self, user, text, limit=0):
-        """A user's jobs whose command, name, info text or group contains `text`."""
+    def find_jobs(self, user, text, limit=0, before=None):
+        """A user's jobs whose command, name, info text or group contains `text`, newest
+        first (below id `before`)."""
         pattern = "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
         like = "LIKE ? ESCAPE '!'"
-        sql = (f"SELECT * FROM jobs WHERE user = ? AND (command {like} OR name {like} OR "
+        older = "" if before is None else f" AND id < {int(before)}"
+        sql = (f"SELECT * FROM jobs WHERE user = ?{older} AND (command {like} OR name {like} OR "
                f"info_text {like} OR group_req {like}) ORDER BY id DESC")
         if limit:
             sql += f" LIMIT {int(limit)}"

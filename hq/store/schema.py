@@ -5,7 +5,8 @@ One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 
 SCHEMA_VERSION = 4   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
                      # 3: jobs.entry (the input line of `hq-submit --each-line`);
-                     # 4: settings database_id, jobs.script, jobs.array_index, batches.umask
+                     # 4: settings database_id, jobs.script, jobs.array_index, batches.umask,
+                     #    reservations.users (who may use the code)
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -44,7 +45,7 @@ TABLES = [
                       "nprocs INT", "foreign_load REAL"], None,
      [("host_metrics_host_time", "host, time"), ("host_metrics_time", "time")]),
     ("reservations", ["code STR64 NOT NULL", "host STR255 NOT NULL", "slots INT NOT NULL",
-                      "user STR64 NOT NULL", "created REAL NOT NULL"], "code, host", []),
+                      "user STR64 NOT NULL", "created REAL NOT NULL", "users TEXT"], "code, host", []),
 ]
 
 TABLE_NAMES = [t[0] for t in TABLES]

@@ -1,29 +1,31 @@
-"""Slot reservations (hq-reservation): slots on hosts held back for jobs that carry a code
-(`hq-submit --reservation CODE`). Admin handlers in hq-server and the state changes they make.
+"""hq-reservation's admin commands: slots on hosts held back for the jobs of chosen users that
+carry a code (`hq-submit --reservation CODE`). The owner is the requester's CURVE user.
 """
 
-import logging
 import secrets
 
 from hq import protocol as p
-from hq.errors import BAD_REQUEST, UNKNOWN_HOST, HQError
-from hq.model import FAILED, HELD, PENDING
+from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_HOST, HQError
 
-log = logging.getLogger("hq.server.handlers.reservations")
+NAME_CHARS = "._-"
 
 
-def _add(server, arg, body):
-    """Reserve slots: body `hosts` [[name, slots], ...]; replies with the new code."""
-    state = server.state
+def _good_name(text, longest=64):
+    return 0 < len(text) <= longest and all(c.isalnum() or c in NAME_CHARS for c in text)
+
+
+def _add(core, peer, arg, body):
+    """Reserve slots: body `hosts` [[name, slots], ...] and `users` (who may use the code,
+    default the requester); replies with the new code."""
     wanted = {}
     for entry in p.field(body, "hosts", list):
         if (not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[0], str)
                 or not p.is_int(entry[1], 1, 1 << 31)):
             raise HQError(BAD_REQUEST, "hosts must be [name, slots >= 1] pairs")
         name, slots = entry
-        host = state.hosts.get(name)
+        host = core.hosts.get(name)
         if host is None or not host.in_config:
-            raise HQError(UNKNOWN_HOST, f"no host {name!r} in the cluster")
+            raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
         wanted[name] = wanted.get(name, 0) + slots
         held = sum(host.reserved.values())
         if host.slots and held + wanted[name] > host.slots:
@@ -31,57 +33,51 @@ def _add(server, arg, body):
                           f"reserved: cannot reserve {wanted[name]} more")
     if not wanted:
         raise HQError(BAD_REQUEST, "no hosts to reserve: give HOST:SLOTS")
+    users = p.field(body, "users", list, []) or [peer.user]
+    unknown = [u for u in users if not isinstance(u, str) or u not in core.users]
+    if unknown:
+        raise HQError(BAD_REQUEST, f"no user {str(unknown[0])[:64]!r} (see 'hq-admin lsusers')")
     code = arg or secrets.token_hex(4)
-    if len(code) > 64 or not all(c.isalnum() or c in "._-" for c in code):
+    if not _good_name(code):
         raise HQError(BAD_REQUEST, "a reservation code is up to 64 letters, digits, '.', '_', '-'")
-    if code in state.slot_reservations:
+    if code in core.reservations:
         raise HQError(BAD_REQUEST, f"reservation {code} exists")
-    user = body.get("user", "")
-    state.slot_reservations[code] = {"user": user, "created": server.now, "hosts": wanted}
-    state.changed = True
-    for name, slots in wanted.items():
-        state.hosts[name].reserved[code] = slots
-        state.writes.reservations.append({"code": code, "host": name, "slots": slots,
-                                          "user": user, "created": server.now})
-    log.info("reservation %s by %s: %s", code, user,
-             ", ".join(f"{h}:{s}" for h, s in wanted.items()))
-    return {"code": code, "hosts": wanted}
+    core.add_reservation(code, peer.user, users, wanted, core.now)
+    return {"code": code, "hosts": wanted, "users": sorted(users)}
 
 
-def _delete(server, code, body):
+def _delete(core, peer, code, body):
     """Drop a reservation; its waiting jobs fail (their slots are gone), running ones finish."""
-    state = server.state
-    if state.slot_reservations.pop(code, None) is None:
-        raise HQError(BAD_REQUEST, f"no reservation {code!r} (see 'hq-reservation -s')")
-    for host in state.hosts.values():
-        host.reserved.pop(code, None)
-    state.writes.reservations_deleted.append(code)
-    state.changed = True
-    failed = [job for job in state.jobs.values()
-              if job.reservation == code and job.state in (HELD, PENDING)]
-    for job in failed:
-        state.set_state(job, FAILED, server.now, f"reservation {code} deleted",
-                        reason="reservation deleted", finished=server.now)
-    log.info("reservation %s deleted; %d waiting jobs failed", code, len(failed))
+    if code not in core.reservations:
+        raise HQError(BAD_REQUEST, f"no reservation {code[:64]!r} (see 'hq-reservation -s')")
+    failed = core.drop_reservation(code, core.now)
     return {"code": code, "failed_jobs": [job.id for job in failed]}
 
 
-def _show(server, arg, body):
+def _show(core, peer, arg, body):
+    """Reservations: all of them for an admin, else those the requester may use."""
+    admin = "ADMIN" in core.users[peer.user]["roles"]
     out = []
-    for code, entry in sorted(server.state.slot_reservations.items()):
+    for code, entry in sorted(core.reservations.items()):
+        if not admin and peer.user not in entry["users"]:
+            continue
         for name, slots in sorted(entry["hosts"].items()):
-            host = server.state.hosts.get(name)
+            host = core.hosts.get(name)
             used = host.reserved_used.get(code, 0) if host else 0
             out.append({"code": code, "host": name, "slots": slots, "used": used,
-                        "user": entry["user"], "created": entry["created"]})
+                        "user": entry["user"], "users": sorted(entry["users"]),
+                        "created": entry["created"]})
     return {"reservations": out}
 
 
-def check_code(server, code):
-    """HQError unless `code` names a reservation (for SUBMIT)."""
-    if code not in server.state.slot_reservations:
+def check_code(core, user, code):
+    """The hosts of reservation `code` (for SUBMIT), if `user` may use it; else HQError."""
+    entry = core.reservations.get(code)
+    if entry is None:
         raise HQError(BAD_REQUEST, f"no reservation {code!r} (see 'hq-reservation -s')")
-    return server.state.slot_reservations[code]["hosts"]
+    if user not in entry["users"]:
+        raise HQError(PERMISSION_DENIED, f"reservation {code} is not for user {user}")
+    return entry["hosts"]
 
 
 COMMANDS = {"reserve": _add, "unreserve": _delete, "reservations": _show}

@@ -4,12 +4,14 @@ A submission is one batch; a streamed submission sends chunks, the later ones na
 """
 
 import os
+from dataclasses import dataclass, field
 
 from hq import protocol as p
 from hq.server.handlers import reservations
 from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.model import JOB_OPTIONS
 from hq.server.scheduler import can_ever_run
+from hq.store.writes import Writes
 
 MAX_COMMAND = 1 << 20
 MAX_ENV = 1 << 20
@@ -17,6 +19,19 @@ INT32_LIMIT = 1 << 31                 # INT columns
 SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
 SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell", "reservation"}
 PER_JOB = frozenset({"command", "entry"})     # fields a job of a chunk has beside the defaults
+DEFERRED = object()         # a handler's answer when the reply follows the commit
+
+
+@dataclass
+class Submission:
+    """A chunk staged in this turn: its rows go in `writes`; the reply waits for the commit."""
+    identity: bytes
+    req: object
+    batch: int
+    env: dict
+    jobs: list
+    ended: dict                 # states of its --after jobs that are no longer live
+    writes: object = field(default=None)
 
 
 def validate_options(raw, where, settings):
@@ -90,10 +105,10 @@ def validate_spec(raw, index, settings, defaults=None):
     return spec
 
 
-def check_fits(server, specs):
+def check_fits(core, user, specs):
     """Refuse a job that no host can ever run (too many cores, unknown host or group); each
     shape of job is checked once."""
-    hosts = [h for h in server.state.hosts.values() if h.in_config]
+    hosts = [h for h in core.hosts.values() if h.in_config]
     shapes = set()
     for i, spec in enumerate(specs):
         key = tuple(spec[k] for k in ("cores", "memory", "host_req", "group_req",
@@ -102,18 +117,18 @@ def check_fits(server, specs):
             continue
         shapes.add(key)
         try:
-            _check_shape(server, spec, hosts, f"job {i + 1}")
+            _check_shape(core, user, spec, hosts, f"job {i + 1}")
         except HQError as exc:
             raise HQError(exc.code, exc.message, i) from None
 
 
-def _check_shape(server, spec, hosts, where):
+def _check_shape(core, user, spec, hosts, where):
     if spec["reservation"]:
-        reserved = reservations.check_code(server, spec["reservation"])
+        reserved = reservations.check_code(core, user, spec["reservation"])
         if spec["cores"] > max(reserved.values()):
             raise HQError(NO_HOST_FITS, f"{where}: reservation {spec['reservation']} has at "
                           f"most {max(reserved.values())} slots on one host")
-    known = server.state.hosts.get(spec["host_req"])
+    known = core.hosts.get(spec["host_req"])
     if spec["host_req"] and (known is None or not known.in_config):
         raise HQError(UNKNOWN_HOST, f"{where}: no host {spec['host_req']!r} in the cluster "
                       "(see 'hq-admin lscluster')")
@@ -134,55 +149,71 @@ class _Probe:
         self.__dict__.update(spec)
 
 
-def ended_dependencies(server, specs):
+def ended_dependencies(core, specs):
     """States of the --after jobs that are no longer live; HQError for unknown ids."""
     wanted = {int(d) for spec in specs for d in spec["depends_on"].split(",") if d}
-    gone = sorted(d for d in wanted if d not in server.state.jobs)
+    gone = sorted(d for d in wanted if d not in core.jobs)
     if not gone:
         return {}
-    ended = {r["id"]: r["state"] for r in server.store.get_jobs(gone)}
+    ended = {r["id"]: r["state"] for r in core.store.get_jobs(gone)}
     missing = [d for d in gone if d not in ended]
     if missing:
         raise HQError(UNKNOWN_JOB, f"--after: no job {', '.join(map(str, missing))}")
     return ended
 
 
-def validate_chunk(server, body):
+def validate_chunk(core, user, body):
     """Clean specs of a SUBMIT body: `jobs` (strings or objects) over shared `defaults`."""
     specs = p.field(body, "jobs", list)
     if not specs:
         raise HQError(BAD_REQUEST, "no jobs in submission")
-    defaults = validate_options(p.field(body, "defaults", dict, {}), "defaults", server.settings)
-    clean = [validate_spec(raw, i, server.settings, defaults) for i, raw in enumerate(specs)]
-    check_fits(server, clean)
+    defaults = validate_options(p.field(body, "defaults", dict, {}), "defaults", core.settings)
+    clean = [validate_spec(raw, i, core.settings, defaults) for i, raw in enumerate(specs)]
+    check_fits(core, user, clean)
     return clean
 
 
-def submit(server, user, body):
-    """Validate and stage a chunk; the reply (ids, batch) is sent once it is committed."""
-    batch = p.field(body, "batch", int, None)
+def validate_env(body):
+    """The submission's environment: names and values are strings without NUL (the agent
+    could not pass them to a process), in all at most MAX_ENV characters."""
     env = p.field(body, "env", dict, {})
-    if any(not isinstance(k, str) or not isinstance(v, str) for k, v in env.items()):
-        raise HQError(BAD_REQUEST, "env must map strings to strings")
+    for name, value in env.items():
+        if not isinstance(value, str) or not name or "\0" in name or "=" in name \
+                or "\0" in value:
+            raise HQError(BAD_REQUEST, f"env: {name[:64]!r} must be a name without NUL or '=' "
+                          "and a string value without NUL")
     if sum(len(k) + len(v) for k, v in env.items()) > MAX_ENV:
         raise HQError(BAD_REQUEST, f"env is larger than {MAX_ENV} characters")
+    return env
+
+
+def submit(core, peer, body):
+    """Validate and stage a chunk; the reply (ids, batch) is sent once it is committed."""
+    batch = p.field(body, "batch", int, None)
+    env = validate_env(body)
     cwd = p.field(body, "cwd", str, "/", check=_good_directory)
     hold = p.field(body, "hold", bool, False)
+    umask = p.field(body, "umask", int, None, check=lambda v: 0 <= v <= 0o777)
     if batch is not None:
-        check_batch(server, user, batch)
+        check_batch(core, peer.user, batch)
     try:
-        clean = validate_chunk(server, body)
-        ended = ended_dependencies(server, clean)
+        clean = validate_chunk(core, peer.user, body)
+        ended = ended_dependencies(core, clean)
     except HQError:
         if batch is not None:
-            server.broken_batches.add(batch)
+            core.broken_batches.add(batch)
         raise
-    return server.stage_submission(user, clean, env, cwd, hold, ended, batch)
+    writes = Writes()
+    batch, jobs = core.stage_batch(writes, peer.user, clean, env, cwd, core.now, hold, batch,
+                                   umask)
+    core.staged.append(Submission(peer.identity, body.get("req"), batch, env, jobs, ended,
+                                  writes))
+    return DEFERRED
 
 
-def check_batch(server, user, batch):
+def check_batch(core, user, batch):
     """A later chunk may only extend a batch of the same user that no error has stopped."""
-    if batch in server.broken_batches:
+    if batch in core.broken_batches:
         raise HQError(BAD_REQUEST, f"batch {batch} was stopped by an error in an earlier chunk")
-    if server.store.batch_owner(batch) != user:
+    if core.store.batch_owner(batch) != user:
         raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")

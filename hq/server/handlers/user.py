@@ -1,81 +1,109 @@
-"""Handlers of user requests (SUBMIT, STATUS, LIST, DETAILS, CANCEL, ADMIN) in hq-server.
+"""Handlers of a user's requests about their own jobs and agents: STATUS, LIST, DETAILS, CANCEL,
+HOLD, RELEASE, AGENTS, UNREACHABLE, HELLO, PING. Each takes (core, peer, body).
 
-Each takes (server, user, body) and returns the reply fields, or raises HQError.
+Listings are paged: at most `limit` jobs a reply (default 1,000, at most 10,000) and a cursor.
 """
 
 import logging
 
 from hq import protocol as p
-from hq.server.handlers import admin
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import event_json, job_json
-from hq.model import HELD, PENDING, STATES, TERMINAL, UP
-from hq.server.handlers.submit import submit
+from hq.model import HELD, PENDING, STATES, TERMINAL
+from hq.server import fleet
+from hq.server.handlers.views import jobs_json
 
-log = logging.getLogger("hq.server.handlers.user")
+log = logging.getLogger("hq.requests")
 
-MAX_REASONS = 200   # why-waiting costs a look at every host: only for short job lists
-INT32_LIMIT = 1 << 31                 # INT columns
-SHORT_TEXT = 255                      # VARCHAR(255) columns
+DEFAULT_LIMIT = 1000
+MAX_LIMIT = 10000
+MAX_EVENTS_JOBS = 1000
+SHORT_TEXT = 255
 
 
-def status(server, user, body):
+def ping(core, peer, body):
+    return {"pong": True}
+
+
+def hello(core, peer, body):
+    core.user_servers[peer.user] = peer.identity
+    log.info("user-server of %s connected", peer.user)
+    return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id}
+
+
+def status(core, peer, body):
     batch = p.field(body, "batch", int, None)
-    if batch is not None and server.store.batch_owner(batch) != user:
-        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
-    counts = server.store.count_states(user, batch)
+    if batch is not None:
+        own_batch(core, peer.user, batch)
+    counts = core.store.count_states(peer.user, batch)
     return {"counts": {state: counts.get(state, 0) for state in STATES}}
 
 
-def list_jobs(server, user, body):
+def own_batch(core, user, batch):
+    if core.store.batch_owner(batch) != user:
+        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
+
+
+def page(body):
+    """(limit, newest_first, cursor) of a listing request: the newest jobs first when a limit
+    is given (the N newest), else in id order from the start; `after`/`before` continue."""
     states = p.field(body, "states", list, [])
     bad = [s for s in states if s not in STATES]
     if bad:
-        raise HQError(BAD_REQUEST, f"unknown state {bad[0]!r}; states are {', '.join(STATES)}")
-    limit = p.field(body, "limit", int, 0, check=lambda v: 0 <= v < INT32_LIMIT)
-    batch = p.field(body, "batch", int, None)
+        raise HQError(BAD_REQUEST, f"unknown state {str(bad[0])[:40]!r}; states are "
+                      f"{', '.join(STATES)}")
+    asked = p.field(body, "limit", int, 0, check=lambda v: v >= 0)
+    newest_first = bool(asked) or p.field(body, "before", int, None) is not None
+    cursor = p.field(body, "before" if newest_first else "after", int, None)
+    return states, min(asked or DEFAULT_LIMIT, MAX_LIMIT), newest_first, cursor
+
+
+def listing(core, owner, body, batch=None):
+    """One page of jobs (of `owner`, or everybody's for None): {jobs, more, next}."""
+    states, limit, newest_first, cursor = page(body)
     text = p.field(body, "text", str, "", check=lambda v: len(v) <= SHORT_TEXT and "\0" not in v)
     if text:
-        rows = server.store.find_jobs(user, text, limit)
+        rows = core.store.find_jobs(owner, text, limit + 1, before=cursor)
     else:
-        rows = server.store.list_jobs(user, states, batch, limit, newest_first=bool(limit))
-    rows.sort(key=lambda r: r["id"])
-    return {"jobs": [job_json(r) for r in rows]}
+        rows = core.store.list_jobs(owner, states, batch, limit + 1, newest_first=newest_first,
+                                    cursor=cursor)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    reply = {"jobs": jobs_json(core, rows), "more": more}
+    if more:
+        reply["next"] = {"before" if newest_first or text else "after": rows[-1]["id"]}
+    return reply
 
 
-def details(server, user, body):
+def list_jobs(core, peer, body):
+    batch = p.field(body, "batch", int, None)
+    if batch is not None:
+        own_batch(core, peer.user, batch)
+    return listing(core, peer.user, body, batch)
+
+
+def details(core, peer, body):
     ids = p.int_list(body, "ids")
     if p.field(body, "finished_only", bool, False):
-        return _finished_details(server, user, ids)
+        return _finished_details(core, peer.user, ids)
     if not ids:
-        rows = server.store.list_jobs(user)
-    else:
-        rows = server.store.get_jobs(ids, user)
-        missing = sorted(set(ids) - {r["id"] for r in rows})
-        if missing:
-            raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
-    jobs = [job_json(r) for r in rows]
-    if len(jobs) <= MAX_REASONS:
-        live_reasons(server, jobs)
-    if p.field(body, "events", bool, True) and len(jobs) <= 1000:
+        return listing(core, peer.user, body)
+    if len(ids) > MAX_LIMIT:
+        raise HQError(BAD_REQUEST, f"at most {MAX_LIMIT} ids in one request")
+    rows = core.store.get_jobs(ids, peer.user)
+    missing = sorted(set(ids) - {r["id"] for r in rows})
+    if missing:
+        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user "
+                      f"{peer.user}")
+    jobs = jobs_json(core, rows)
+    if p.field(body, "events", bool, True) and len(jobs) <= MAX_EVENTS_JOBS:
         events = {}
-        for e in server.store.job_events([j["id"] for j in jobs]):
+        for e in core.store.job_events([j["id"] for j in jobs]):
             events.setdefault(e["job_id"], []).append(event_json(e))
         for j in jobs:
             j["events"] = events.get(j["id"], [])
             j["attempts"] = attempts_of(j["events"])
     return {"jobs": jobs}
-
-
-def live_reasons(server, jobs):
-    """Fill in why each held or pending job waits, from the server's live state."""
-    for j in jobs:
-        live = server.state.jobs.get(j["id"])
-        if live is not None and live.state in (HELD, PENDING):
-            j["reason"] = server.state.waiting_reason(live, server.settings.outside_load)
-            reserved = server.state.reservations.get(live.id)
-            if reserved:
-                j["reserved_host"] = reserved
 
 
 def attempts_of(events):
@@ -96,18 +124,17 @@ def attempts_of(events):
     return [attempts[n] for n in sorted(attempts)]
 
 
-def _finished_details(server, user, ids):
+def _finished_details(core, user, ids):
     """Jobs among `ids` that have ended, and counts by state of those still live (from
     memory: cheap enough to poll while waiting for many jobs)."""
-    live = {}
-    ended = []
+    live, ended = {}, []
     for job_id in ids:
-        job = server.state.jobs.get(job_id)
+        job = core.jobs.get(job_id)
         if job is not None and job.user == user:
             live[job.state] = live.get(job.state, 0) + 1
         else:
             ended.append(job_id)
-    rows = server.store.get_jobs(ended, user) if ended else []
+    rows = core.store.get_jobs(ended, user) if ended else []
     missing = sorted(set(ended) - {r["id"] for r in rows})
     if missing:
         raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
@@ -120,98 +147,85 @@ def _finished_details(server, user, ids):
     return {"jobs": finished, "live": live}
 
 
-def cancel(server, user, body):
+def cancel(core, peer, body):
     batch = p.field(body, "batch", int, None)
     if batch is None:
-        return _change_jobs(server, user, p.int_list(body, "ids"), "cancel")
-    if server.store.batch_owner(batch) != user:
-        raise HQError(UNKNOWN_JOB, f"no batch {batch} of user {user}")
-    server.broken_batches.add(batch)     # chunks still on their way are refused
-    server.cancelled_batches.add(batch)  # and a chunk committed in this turn is cancelled
-    live = [job for job in server.state.jobs.values() if job.batch == batch]
+        return _change_jobs(core, peer.user, p.int_list(body, "ids"), "cancel")
+    own_batch(core, peer.user, batch)
+    core.broken_batches.add(batch)     # chunks still on their way are refused
+    core.cancelled_batches.add(batch)  # and a chunk committed in this turn is cancelled
+    live = [job for job in core.jobs.values() if job.batch == batch]
     for job in live:
-        server.cancel_job(job)
-    parked = server.store.count_parked(user, batch, server.parking.parked.get(user))
-    server.parking.cancel_batch(user, batch, server.now)
+        core.cancel(job, core.now)
+    parked = core.parking.count_parked(peer.user, batch)
+    core.parking.cancel_batch(peer.user, batch, core.now)
     return {"changed": [job.id for job in live], "unchanged": {}, "parked": parked}
 
 
+def hold(core, peer, body):
+    return _change_jobs(core, peer.user, p.int_list(body, "ids"), "hold")
 
 
-def hold(server, user, body):
-    return _change_jobs(server, user, p.int_list(body, "ids"), "hold")
+def release(core, peer, body):
+    return _change_jobs(core, peer.user, p.int_list(body, "ids"), "release")
 
 
-def release(server, user, body):
-    return _change_jobs(server, user, p.int_list(body, "ids"), "release")
-
-
-def _change_jobs(server, user, ids, action):
-    server.parking.unpark(user, ids, server.now)
-    rows = {r["id"]: r for r in server.store.get_jobs(ids, user)}
-    missing = [i for i in ids if i not in rows and not _live_of(server, i, user)]
+def _change_jobs(core, user, ids, action):
+    if len(ids) > MAX_LIMIT:
+        raise HQError(BAD_REQUEST, f"at most {MAX_LIMIT} ids in one request")
+    core.parking.unpark(user, ids, core.now)
+    rows = {r["id"]: r for r in core.store.get_jobs(ids, user)}
+    missing = [i for i in ids if i not in rows and not _live_of(core, i, user)]
     if missing:
-        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing))} of user {user}")
+        raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
     changed, unchanged = [], {}
     for job_id in ids:
-        job = _live_of(server, job_id, user)
+        job = _live_of(core, job_id, user)
         if job is None:
             unchanged[str(job_id)] = f"already {rows[job_id]['state']}"
         elif action == "cancel":
-            server.cancel_job(job)
+            core.cancel(job, core.now)
             changed.append(job_id)
         elif action == "hold" and job.state == PENDING:
-            server.state.hold(job, server.now)
+            core.hold(job, core.now)
             changed.append(job_id)
         elif action == "release" and job.state == HELD:
-            server.state.release_hold(job, server.now)
+            core.unhold(job, core.now)
             changed.append(job_id)
         else:
             unchanged[str(job_id)] = f"is {job.state}"
     return {"changed": changed, "unchanged": unchanged}
 
 
-def _live_of(server, job_id, user):
-    job = server.state.jobs.get(job_id)
+def _live_of(core, job_id, user):
+    job = core.jobs.get(job_id)
     return job if job is not None and job.user == user else None
 
 
-def unreachable(server, user, body):
+def unreachable(core, peer, body):
     """The user-server could not start the user's agent on a host: lscluster says why."""
     name = p.field(body, "host", str)
-    host = server.state.hosts.get(name)
+    host = core.hosts.get(name)
     if host is None:
         raise HQError(UNKNOWN_HOST, f"no host {name[:64]!r} in the cluster")
-    reason = f"{user}: {p.field(body, 'reason', str)}"[:255]
-    if host.status != UP:
-        host.status_reason = reason
-        server.state.writes.update_host(name, status_reason=reason)
-    log.warning("host %s unreachable for %s", name, reason)
+    fleet.host_unreachable(core, host, peer.user, p.field(body, "reason", str))
     return {}
 
 
-def agents(server, user, body):
+def agents(core, peer, body):
     """lss (list), invokeservers (start on every active host), cleanup (stop idle agents)."""
     action = p.field(body, "action", str, "list")
-    state = server.state
-    mine = sorted((h for h in state.hosts.values() if user in h.agents), key=lambda h: h.name)
-    busy = {name for name, held in state.on_host.items()
-            if any(state.attempts[key][2] == user for key in held)}
+    user = peer.user
+    mine = sorted((h for h in core.hosts.values() if user in h.agents), key=lambda h: h.name)
+    busy = {h.name for h in mine if core.attempts_of(h.name, user)}
     if action == "list":
         return {"agents": [{"host": h.name, "status": h.status, "state": h.state,
                             "busy": h.name in busy} for h in mine]}
     if action == "start":
-        return {"asked": server.request_agents(only_user=user, force=True)}
+        return {"asked": fleet.request_agents(core, only_user=user, force=True)}
     if action == "stop":
         stopped = [h.name for h in mine if h.name not in busy]
         for name in stopped:
-            server.stop_agent(state.hosts[name], user)
-        return {"stopped": stopped, "busy": sorted(h.name for h in mine if h.name in busy)}
-    raise HQError(BAD_REQUEST, f"unknown agents action {action!r}: list, start or stop")
-
-
-USER_REQUESTS = {
-    p.UNREACHABLE: unreachable, p.SUBMIT: submit, p.STATUS: status, p.LIST: list_jobs,
-    p.DETAILS: details, p.CANCEL: cancel, p.HOLD: hold, p.RELEASE: release, p.ADMIN: admin.admin,
-    p.AGENTS: agents,
-}
+            fleet.stop_agent(core, core.hosts[name], user)
+        return {"stopped": stopped, "busy": sorted(busy)}
+    raise HQError(BAD_REQUEST, f"unknown agents action {action[:40]!r}: list, start or stop")
