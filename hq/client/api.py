@@ -157,13 +157,31 @@ class Client:
         return self.request(p.STATUS, batch=batch)["counts"]
 
     def list(self, states=None, limit=0, batch=None):
+        """Your jobs in id order: all of them, or the `limit` newest."""
         if isinstance(states, str):
             states = [states]
-        return self.request(p.LIST, states=list(states or []), limit=limit, batch=batch)["jobs"]
+        return self.request_list(states=list(states or []), limit=limit, batch=batch)
 
     def request_list(self, **fields):
-        """LIST with any of its fields (states, limit, batch, text)."""
-        return self.request(p.LIST, **fields)["jobs"]
+        """LIST with any of its fields (states, limit, batch, text), page after page: the
+        server answers at most a page of jobs per request."""
+        return sorted(self.pages(p.LIST, **fields), key=lambda job: job["id"])
+
+    def pages(self, kind, **fields):
+        """The jobs of a paged request (LIST, or ADMIN jobs), following the server's cursor
+        until `limit` jobs (0: all) have come."""
+        wanted = fields.get("limit") or 0
+        got = 0
+        while True:
+            reply = self.request(kind, **fields)
+            jobs = reply["jobs"][:wanted - got] if wanted else reply["jobs"]
+            yield from jobs
+            got += len(jobs)
+            if not reply.get("more") or (wanted and got >= wanted):
+                return
+            fields.update(reply["next"])
+            if wanted:
+                fields["limit"] = wanted - got
 
     def agents(self, action="list"):
         """Your agents: action list (lss), start (invokeservers) or stop idle ones (cleanup)."""
@@ -183,6 +201,9 @@ class Client:
         return self.request(p.RELEASE, ids=[int(i) for i in ids])
 
     def admin(self, command, arg="", **fields):
+        if command == "jobs":       # paged, like LIST
+            jobs = self.pages(p.ADMIN, command=command, arg=arg, **fields)
+            return {"jobs": sorted(jobs, key=lambda job: job["id"])}
         return self.request(p.ADMIN, command=command, arg=arg, **fields)
 
     # -- waiting ----------------------------------------------------------------------------
