@@ -173,6 +173,30 @@ class Core:
             del self.envs[batch]
         self.env_texts = {b: t for b, t in self.env_texts.items() if b in self.envs}
 
+    def after_commit(self, accepted, now):
+        """The turn's rows are committed: accepted submissions (handlers.submit.Submission)
+        become live and are answered; the RUNs of this turn may leave."""
+        self.db_ok = True
+        self.writes = Writes()
+        self.staged = []
+        for sub in accepted:
+            self._accept(sub)
+        self.just_ended.clear()
+        self.runs_sent(now)
+
+    def _accept(self, sub):
+        admitted = self.parking.admit(sub.jobs)
+        self.activate(sub.batch, sub.env, admitted, sub.ended, self.now)
+        self.outbox.reply(sub.identity, sub.req, {"ids": [j.id for j in sub.jobs],
+                                                  "batch": sub.batch})
+        log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", sub.batch, sub.jobs[0].user,
+                 len(sub.jobs), sub.jobs[0].id, sub.jobs[-1].id)
+        if sub.batch in self.cancelled_batches:
+            for job in admitted:
+                self.cancel(job, self.now)
+            if len(admitted) < len(sub.jobs):
+                self.parking.cancel_batch(sub.jobs[0].user, sub.batch, self.now)
+
     # -- dependencies (--after) ----------------------------------------------------------------
     def watch_dependencies(self, job):
         for dep in dependencies(job):

@@ -28,7 +28,6 @@ from hq.server import dispatch, fleet, handlers
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store import open_store
-from hq.store.writes import Writes
 
 log = logging.getLogger("hq.server")
 
@@ -185,36 +184,16 @@ class Loop:
             return
         self.committed(core.staged)
 
-    def committed(self, accepted, refused=()):
-        """The turn's changes are in the database: activate the accepted submissions, then
-        send everything that waited for the commit."""
-        core = self.core
+    def committed(self, accepted):
+        """The turn's changes are in the database: the core makes the accepted submissions
+        live, then everything that waited for the commit is sent."""
         if self.db_error is not None:
             log.info("database back: pending changes committed")
-        self.db_backoff, self.db_error, core.db_ok = 0.1, None, True
-        core.writes = Writes()
-        for sub in accepted:
-            self.accept(sub)
+        self.db_backoff, self.db_error = 0.1, None
+        self.core.after_commit(accepted, time.time())
         self.again = self.again or bool(accepted)
         self.submitted = bool(accepted)
-        core.staged = []
-        core.just_ended.clear()
-        core.runs_sent(time.time())
         self.flush()
-
-    def accept(self, sub):
-        core = self.core
-        admitted = core.parking.admit(sub.jobs)
-        core.activate(sub.batch, sub.env, admitted, sub.ended, core.now)
-        core.outbox.reply(sub.identity, sub.req, {"ids": [j.id for j in sub.jobs],
-                                                  "batch": sub.batch})
-        log.info("batch %s of %s: %d jobs accepted (ids %s-%s)", sub.batch, sub.jobs[0].user,
-                 len(sub.jobs), sub.jobs[0].id, sub.jobs[-1].id)
-        if sub.batch in core.cancelled_batches:
-            for job in admitted:
-                core.cancel(job, core.now)
-            if len(admitted) < len(sub.jobs):
-                core.parking.cancel_batch(sub.jobs[0].user, sub.batch, core.now)
 
     def flush(self):
         replies, messages = self.core.outbox.take()

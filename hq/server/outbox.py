@@ -29,7 +29,7 @@ class Outbox:
 
     def sent_to(self, kind):
         """[(identity, body)] of the messages of one kind (for tests and logs)."""
-        return [(identity, p.decode(frames)[1]) for identity, k, frames in self.messages
+        return [(identity, p.decode(frames, p.ALL_KINDS)[1]) for identity, k, frames in self.messages
                 if k == kind]
 
     def __len__(self):

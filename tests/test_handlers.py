@@ -1,0 +1,271 @@
+"""The server's handlers against a Core on a real SQLite database, without sockets: what each
+request changes, records and sends (tests/core_harness.py drives the core as the loop does).
+
+Each test names in its docstring the bug it catches."""
+
+import pytest
+
+from hq import protocol as p
+from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
+from tests.core_harness import CoreHarness
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path, outside_load=False)
+    yield harness
+    harness.close()
+
+
+def running_job(h, user="alice", **defaults):
+    """A job of `user` running on h1 (its agent registered, RUN sent, started reported)."""
+    h.register(user)
+    (job,) = h.submit(user, "sleep 100", **defaults)
+    assert (job, 1) in h.runs_to(user)
+    h.report(user, "started", job, 1, pid=4242)
+    assert h.state(job) == "running"
+    return job
+
+
+def test_submit_is_answered_after_its_commit_and_dispatched_to_the_users_agent(h):
+    """Catches a reply or RUN sent before the rows are committed, or a RUN to another agent."""
+    h.register("alice")
+    h.register("bob")
+    ids = h.submit("alice", "echo a", "echo b")
+    assert [h.state(i) for i in ids] == ["dispatched", "dispatched"]
+    assert sorted(h.runs_to("alice")) == [(ids[0], 1), (ids[1], 1)]
+    assert h.runs_to("bob") == []
+    run = h.messages(p.RUN)[0]
+    assert run["database_id"] == h.store.database_id() and run["slots"] == 4
+
+
+def test_cancel_kills_the_running_attempt_and_keeps_its_slots_until_it_ends(h):
+    """Catches a cancel that sends no KILL, or frees the slots before the process ended."""
+    job = running_job(h)
+    reply = h.request("alice", p.CANCEL, ids=[job])
+    assert reply["changed"] == [job] and h.state(job) == "cancelled"
+    assert h.messages(p.KILL, b"agent:alice@h1")[-1] == {"jobs": [[job, 1]]}
+    assert h.core.hosts["h1"].slots_used == 1
+    h.report("alice", "finished", job, 1, signal=15, exit_code=None)
+    assert h.core.hosts["h1"].slots_used == 0 and h.state(job) == "cancelled"
+
+
+def test_a_user_cannot_cancel_another_users_job_or_batch(h):
+    """Catches a missing owner check in CANCEL (by ids or by batch)."""
+    job = running_job(h)
+    batch = h.store.get_jobs([job])[0]["batch"]
+    with pytest.raises(HQError) as refused:
+        h.request("bob", p.CANCEL, ids=[job])
+    assert refused.value.code == UNKNOWN_JOB
+    with pytest.raises(HQError) as refused:
+        h.request("bob", p.CANCEL, batch=batch)
+    assert refused.value.code == UNKNOWN_JOB and h.state(job) == "running"
+
+
+def test_batch_cancel_cancels_every_live_job_of_the_batch_and_nothing_else(h):
+    """Catches a batch cancel that misses waiting jobs or touches another batch."""
+    assert h.request("root", p.ADMIN, command="deactivate")["cluster"] == "inactive"
+    first = h.submit("alice", "true", "true", "true")
+    other = h.submit("alice", "true")
+    batch = h.store.get_jobs(first)[0]["batch"]
+    reply = h.request("alice", p.CANCEL, batch=batch)
+    assert sorted(reply["changed"]) == first
+    assert [h.state(i) for i in first] == ["cancelled"] * 3 and h.state(other[0]) == "pending"
+    with pytest.raises(HQError) as refused:      # later chunks of a cancelled batch
+        h.request("alice", p.SUBMIT, jobs=["true"], batch=batch, env={}, cwd="/")
+    assert refused.value.code == BAD_REQUEST
+
+
+def test_host_facts_come_from_the_first_agent_and_another_users_report_is_not_believed(h):
+    """Issue 11 point 3: catches bob's forged REGISTER (1000 cores) changing alice's slots."""
+    h.register("alice", cores=4)
+    h.register("bob", cores=1000, memory=1 << 40)
+    host = h.core.hosts["h1"]
+    assert host.cores == 4 and host.memory_total == 8 << 30
+    assert "agent of bob reports 1000 cores" in host.facts_note
+    h.register("root", cores=8)                 # an admin's agent is believed
+    assert host.cores == 8 and host.facts_note == ""
+
+
+def test_metrics_come_from_one_agent_per_host(h):
+    """Catches a second user's agent overwriting the host's load (outside load, memory)."""
+    h.register("alice")
+    h.register("bob")
+    h.heartbeat("alice", load1=0.5, foreign_load=0.0)
+    h.heartbeat("bob", load1=99.0, foreign_load=4.0)
+    assert h.core.hosts["h1"].load1 == 0.5 and h.core.hosts["h1"].foreign_load == 0.0
+
+
+def test_bye_is_refused_while_the_agent_holds_work_and_forgets_it_when_idle(h):
+    """Catches an agent let go with jobs assigned (they would be lost) or never forgotten."""
+    job = running_job(h)
+    assert h.request("alice", p.BYE, b"agent:alice@h1")["bye"] is False
+    h.report("alice", "finished", job, 1, exit_code=0)
+    assert h.request("alice", p.BYE, b"agent:alice@h1")["bye"] is True
+    assert "alice" not in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "unknown"
+    with pytest.raises(HQError) as refused:
+        h.heartbeat("alice")
+    assert refused.value.code == "UNKNOWN_AGENT"
+
+
+def test_a_dead_agent_is_gone_on_its_own_while_another_users_agent_keeps_the_host_up(h):
+    """Issue 11 point 1: catches liveness per host (alice's dead agent hidden behind bob's
+    live one: her job stayed `running` and no new agent was asked for)."""
+    h.hello("alice")
+    job = running_job(h)
+    h.register("bob")
+    grace = h.core.settings.requeue_grace_s
+    h.at(h.now + 7)
+    h.heartbeat("bob")                               # bob's agent lives; alice's is silent
+    h.turn(tick=True)
+    host = h.core.hosts["h1"]
+    assert host.status == "up" and "alice" not in host.agents and "bob" in host.agents
+    assert h.messages(p.SPAWN, b"us:alice")[-1]["hosts"][0]["name"] == "h1"
+    assert h.state(job) == "running"                 # her successor may adopt it ...
+    h.at(h.now + grace)
+    h.heartbeat("bob")
+    h.turn(tick=True)
+    assert h.state(job) == "pending"                 # ... for the grace, then it is requeued
+
+
+def test_an_agent_back_within_the_grace_keeps_its_jobs(h):
+    """Catches a requeue of jobs whose (new) agent reports them running."""
+    job = running_job(h)
+    h.at(h.now + 7).turn(tick=True)
+    assert h.core.hosts["h1"].status == "down"
+    h.register("alice", running=[(job, 1)])
+    h.at(h.now + 60)
+    h.heartbeat("alice", running=[(job, 1)])
+    h.turn(tick=True)
+    assert h.state(job) == "running" and h.core.hosts["h1"].status == "up"
+
+
+def test_a_lost_host_requeues_while_retries_last_else_the_job_is_lost(h):
+    """Catches requeue without retries left, or before the grace."""
+    again = running_job(h, retries=1)
+    (once,) = h.submit("alice", "sleep 9", retries=0)
+    h.at(h.now + 7).turn(tick=True)
+    assert h.core.hosts["h1"].status == "down"
+    assert h.state(again) == "running" and h.state(once) == "dispatched"
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(again) == "pending" and h.state(once) == "lost"
+    assert h.core.user_slots["alice"] == 0
+
+
+def test_a_late_report_of_an_earlier_attempt_never_ends_the_current_one(h):
+    """Issue 14: catches job_finished ignoring the attempt number."""
+    job = running_job(h, retries=2)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(job) == "pending"
+    h.register("alice")
+    assert (job, 2) in h.runs_to("alice")
+    h.report("alice", "finished", job, 1, exit_code=0)           # attempt 1, late
+    assert h.state(job) == "dispatched"
+    h.report("alice", "finished", job, 2, exit_code=3)
+    row = h.store.get_jobs([job])[0]
+    assert row["state"] == "failed" and row["exit_code"] == 3 and row["attempt"] == 2
+
+
+def test_an_agent_cannot_report_another_users_job(h):
+    """Issue 14: catches an ownership check that always answers yes."""
+    job = running_job(h)
+    h.register("bob")
+    h.report("bob", "finished", job, 1, exit_code=0)
+    assert h.state(job) == "running"
+
+
+def test_no_requeue_decision_rests_on_a_run_that_was_never_sent(h):
+    """Issue 12 point 1: catches the heartbeat's reconciliation requeueing an attempt whose
+    RUN still waited for its commit (during a database outage the job was then lost)."""
+    h.register("alice")
+    core = h.core
+    (job,) = h.submit("alice", "true")
+    held = core.attempts[(job, 1)]
+    held.sent = None                    # as if the commit that recorded it had failed
+    core.db_ok = False
+    h.at(h.now + 30)
+    core.reconcile("h1", "alice", set(), h.now, grace=5)
+    assert core.jobs[job].state == "dispatched"
+    core.db_ok, held.sent = True, h.now
+    core.reconcile("h1", "alice", set(), h.now + 6, grace=5)
+    assert job not in core.jobs or core.jobs[job].state == "pending"
+
+
+def test_an_environment_with_nul_is_refused_at_submit(h):
+    """Issue 11 point 2: catches a NUL byte reaching the agent (it died on it)."""
+    for env in ({"X": "a\0b"}, {"A\0B": "x"}, {"A=B": "x"}, {"": "x"}):
+        with pytest.raises(HQError) as refused:
+            h.request("alice", p.SUBMIT, jobs=["true"], env=env, cwd="/")
+        assert refused.value.code == BAD_REQUEST
+
+
+def test_reservations_belong_to_their_requester_and_serve_only_their_users(h):
+    """Issue 10/11: catches the owner taken from the body, or a code usable by anyone."""
+    h.register("alice")
+    made = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]], users=["alice"],
+                     user="mallory")
+    code = made["code"]
+    assert h.core.reservations[code]["user"] == "root" and made["users"] == ["alice"]
+    assert h.submit("alice", "true", reservation=code)
+    with pytest.raises(HQError) as refused:
+        h.submit("bob", "true", reservation=code)
+    assert refused.value.code == PERMISSION_DENIED
+    assert h.request("bob", p.ADMIN, command="reservations")["reservations"] == []
+    with pytest.raises(HQError) as refused:
+        h.request("bob", p.ADMIN, command="reserve", hosts=[["h1", 1]])
+    assert refused.value.code == PERMISSION_DENIED
+
+
+def test_dropping_a_reservation_fails_its_waiting_jobs(h):
+    """Catches jobs left waiting forever for slots that no longer exist."""
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]],
+                     users=["alice"])["code"]
+    (job,) = h.submit("alice", "true", reservation=code)
+    assert h.request("root", p.ADMIN, command="unreserve", arg=code)["failed_jobs"] == [job]
+    assert h.state(job) == "failed"
+
+
+def test_what_concerns_other_users_needs_the_admin_role(h):
+    """Issue 11 point 6: catches `hq-admin jobs --user`, lsusers, lsuser and hostinfo showing
+    another user's jobs to a user who is not an admin."""
+    alice_job = running_job(h)
+    for command, extra in (("jobs", {"for_user": "alice"}), ("lsusers", {}),
+                           ("lsuser", {"arg": "alice"})):
+        with pytest.raises(HQError) as refused:
+            h.request("bob", p.ADMIN, command=command, **extra)
+        assert refused.value.code == PERMISSION_DENIED
+    shown = h.request("bob", p.ADMIN, command="hostinfo", arg="h1")
+    assert shown["jobs"] == [] and shown["host"]["agents"] == []
+    shown = h.request("root", p.ADMIN, command="hostinfo", arg="h1")
+    assert [j["id"] for j in shown["jobs"]] == [alice_job]
+    assert h.request("bob", p.ADMIN, command="lsuser")["user"]["name"] == "bob"
+
+
+def test_the_last_admin_cannot_be_disabled_and_a_disabled_users_agent_still_reports(h):
+    """Issue 14: catches a cluster left without an admin, and a disabled user's running job
+    whose end can no longer be reported."""
+    with pytest.raises(HQError) as refused:
+        h.request("root", p.ADMIN, command="disableuser", arg="root")
+    assert refused.value.code == PERMISSION_DENIED
+    job = running_job(h)
+    h.request("root", p.ADMIN, command="disableuser", arg="alice")
+    with pytest.raises(HQError) as refused:
+        h.submit("alice", "true")
+    assert refused.value.code == PERMISSION_DENIED
+    h.register("alice", running=[(job, 1)])
+    h.report("alice", "finished", job, 1, exit_code=0)
+    assert h.state(job) == "done"
+
+
+def test_listings_are_paged(h):
+    """Issue 11 point 5: catches an unbounded LIST (one request could freeze the server)."""
+    h.request("root", p.ADMIN, command="deactivate")
+    h.request("alice", p.SUBMIT, jobs=["true"] * 2500, env={}, cwd="/")
+    first = h.request("alice", p.LIST)
+    assert len(first["jobs"]) == 1000 and first["more"] is True
+    second = h.request("alice", p.LIST, **first["next"])
+    assert second["jobs"][0]["id"] == first["jobs"][-1]["id"] + 1
+    newest = h.request("alice", p.LIST, limit=50000)        # clamped to the maximum page
+    assert len(newest["jobs"]) == 2500 and newest["more"] is False
+    assert h.request("bob", p.LIST)["jobs"] == []
