@@ -156,6 +156,11 @@ def test_hold_release_and_disabled_user_wait(three):
     held, = submit(three, "--hold", "true")
     assert jobs(three, [held])[0]["reason"] == "held"
     user = run_json(three, "hq-admin", "lsusers", "--json")["users"][0]["name"]
+    last = three.run("hq-admin", f"disableuser:{user}")
+    assert last.returncode != 0 and "last enabled admin" in last.stderr
+    with open(os.path.join(three.etc, "users"), "a") as users:
+        users.write("deputy USER,ADMIN\n")          # another admin: now it may be disabled
+    three.run("hq-admin", "reload", check=True)
     three.run("hq-admin", f"disableuser:{user}", check=True)
     try:
         refused = three.run("hq-submit", "true")
