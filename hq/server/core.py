@@ -66,6 +66,7 @@ class Core:
         self.users = {}                # name -> {"roles": {...}, "enabled": bool, "key": z85}
         self.envs = {}                 # batch id -> environment of that submission
         self.env_texts = {}            # batch id -> that environment as JSON text
+        self.umasks = {}               # batch id -> the submitter's umask (for the job's files)
         self.attempts = {}             # (job id, attempt) -> Attempt holding slots
         self.unsent = []               # attempts dispatched since the last commit
         self.on_host = defaultdict(set)  # host name -> {(job id, attempt)} held there
@@ -137,6 +138,8 @@ class Core:
             self.next_batch_id += 1
             writes.batches.append({"id": batch, "user": user, "submitted": now,
                                    "size": len(specs), "env": json.dumps(env), "umask": umask})
+            if umask is not None:
+                self.umasks[batch] = umask
         else:
             writes.batch_growth.append((len(specs), batch))
         jobs = []
@@ -172,6 +175,7 @@ class Core:
         for batch in [b for b in self.envs if b not in live]:
             del self.envs[batch]
         self.env_texts = {b: t for b, t in self.env_texts.items() if b in self.envs}
+        self.umasks = {b: u for b, u in self.umasks.items() if b in self.envs}
 
     def after_commit(self, accepted, now):
         """The turn's rows are committed: accepted submissions (handlers.submit.Submission)

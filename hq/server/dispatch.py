@@ -69,7 +69,7 @@ def send_runs(core, assignments):
         identity = host.agents[job.user]
         body, envs = runs.setdefault(identity, ({"jobs": [], "slots": host.slots,
                                                  "database_id": core.database_id}, {}))
-        body["jobs"].append(run_spec(job))
+        body["jobs"].append(run_spec(job, core.umasks.get(job.batch)))
         if job.batch not in envs:
             envs[job.batch] = core.env_json(job.batch)
     for identity, (body, envs) in runs.items():
@@ -77,10 +77,10 @@ def send_runs(core, assignments):
         core.outbox.send_frames(identity, p.RUN, p.encode_with_json(p.RUN, body, envs=text))
 
 
-def run_spec(job):
+def run_spec(job, umask=None):
     """What an agent needs to run one attempt (see RUN in docs/architecture.md)."""
     return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
             "cwd": job.cwd, "stdout": job_path(job, "stdout"), "stderr": job_path(job, "stderr"),
             "logfile": job_path(job, "logfile"), "cores": job.cores,
             "time_limit": job.time_limit, "batch": job.batch, "name": job.name,
-            "host": job.host, "entry": job.entry}
+            "host": job.host, "entry": job.entry, "umask": umask}
