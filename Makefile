@@ -1,16 +1,19 @@
-# hq: `make` sets up .venv and .hqrc, `make run` starts a one-host cluster, `make test` tests.
+# hq: `make` sets up .venv (hq installed in it) and .hqrc, `make run` starts a one-host cluster,
+# `make test` tests.
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast bench clean
+.PHONY: all run test test-fast clean
 
 all: $(VENV)/.installed .hqrc
 
-$(VENV)/.installed: requirements.txt
+# hq itself is installed editable (its console scripts land in .venv/bin); bin/ works as well.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(PY) tools/check_python.py $(VENV) $(CURDIR)/bin/hq-command
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e .
 	@touch $@
 
 .hqrc: Makefile
@@ -32,4 +35,4 @@ test-fast: all
 	$(PY) -m pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) .hqrc .pytest_cache
+	rm -rf $(VENV) .hqrc .pytest_cache docs/_build
