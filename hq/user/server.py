@@ -293,6 +293,8 @@ def take_lock(home):
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
+    from hq.proctitle import set_title
+    set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()
     logs.setup(args["--log-level"])
     lock = take_lock(home)
