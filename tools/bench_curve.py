@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import Cluster, wait_until  # noqa: E402
+from tools.cluster import Cluster, wait_until  # noqa: E402
 from tools.bench_latency import cli_walls  # noqa: E402
 
 
