@@ -1,11 +1,11 @@
 # hq: `make` sets up .venv (hq installed in it) and .hqrc, `make run` starts a one-host cluster,
-# `make test` tests.
+# `make test` tests, `make sql` starts a private MariaDB (no admin rights needed).
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast clean
+.PHONY: all run test test-fast sql sql-stop sql-status clean
 
 all: $(VENV)/.installed .hqrc
 
@@ -33,6 +33,16 @@ test: all
 
 test-fast: all
 	$(PY) -m pytest -m "not slow"
+
+# A private MariaDB in $(HQ_HOME)/mysql; SQL_ARGS="--dir DIR --port N" to choose.
+sql: all
+	@$(PY) tools/private_mysql.py start $(SQL_ARGS)
+
+sql-stop: all
+	@$(PY) tools/private_mysql.py stop $(SQL_ARGS)
+
+sql-status: all
+	@$(PY) tools/private_mysql.py status $(SQL_ARGS)
 
 clean:
 	rm -rf $(VENV) .hqrc .pytest_cache docs/_build
