@@ -36,13 +36,13 @@ test-fast: all
 
 # A private MariaDB in $(HQ_HOME)/mysql; SQL_ARGS="--dir DIR --port N" to choose.
 sql: all
-	@$(PY) tools/private_mysql.py start $(SQL_ARGS)
+	@$(PY) tools/private_mysql.py start --dir $(HQ_HOME)/mysql $(SQL_ARGS)
 
 sql-stop: all
-	@$(PY) tools/private_mysql.py stop $(SQL_ARGS)
+	@$(PY) tools/private_mysql.py stop --dir $(HQ_HOME)/mysql $(SQL_ARGS)
 
 sql-status: all
-	@$(PY) tools/private_mysql.py status $(SQL_ARGS)
+	@$(PY) tools/private_mysql.py status --dir $(HQ_HOME)/mysql $(SQL_ARGS)
 
 clean:
 	rm -rf $(VENV) .hqrc .pytest_cache docs/_build
