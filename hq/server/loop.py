@@ -444,11 +444,7 @@ def start(settings, port=None, bind=None):
     store.add_users(users + [(me, ["USER", "ADMIN"])])
     store.add_hosts(config.load_cluster(settings.etc))
     security.register_local_user(store, home, me)
-    keypair = None
-    if settings.curve:
-        keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
-    else:
-        log.warning("CURVE is off ([security] curve): connections are not authenticated")
+    keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
     try:
         server = Server(settings, store, address, keypair)
