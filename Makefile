@@ -1,11 +1,11 @@
 # hq: `make` sets up .venv (hq installed in it) and .hqrc, `make run` starts a one-host cluster,
-# `make test` tests, `make sql` starts a private MariaDB (no admin rights needed).
+# `make test` tests, `make doc` builds docs/_build/html, `make sql` starts a private MariaDB.
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast sql sql-stop sql-status clean
+.PHONY: all run test test-fast doc sql sql-stop sql-status clean
 
 all: $(VENV)/.installed .hqrc
 
@@ -33,6 +33,10 @@ test: all
 
 test-fast: all
 	$(PY) -m pytest -m "not slow"
+
+doc: all
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+	@echo "documentation: $(CURDIR)/docs/_build/html/index.html"
 
 # A private MariaDB in $(HQ_HOME)/mysql; SQL_ARGS="--dir DIR --port N" to choose.
 sql: all

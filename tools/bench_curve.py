@@ -5,7 +5,7 @@ For hq-sized messages (hq.protocol frames: a PING, a batch of agent EVENTS, a RU
 a SUBMIT chunk of 5,000 lines) it prints the round-trip latency (median and p99 of one message
 at a time), the throughput (messages/s and MB/s with up to --window messages in flight) and the
 time to set up a connection (connect to first echo: CURVE's handshake). The echo runs in
-libzmq's proxy (no Python, no GIL on the echo side). Each figure is the median of --repeat
+libzmq's proxy (no Python, no GIL on the echo side) with its own context and I/O thread. Each figure is the median of --repeat
 runs that alternate plain and CURVE, as this machine's speed drifts.
 
 Usage: .venv/bin/python tools/bench_curve.py [--count N] [--window W] [--repeat R]
@@ -52,14 +52,16 @@ def messages():
 
 
 class Pair:
-    """An echoing ROUTER (libzmq proxy in a thread) and a way to connect DEALERs to it."""
+    """An echoing ROUTER (libzmq proxy in a thread) and a way to connect DEALERs to it. The
+    ROUTER has a context of its own: its own I/O thread, as a server in another process."""
 
     def __init__(self, context, curve):
         self.context = context
+        self.server_context = zmq.Context()
         self.curve = curve
         self.server_public, server_secret = zmq.curve_keypair()
         self.client_keys = zmq.curve_keypair()
-        self.router = context.socket(zmq.ROUTER)
+        self.router = self.server_context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         if curve:
             self.router.curve_secretkey = server_secret
@@ -68,9 +70,9 @@ class Pair:
         port = self.router.bind_to_random_port("tcp://127.0.0.1")
         self.address = f"tcp://127.0.0.1:{port}"
         control_address = f"inproc://control-{next(PAIRS)}"
-        self.control = context.socket(zmq.PAIR)
+        self.control = self.server_context.socket(zmq.PAIR)
         self.control.bind(control_address)
-        control_peer = context.socket(zmq.PAIR)
+        control_peer = self.server_context.socket(zmq.PAIR)
         control_peer.connect(control_address)
         self.thread = threading.Thread(target=self._echo, args=(control_peer,), daemon=True)
         self.thread.start()
@@ -95,6 +97,7 @@ class Pair:
         self.control.send(b"TERMINATE")
         self.thread.join(10)
         self.control.close()
+        self.server_context.term()
 
 
 def recv_within(sock, seconds=10):
