@@ -1,16 +1,19 @@
-# hq: `make` sets up .venv and .hqrc, `make run` starts a one-host cluster, `make test` tests.
+# hq: `make` sets up .venv (hq installed in it) and .hqrc, `make run` starts a one-host cluster,
+# `make test` tests, `make doc` builds docs/_build/html, `make sql` starts a private MariaDB.
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast bench clean
+.PHONY: all run test test-fast doc sql sql-stop sql-status clean
 
 all: $(VENV)/.installed .hqrc
 
-$(VENV)/.installed: requirements.txt
+# hq itself is installed editable (its console scripts land in .venv/bin); bin/ works as well.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@$(PY) tools/check_python.py $(VENV) $(CURDIR)/bin/hq-command
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e .
 	@touch $@
 
 .hqrc: Makefile
@@ -31,5 +34,19 @@ test: all
 test-fast: all
 	$(PY) -m pytest -m "not slow"
 
+doc: all
+	$(PY) -m sphinx -q -b html docs docs/_build/html
+	@echo "documentation: $(CURDIR)/docs/_build/html/index.html"
+
+# A private MariaDB in $(HQ_HOME)/mysql; SQL_ARGS="--dir DIR --port N" to choose.
+sql: all
+	@$(PY) tools/private_mysql.py start --dir $(HQ_HOME)/mysql $(SQL_ARGS)
+
+sql-stop: all
+	@$(PY) tools/private_mysql.py stop --dir $(HQ_HOME)/mysql $(SQL_ARGS)
+
+sql-status: all
+	@$(PY) tools/private_mysql.py status --dir $(HQ_HOME)/mysql $(SQL_ARGS)
+
 clean:
-	rm -rf $(VENV) .hqrc .pytest_cache
+	rm -rf $(VENV) .hqrc .pytest_cache docs/_build

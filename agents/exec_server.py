@@ -301,6 +301,8 @@ def main(argv=None):
     logs.setup(args["--log-level"], args["--log-file"])
     server = args["--server"] or os.environ.get("HQ_SERVER") or "tcp://localhost:10101"
     host_name = args["--host-name"] or socket.gethostname().split(".")[0]
+    from hq.proctitle import set_title
+    set_title(f"hq-exec-server {args['--user'] or getpass.getuser()}@{host_name}")
     try:
         agent = Agent(server, host_name, args["--user"] or getpass.getuser(),
                       float(args["--heartbeat"]), float(args["--orphan"]), curve_keys(args),

@@ -88,7 +88,6 @@ class Settings:
     outside_load: bool = True
     reserve_after_s: float = 300.0
     placement_limit: int = 5000
-    curve: bool = True
     server_key: str = ""
     ssh_unknown_host_keys: str = "reject"
     ssh_known_hosts: str = "~/.ssh/known_hosts"
@@ -162,7 +161,6 @@ def load_settings(etc=None):
         reserve_after_s=_get(p, path, "scheduler", "reserve_after_s", float, d.reserve_after_s),
         placement_limit=_get(p, path, "scheduler", "placement_limit", int, d.placement_limit),
         agent_idle_s=_get(p, path, "agent", "idle_s", float, d.agent_idle_s),
-        curve=_get(p, path, "security", "curve", bool, d.curve),
         server_key=_get(p, path, "security", "server_key", str, d.server_key),
         ssh_unknown_host_keys=_get(p, path, "ssh", "unknown_host_keys", str,
                                    d.ssh_unknown_host_keys),

@@ -1,111 +1,197 @@
-"""The cost of CURVE: `hq-submit true` wall time (median of N) and throughput of M `true` jobs
-(submit through the Python API until all are done), with [security] curve on and off.
+"""The cost of CURVE, measured inside this benchmark: pairs of raw pyzmq sockets (DEALER to an
+echoing ROUTER over tcp://127.0.0.1, as hq's) with plain TCP and with CURVE, side by side.
 
-Usage: .venv/bin/python tools/bench_curve.py [--runs N] [--jobs M]
+For hq-sized messages (hq.protocol frames: a PING, a batch of agent EVENTS, a RUN of 100 jobs,
+a SUBMIT chunk of 5,000 lines) it prints the round-trip latency (median and p99 of one message
+at a time), the throughput (messages/s and MB/s with up to --window messages in flight) and the
+time to set up a connection (connect to first echo: CURVE's handshake). The echo runs in
+libzmq's proxy (no Python, no GIL on the echo side) with its own context and I/O thread. Each figure is the median of --repeat
+runs that alternate plain and CURVE, as this machine's speed drifts.
 
-Also the median PING round trip straight to hq-server: the per-message cost of CURVE alone.
-hq-submit itself talks ipc:// to the user-server, which keeps one CURVE connection open, so
-no handshake is on its path.
+Usage: .venv/bin/python tools/bench_curve.py [--count N] [--window W] [--repeat R]
 """
 
 import argparse
-import configparser
-import getpass
+import itertools
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
+import threading
 import time
+
+import zmq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import Cluster, wait_until  # noqa: E402
-from tools.bench_latency import cli_walls  # noqa: E402
+from hq import protocol as p  # noqa: E402
+
+PAIRS = itertools.count()
 
 
-def cluster_with(curve, tmp):
-    cluster = Cluster(f"sqlite:///{tmp}/hq-{curve}-{time.time()}.sqlite", heartbeat_s=2)
-    cluster.user = getpass.getuser()
-    path = os.path.join(cluster.etc, "hq.cfg")
-    cfg = configparser.ConfigParser()
-    cfg.read(path)
-    cfg["security"]["curve"] = curve
-    with open(path, "w") as handle:
-        cfg.write(handle)
-    return cluster
+def job_spec(i):
+    return {"id": 100000 + i, "attempt": 1, "command": f"./simulate --case {i} --out r{i}",
+            "shell": "/bin/sh", "cwd": "/home/alice/project", "stdout": f"/home/alice/.hq/output/"
+            f"{100000 + i}.out", "stderr": f"/home/alice/.hq/output/{100000 + i}.err",
+            "logfile": "", "cores": 1, "time_limit": 0, "batch": 7, "name": "sim",
+            "host": "node0001", "entry": ""}
 
 
-def measure(cluster, runs, jobs):
-    client, walls = cli_walls(cluster, runs)
-    live = ("held", "pending", "dispatched", "running")
-    wait_until(lambda: not sum(client.status()[s] for s in live), 60, 0.1, "an idle cluster")
-    ended = lambda: sum(n for s, n in client.status().items() if s not in live)  # noqa: E731
-    ended_before = ended()
+def messages():
+    """(label, frames) of hq messages from small to large."""
+    events = [{"type": "finished", "job": 100000 + i, "attempt": 1, "time": 1.7e9 + i,
+               "pid": 4000 + i, "exit_code": 0, "signal": 0, "max_rss": 5120} for i in range(20)]
+    return [
+        ("PING", p.encode(p.PING, {"req": 1, "user": "alice"})),
+        ("EVENTS x20", p.encode(p.EVENTS, {"req": 2, "seq": 9, "events": events})),
+        ("RUN x100", p.encode(p.RUN, {"req": 3, "jobs": [job_spec(i) for i in range(100)],
+                                      "envs": {"7": {"PATH": "/usr/bin:/bin"}}, "slots": 32})),
+        ("SUBMIT x5000", p.encode(p.SUBMIT, {"req": 4, "jobs": [f"./simulate --case {i}"
+                                                                for i in range(5000)],
+                                             "defaults": {"name": "sim", "cores": 1}})),
+    ]
+
+
+class Pair:
+    """An echoing ROUTER (libzmq proxy in a thread) and a way to connect DEALERs to it. The
+    ROUTER has a context of its own: its own I/O thread, as a server in another process."""
+
+    def __init__(self, context, curve):
+        self.context = context
+        self.server_context = zmq.Context()
+        self.curve = curve
+        self.server_public, server_secret = zmq.curve_keypair()
+        self.client_keys = zmq.curve_keypair()
+        self.router = self.server_context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        if curve:
+            self.router.curve_secretkey = server_secret
+            self.router.curve_publickey = self.server_public
+            self.router.curve_server = True
+        port = self.router.bind_to_random_port("tcp://127.0.0.1")
+        self.address = f"tcp://127.0.0.1:{port}"
+        control_address = f"inproc://control-{next(PAIRS)}"
+        self.control = self.server_context.socket(zmq.PAIR)
+        self.control.bind(control_address)
+        control_peer = self.server_context.socket(zmq.PAIR)
+        control_peer.connect(control_address)
+        self.thread = threading.Thread(target=self._echo, args=(control_peer,), daemon=True)
+        self.thread.start()
+
+    def _echo(self, control_peer):
+        try:
+            zmq.proxy_steerable(self.router, self.router, None, control_peer)
+        finally:
+            control_peer.close()
+            self.router.close()
+
+    def dealer(self):
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.curve:
+            sock.curve_serverkey = self.server_public
+            sock.curve_publickey, sock.curve_secretkey = self.client_keys
+        sock.connect(self.address)
+        return sock
+
+    def close(self):
+        self.control.send(b"TERMINATE")
+        self.thread.join(10)
+        self.control.close()
+        self.server_context.term()
+
+
+def recv_within(sock, seconds=10):
+    if not sock.poll(seconds * 1000):
+        raise SystemExit("bench_curve: no echo within 10 s [TIMEOUT]")
+    return sock.recv_multipart(copy=False)
+
+
+def round_trips(sock, frames, count):
+    """Seconds of each of `count` round trips, one message at a time."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        sock.send_multipart(frames, copy=False)
+        recv_within(sock)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def throughput(sock, frames, count, window):
+    """Messages per second echoed with up to `window` in flight."""
     started = time.perf_counter()
-    ids = client.submit_many(["true"] * jobs)
-    submitted = time.perf_counter() - started
-    wait_until(lambda: ended() >= ended_before + jobs, 600, 0.1, f"{jobs} jobs to end")
-    total = time.perf_counter() - started
-    client.close()
-    return walls, len(ids) / submitted, jobs / total, ping_rtt(cluster, 500)
+    sent = received = 0
+    while received < count:
+        while sent < count and sent - received < window:
+            sock.send_multipart(frames, copy=False)
+            sent += 1
+        recv_within(sock)
+        received += 1
+    return count / (time.perf_counter() - started)
 
 
-def ping_rtt(cluster, count):
-    """Median round trip of PING straight to hq-server (CURVE when the server uses it)."""
-    import zmq
-    from hq import protocol as p, security
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    if "CURVE is off" not in cluster.server_log():
-        home = cluster.home
-        security.make_client_socket(
-            sock, security.read_public_key(os.path.join(home, "keys", "server.key")),
-            *security.load_keypair(security.cert_paths(home, security.USER_CERT)[1]))
-    sock.connect(f"tcp://127.0.0.1:{cluster.port}")
-    rtts = []
-    for i in range(count):
+def connect_time(pair, frames, count):
+    """Median seconds from a new DEALER's connect to its first echo."""
+    times = []
+    for _ in range(count):
         started = time.perf_counter()
-        sock.send_multipart(p.encode(p.PING, {"req": i, "user": cluster.user}))
-        if not sock.poll(10000):
-            raise SystemExit("no PING reply within 10 s")
-        sock.recv_multipart()
-        rtts.append(time.perf_counter() - started)
-    sock.close()
-    return statistics.median(rtts)
+        sock = pair.dealer()
+        sock.send_multipart(frames)
+        recv_within(sock)
+        times.append(time.perf_counter() - started)
+        sock.close()
+    return statistics.median(times)
 
 
-def floor(runs):
-    walls = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import zmq"], check=True)
-        walls.append(time.perf_counter() - started)
-    return statistics.median(walls)
+def measure(context, curve, frames, count, window):
+    size = sum(len(f) for f in frames)
+    pair = Pair(context, curve)
+    try:
+        sock = pair.dealer()
+        round_trips(sock, frames, 20)                   # connected and warm
+        rtts = sorted(round_trips(sock, frames, count))
+        messages_count = max(200, min(20 * count, (256 << 20) // size))
+        rate = throughput(sock, frames, messages_count, window)
+        sock.close()
+        setup = connect_time(pair, p.encode(p.PING, {"req": 0}), 20)
+    finally:
+        pair.close()
+    return {"p50": rtts[len(rtts) // 2], "p99": rtts[int(len(rtts) * 0.99)], "rate": rate,
+            "mbs": rate * size / 1e6, "setup": setup}
+
+
+def median_of(runs, key):
+    return statistics.median(run[key] for run in runs)
+
+
+def row(label, size, plain, curve):
+    def both(key, scale, fmt):
+        a, b = median_of(plain, key) * scale, median_of(curve, key) * scale
+        return f"{a:{fmt}} {b:{fmt}} {b / a:5.2f}x"
+    return (f"{label:<13} {size:>8,} | {both('p50', 1e6, '8.0f')} | {both('p99', 1e6, '8.0f')} | "
+            f"{both('rate', 1, '8.0f')} | {both('mbs', 1, '7.1f')} | {both('setup', 1e6, '6.0f')}")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--count", type=int, default=2000, help="round trips per size")
+    parser.add_argument("--window", type=int, default=64, help="messages in flight")
+    parser.add_argument("--repeat", type=int, default=3, help="alternated runs per figure")
     args = parser.parse_args()
-    tmp = tempfile.mkdtemp(prefix="hqcurve")
-    results = []
-    for curve in ("on", "off", "on", "off"):   # alternated: the machine's load drifts
-        cluster = cluster_with(curve, tmp)
-        try:
-            cluster.setup_database()
-            cluster.start_server()
-            results.append((curve, measure(cluster, args.runs, args.jobs)))
-        finally:
-            cluster.close()
-    print(f"{args.runs} hq-submit runs, {args.jobs} jobs of `true`, one host")
-    print(f"{'curve':<6} {'hq-submit p50':>14} {'submit jobs/s':>14} {'run jobs/s':>11} "
-          f"{'PING rtt p50':>13}")
-    for curve, (walls, submit_rate, run_rate, rtt) in results:
-        print(f"{curve:<6} {statistics.median(walls) * 1000:>11.1f} ms {submit_rate:>14.0f} "
-              f"{run_rate:>11.1f} {rtt * 1e6:>10.0f} us")
-    print(f"floor: python -c 'import zmq' {floor(args.runs) * 1000:.1f} ms")
+    context = zmq.Context()
+    print(f"libzmq {zmq.zmq_version()}, pyzmq {zmq.__version__}; DEALER -> echoing ROUTER on "
+          f"127.0.0.1; {args.count} round trips, window {args.window}, median of {args.repeat}")
+    print(f"{'message':<13} {'bytes':>8} | {'rtt p50 us: plain curve':>24} | "
+          f"{'rtt p99 us: plain curve':>24} | {'msg/s: plain curve':>24} | "
+          f"{'MB/s: plain curve':>22} | {'connect us: plain curve':>20}")
+    for label, frames in messages():
+        count = args.count if len(frames[2]) < 100_000 else max(50, args.count // 10)
+        runs = {False: [], True: []}
+        for _ in range(args.repeat):
+            for curve in (False, True):
+                runs[curve].append(measure(context, curve, frames, count, args.window))
+        print(row(label, sum(len(f) for f in frames), runs[False], runs[True]), flush=True)
+    context.term()
 
 
 if __name__ == "__main__":

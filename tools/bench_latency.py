@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tests.helpers import BIN, Cluster, MysqlDatabase  # noqa: E402
+from tools.cluster import BIN, Cluster, MysqlDatabase  # noqa: E402
 
 
 def seconds(iso):

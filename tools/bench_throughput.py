@@ -33,7 +33,7 @@ import psutil
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from tests.helpers import BIN, Cluster, MysqlDatabase, wait_until  # noqa: E402
+from tools.cluster import BIN, Cluster, MysqlDatabase, wait_until  # noqa: E402
 
 
 def floor(n, slots, out_dir=None, tag=""):

@@ -16,7 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hq.errors import HQError  # noqa: E402
-from tests.helpers import Cluster, MysqlDatabase, kill_pid, read_pid, wait_until  # noqa: E402
+from tools.cluster import Cluster, MysqlDatabase, kill_pid, read_pid, wait_until  # noqa: E402
 
 HOSTS = [("alpha", "2", "-", "127.0.0.1"), ("beta", "2", "-", "localhost")]
 

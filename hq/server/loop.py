@@ -283,6 +283,8 @@ def start(settings, port=None, bind=None):
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
+    from hq.proctitle import set_title
+    set_title("hq-server")
     logs.setup(args["--log-level"], args["--log-file"])
     try:
         settings = config.load_settings()

@@ -38,10 +38,9 @@ class UserServer:
         self.idle_s = idle_s
         self.user = config.current_user()
         self.server_address = settings.server_address
-        self.server_key = None     # with CURVE: (server public, our public, our secret)
-        if settings.curve:
-            self.server_key = (security.server_public_key(settings, home),
-                               *security.ensure_keypair(home, security.USER_CERT))
+        # CURVE: (server public, our public, our secret)
+        self.server_key = (security.server_public_key(settings, home),
+                           *security.ensure_keypair(home, security.USER_CERT))
         self.context = zmq.Context.instance()
         self.frontend = self.context.socket(zmq.ROUTER)
         self.frontend.setsockopt(zmq.LINGER, 0)
@@ -293,6 +292,8 @@ def take_lock(home):
 def main(argv=None):
     from docopt import docopt
     args = docopt(__doc__, argv=argv)
+    from hq.proctitle import set_title
+    set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()
     logs.setup(args["--log-level"])
     lock = take_lock(home)
