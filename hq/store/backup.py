@@ -31,11 +31,13 @@ def backup(store, path):
 
 
 def _sqlite(store, part):
-    """A consistent copy page by page (WAL: the server keeps writing meanwhile)."""
+    """A consistent copy page by page (WAL: the server keeps writing meanwhile), made a
+    single file (rollback journal) that opens anywhere; hq-server turns WAL on again."""
     target = sqlite3.connect(part)
     try:
         with store.connection() as conn:
             conn.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")
     except sqlite3.Error as exc:
         raise HQError(DATABASE_ERROR, f"backup of {store.describe()} failed: {exc}") from None
     finally:

@@ -14,7 +14,7 @@ from hq.errors import DATABASE_ERROR, HQError
 from hq.store.base import SqlStore
 from hq.store.packets import ROWS_PER_STATEMENT, StatementBatch, StatementTooLarge
 
-ACCESS_DENIED = 1045        # ER_ACCESS_DENIED_ERROR: wrong user or password
+ACCESS_DENIED = (1045, 1698)   # ER_ACCESS_DENIED_ERROR, ..._NO_PASSWORD_ERROR: user, password
 
 
 class MysqlStore(SqlStore):
@@ -40,7 +40,7 @@ class MysqlStore(SqlStore):
             conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
                                    connect_timeout=5)
         except pymysql.MySQLError as exc:
-            if _code(exc) == ACCESS_DENIED:
+            if _code(exc) in ACCESS_DENIED:
                 raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
             raise HQError(DATABASE_ERROR, f"cannot reach MySQL at {c.host}:{c.port}: "
                           f"{exc.args[-1] if exc.args else exc}") from None
@@ -49,7 +49,7 @@ class MysqlStore(SqlStore):
                                   "CHARACTER SET utf8mb4")
 
     def error_message(self, exc):
-        if _code(exc) == ACCESS_DENIED:
+        if _code(exc) in ACCESS_DENIED:
             c = self.config
             where = getattr(c, "source", "") or "hq-db.cfg"
             return f"access denied for {c.user}@{c.host}: wrong password in {where}?"
