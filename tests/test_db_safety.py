@@ -14,6 +14,7 @@ from hq.store.sqlite import SqliteStore
 from hq.store.writes import Writes
 from tests.helpers import MYSQL, Cluster
 from tests.test_store import new_job
+from tests.test_upgrade import need_mysqldump
 
 
 @pytest.fixture
@@ -34,6 +35,8 @@ def one_line(result, *words):
 def test_backup_copies_the_database_while_it_is_open(store, quiet, tmp_path):
     """Catches a backup missing rows, readable by others, over an existing file, or left
     half written under the final name after a failure."""
+    if store.dialect == "mysql":
+        need_mysqldump()
     w = Writes()
     w.batches.append({"id": 1, "user": "alice", "submitted": 1.0, "size": 2, "env": "{}",
                       "umask": 18})
