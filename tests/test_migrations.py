@@ -8,6 +8,7 @@ from hq.store import migrations
 from hq.store.migrations import STEPS, Column, Setting
 from hq.store.schema import SCHEMA_VERSION
 from hq.store.writes import Writes
+from tests.helpers import Cluster
 from tests.test_store import new_job
 
 
@@ -66,13 +67,21 @@ def test_a_failing_step_rolls_back_on_sqlite_and_resumes_on_mysql(store):
     assert len(store.get_jobs([1, 2, 3])) == 3
 
 
-def test_a_newer_schema_is_refused_everywhere(store):
-    """An older hq must not write a newer database: the server's check, --create-tables and
-    --upgrade all refuse it. Catches a check that only looks for older versions."""
+def test_a_newer_schema_is_refused_everywhere(store, db_url):
+    """An older hq must not write a newer database: hq-server, --create-tables and --upgrade
+    all refuse it in one line. Catches a check that only looks for older versions."""
     store.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     for attempt in (store.check_schema, store.create_tables, lambda: migrations.upgrade(store)):
         with pytest.raises(HQError, match="is newer than this hq's"):
             attempt()
+    cluster = Cluster(db_url)
+    try:
+        for command in (["hq-server"], ["hq-dbadmin", "--upgrade", "--yes"]):
+            result = cluster.run(*command)
+            assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+            assert "is newer than this hq's" in result.stderr
+    finally:
+        cluster.close()
     assert store.schema_version() == SCHEMA_VERSION + 1
 
 
