@@ -28,6 +28,10 @@ class SqlStore(Retention):
         """Context manager yielding a DB-API connection (committed by the caller)."""
         raise NotImplementedError
 
+    def upgrade_connection(self):
+        """The connection a schema upgrade runs on (a backend may give one without timeouts)."""
+        return self.connection()
+
     def sql(self, statement):
         return statement
 

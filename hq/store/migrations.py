@@ -36,7 +36,7 @@ STEPS = {
 
 def upgrade(store, steps=STEPS, target=SCHEMA_VERSION, say=lambda text: None):
     """Bring the store's schema to `target`; returns (version before, version after)."""
-    with store.connection() as conn:
+    with store.upgrade_connection() as conn:
         cur = conn.cursor()
         try:
             with _exclusive(store, cur):

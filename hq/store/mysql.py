@@ -64,6 +64,22 @@ class MysqlStore(SqlStore):
             conn.close()  # back to the pool
 
     @contextlib.contextmanager
+    def upgrade_connection(self):
+        """A connection of its own without the pool's read timeout: an ALTER TABLE that
+        copies a large table (MySQL without instant ADD COLUMN) may take minutes."""
+        c = self.config
+        try:
+            conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                                   database=c.database, charset="utf8mb4", autocommit=False,
+                                   connect_timeout=5)
+        except pymysql.MySQLError as exc:
+            raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
     def statements(self, cur):
         """A group commit's statements, gathered and sent in few round trips."""
         batch = StatementBatch(cur, self.max_allowed_packet(cur))
