@@ -37,12 +37,12 @@ STEPS = {
 def upgrade(store, steps=STEPS, target=SCHEMA_VERSION, say=lambda text: None):
     """Bring the store's schema to `target`; returns (version before, version after)."""
     with store.upgrade_connection() as conn:
-        cur = conn.cursor()
+        cur, current = conn.cursor(), None
         try:
             with _exclusive(store, cur):
                 before = current = read_version(cur, store.dialect)
                 problem = version_problem(current, store.describe(), target, upgrading=True)
-                if problem and current != target:
+                if problem:
                     raise problem
                 for number in range(current + 1, target + 1):
                     apply_step(cur, store.dialect, steps[number])
@@ -54,14 +54,21 @@ def upgrade(store, steps=STEPS, target=SCHEMA_VERSION, say=lambda text: None):
                 conn.commit()
                 return before, current
         except store.db_errors as exc:
-            with contextlib.suppress(Exception):
-                conn.rollback()
-            where = ("nothing changed" if store.dialect == "sqlite" else
+            _rollback(conn)
+            where = ("nothing changed" if store.dialect == "sqlite" or current is None else
                      f"stopped before schema {current + 1}; run it again")
             raise HQError(DATABASE_ERROR, f"upgrade failed ({where}): "
                           f"{' '.join(str(exc).split())[:300]}") from None
+        except BaseException:
+            _rollback(conn)         # e.g. a newer schema: SQLite's write lock goes too
+            raise
         finally:
             cur.close()
+
+
+def _rollback(conn):
+    with contextlib.suppress(Exception):
+        conn.rollback()
 
 
 @contextlib.contextmanager
