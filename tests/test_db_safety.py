@@ -101,10 +101,11 @@ def test_wrong_mysql_password_is_said_as_such(mysql_database, tmp_path):
         cluster.close()
 
 
-def test_readable_db_config_with_a_password_warns_once(tmp_path, caplog):
+def test_readable_db_config_with_a_password_warns_once(tmp_path, caplog, monkeypatch):
     """Catches a password file others can read passing silently (and a warning without a
     password, or repeated at every load)."""
     from hq import config
+    monkeypatch.delenv("HQ_DB_URL", raising=False)     # set by tests using hq.Client
     path = tmp_path / "hq-db.cfg"
     path.write_text("[database]\nbackend = mysql\npassword = secret\n")
     os.chmod(path, 0o640)
