@@ -261,6 +261,7 @@ class DbConfig:
     password: str = ""
     database: str = "hq"
     pool_size: int = 4
+    source: str = "HQ_DB_URL"       # where the password came from, for error messages
 
     @property
     def url(self):
@@ -294,13 +295,35 @@ def load_db_config(etc=None):
     backend = _get(p, path, "database", "backend", str, "sqlite")
     if backend == "sqlite":
         db_path = os.path.expanduser(_get(p, path, "database", "path", str, "hq.sqlite"))
-        return DbConfig("sqlite", path=os.path.join(home_dir(), db_path))
+        return DbConfig("sqlite", path=os.path.join(home_dir(), db_path), source="hq-db.cfg")
     if backend != "mysql":
         raise HQError(CONFIG_ERROR, f"{path}: backend must be sqlite or mysql, not {backend!r}")
-    return DbConfig(
+    db = DbConfig(
         "mysql", host=_get(p, path, "database", "host", str, "127.0.0.1"),
         port=_get(p, path, "database", "port", int, 3306),
         user=_get(p, path, "database", "user", str, "root"),
         password=_get(p, path, "database", "password", str, ""),
         database=_get(p, path, "database", "database", str, "hq"),
-        pool_size=_get(p, path, "database", "pool_size", int, 4))
+        pool_size=_get(p, path, "database", "pool_size", int, 4), source="hq-db.cfg")
+    if db.password:
+        _warn_if_readable(path)
+    return db
+
+
+_warned = set()
+
+
+def _warn_if_readable(path):
+    """One warning (stderr, or the log of a daemon) when a file holding the database password
+    can be read by group or others."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o044 and path not in _warned:
+        _warned.add(path)
+        import logging
+        logging.getLogger("hq.config").warning(
+            "%s holds the database password and is readable by %s: chmod 600 %s", path,
+            "group and others" if mode & 0o044 == 0o044 else
+            "group" if mode & 0o040 else "others", path)

@@ -10,13 +10,15 @@ import time
 
 from hq.errors import DATABASE_ERROR, HQError
 from hq.model import TERMINAL
+from hq.store import migrations
+from hq.store.retention import Retention
 from hq.store.schema import SCHEMA_VERSION, TABLE_NAMES, ddl
 
 TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL))
 WAITING_SQL = "'pending', 'held'"
 
 
-class SqlStore:
+class SqlStore(Retention):
     dialect = None
     insert_ignore = None
     db_errors = ()
@@ -25,6 +27,10 @@ class SqlStore:
     def connection(self):
         """Context manager yielding a DB-API connection (committed by the caller)."""
         raise NotImplementedError
+
+    def upgrade_connection(self):
+        """The connection a schema upgrade runs on (a backend may give one without timeouts)."""
+        return self.connection()
 
     def sql(self, statement):
         return statement
@@ -49,7 +55,11 @@ class SqlStore:
                 finally:
                     cursor.close()
         except self.db_errors as exc:
-            raise HQError(DATABASE_ERROR, f"database error: {_one_line(exc)}") from None
+            raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
+
+    def error_message(self, exc):
+        """One line for a database error (a backend may say more about known ones)."""
+        return f"database error: {_one_line(exc)}"
 
     def query(self, statement, args=()):
         with self.transaction() as cur:
@@ -64,7 +74,12 @@ class SqlStore:
 
     # -- schema --------------------------------------------------------------------------
     def create_tables(self):
+        """Create the current schema (harmless when it exists); an older or newer one is
+        refused: it needs `hq-dbadmin --upgrade`, or a newer hq."""
         with self.transaction() as cur:
+            version = migrations.read_version(cur, self.dialect)
+            if version is not None and version != SCHEMA_VERSION:
+                raise migrations.version_problem(version, self.describe())
             for statement in ddl(self.dialect):
                 cur.execute(statement)
             cur.execute("SELECT COUNT(*) FROM schema_version")
@@ -84,21 +99,15 @@ class SqlStore:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
 
     def schema_version(self):
-        """The schema version, or None when the tables do not exist."""
-        try:
-            rows = self.query("SELECT version FROM schema_version")
-        except HQError:
-            return None
-        return rows[0]["version"] if rows else None
+        """The schema version, or None when the tables do not exist (other errors raise)."""
+        with self.transaction() as cur:
+            return migrations.read_version(cur, self.dialect)
 
     def check_schema(self):
-        version = self.schema_version()
-        if version is None:
-            raise HQError(DATABASE_ERROR, f"no hq tables in {self.describe()}: "
-                          "run 'hq-dbadmin --create-tables --add-standard-entries'")
-        if version != SCHEMA_VERSION:
-            raise HQError(DATABASE_ERROR, f"schema version {version} in {self.describe()}, "
-                          f"this hq needs {SCHEMA_VERSION}")
+        """Refuse a database without hq's tables, or with an older or newer schema."""
+        problem = migrations.version_problem(self.schema_version(), self.describe())
+        if problem:
+            raise problem
 
     def describe(self):
         return self.dialect
@@ -141,7 +150,7 @@ class SqlStore:
         return rows[0]["value"] if rows else default
 
     def _set_setting(self, cur, name, value):
-        """Replace a setting (statements that need no row count: see mysql.StatementBatch)."""
+        """Replace a setting (statements that need no row count: see packets.StatementBatch)."""
         cur.execute(self.sql("DELETE FROM settings WHERE name = ?"), (name,))
         cur.execute(self.sql("INSERT INTO settings (name, value) VALUES (?, ?)"), (name, value))
 
@@ -205,7 +214,7 @@ class SqlStore:
     @contextlib.contextmanager
     def statements(self, cur):
         """Where a group commit's statements go: the cursor (a backend may gather them and
-        send them together on leaving, see mysql.StatementBatch)."""
+        send them together on leaving, see packets.StatementBatch)."""
         yield cur
 
     def _apply(self, cur, writes):

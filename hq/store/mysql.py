@@ -1,8 +1,7 @@
 """MySQL/MariaDB backend: PyMySQL connections from a DBUtils PooledDB.
 
 The pool pings a connection before handing it out, so a restarted server is reconnected. A
-group commit's statements travel together (multi-statements): each round trip costs both sides
-more than the rows it carries.
+group commit's statements travel together (multi-statements, see packets.py).
 """
 
 import contextlib
@@ -13,10 +12,9 @@ from pymysql.constants import CLIENT
 
 from hq.errors import DATABASE_ERROR, HQError
 from hq.store.base import SqlStore
+from hq.store.packets import ROWS_PER_STATEMENT, StatementBatch, StatementTooLarge
 
-UNKNOWN_DATABASE = 1049
-UPDATE_SLICE = 500          # rows per UPDATE ... CASE statement
-BATCH_BYTES = 1 << 20       # statements sent in one round trip, up to about this size
+ACCESS_DENIED = (1045, 1698)   # ER_ACCESS_DENIED_ERROR, ..._NO_PASSWORD_ERROR: user, password
 
 
 class MysqlStore(SqlStore):
@@ -26,6 +24,7 @@ class MysqlStore(SqlStore):
 
     def __init__(self, config, create_database=False):
         self.config = config
+        self._max_packet = None     # @@max_allowed_packet, read once for the pool
         if create_database:
             self._create_database()
         self._pool = PooledDB(
@@ -41,11 +40,20 @@ class MysqlStore(SqlStore):
             conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
                                    connect_timeout=5)
         except pymysql.MySQLError as exc:
+            if _code(exc) in ACCESS_DENIED:
+                raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
             raise HQError(DATABASE_ERROR, f"cannot reach MySQL at {c.host}:{c.port}: "
                           f"{exc.args[-1] if exc.args else exc}") from None
         with conn:
             conn.cursor().execute(f"CREATE DATABASE IF NOT EXISTS `{c.database}` "
                                   "CHARACTER SET utf8mb4")
+
+    def error_message(self, exc):
+        if _code(exc) in ACCESS_DENIED:
+            c = self.config
+            where = getattr(c, "source", "") or "hq-db.cfg"
+            return f"access denied for {c.user}@{c.host}: wrong password in {where}?"
+        return super().error_message(exc)
 
     @contextlib.contextmanager
     def connection(self):
@@ -56,27 +64,59 @@ class MysqlStore(SqlStore):
             conn.close()  # back to the pool
 
     @contextlib.contextmanager
+    def upgrade_connection(self):
+        """A connection of its own without the pool's read timeout: an ALTER TABLE that
+        copies a large table (MySQL without instant ADD COLUMN) may take minutes."""
+        c = self.config
+        try:
+            conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                                   database=c.database, charset="utf8mb4", autocommit=False,
+                                   connect_timeout=5)
+        except pymysql.MySQLError as exc:
+            raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
     def statements(self, cur):
         """A group commit's statements, gathered and sent in few round trips."""
-        batch = StatementBatch(cur)
+        batch = StatementBatch(cur, self.max_allowed_packet(cur))
         yield batch
         batch.send()
+
+    def max_allowed_packet(self, cur):
+        if self._max_packet is None:
+            cur.execute("SELECT @@max_allowed_packet")
+            self._max_packet = int(cur.fetchone()[0])
+        return self._max_packet
 
     def _update_group(self, cur, table, key, names, rows):
         """One UPDATE ... CASE statement per slice of rows: PyMySQL's executemany sends an
         UPDATE per row, each a round trip to the database."""
         if len(rows) == 1:
             return super()._update_group(cur, table, key, names, rows)
-        for start in range(0, len(rows), UPDATE_SLICE):
-            part = rows[start:start + UPDATE_SLICE]
-            cases, args = [], []
-            for index, name in enumerate(names):
-                cases.append(f"{name} = CASE {key} " + "WHEN %s THEN %s " * len(part) + "END")
-                for row in part:
-                    args += (row[-1], row[index])
-            args += [row[-1] for row in part]
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            self._update_slice(cur, table, key, names, rows[start:start + ROWS_PER_STATEMENT])
+
+    def _update_slice(self, cur, table, key, names, part):
+        """An UPDATE ... CASE of `part`, halved until each statement fits a packet."""
+        cases, args = [], []
+        for index, name in enumerate(names):
+            cases.append(f"{name} = CASE {key} " + "WHEN %s THEN %s " * len(part) + "END")
+            for row in part:
+                args += (row[-1], row[index])
+        args += [row[-1] for row in part]
+        try:
             cur.execute(f"UPDATE {table} SET {', '.join(cases)} WHERE {key} IN "
                         f"({', '.join(['%s'] * len(part))})", args)
+        except StatementTooLarge:
+            if len(part) == 1:
+                raise
+            half = len(part) // 2
+            self._update_slice(cur, table, key, names, part[:half])
+            self._update_slice(cur, table, key, names, part[half:])
 
     def sql(self, statement):
         return statement.replace("?", "%s")
@@ -89,58 +129,5 @@ class MysqlStore(SqlStore):
         return f"mysql://{c.user}@{c.host}:{c.port}/{c.database}"
 
 
-class StatementBatch:
-    """A cursor for SqlStore._apply that renders each statement (PyMySQL escapes the values,
-    as it does for every query) and sends them joined, as multi-statements."""
-
-    def __init__(self, cursor):
-        self.cursor = cursor
-        self.statements = []
-
-    def execute(self, statement, args=()):
-        self.statements.append(self.cursor.mogrify(statement, args))
-
-    def executemany(self, statement, rows):
-        """One multi-row INSERT (as PyMySQL's executemany makes), else a statement a row."""
-        head, values = statement.split(" VALUES ", 1) if statement.startswith(
-            "INSERT") else (None, None)
-        if head is None or not values.startswith("(") or not values.endswith(")"):
-            for row in rows:
-                self.execute(statement, row)
-            return
-        if values == "(" + ", ".join(["%s"] * len(rows[0])) + ")":
-            rendered = self._render_rows(rows)
-        else:
-            rendered = [self.cursor.mogrify(values, row) for row in rows]
-        for start in range(0, len(rendered), UPDATE_SLICE):
-            self.statements.append(f"{head} VALUES {','.join(rendered[start:start + UPDATE_SLICE])}")
-
-    def _render_rows(self, rows):
-        """Rows as SQL tuples, each distinct value escaped once: the rows of one submission
-        share most of their values (options, paths, user)."""
-        mogrify, memo = self.cursor.mogrify, {}
-        rendered = []
-        for row in rows:
-            texts = []
-            for value in row:
-                key = (type(value), value)
-                text = memo.get(key)
-                if text is None:
-                    text = memo[key] = mogrify("%s", (value,))
-                texts.append(text)
-            rendered.append(f"({','.join(texts)})")
-        return rendered
-
-    def send(self):
-        chunk, size = [], 0
-        for statement in self.statements + [None]:
-            if statement is None or (chunk and size + len(statement) > BATCH_BYTES):
-                if chunk:
-                    self.cursor.execute(";\n".join(chunk))
-                    while self.cursor.nextset():
-                        pass
-                chunk, size = [], 0
-            if statement is not None:
-                chunk.append(statement)
-                size += len(statement)
-        self.statements = []
+def _code(exc):
+    return exc.args[0] if exc.args and isinstance(exc.args[0], int) else None

@@ -60,20 +60,25 @@ _TYPES = {
 }
 
 
-def _column(definition, dialect):
+def column_sql(definition, dialect):
+    """A neutral column definition ("name TYPE rest") in the dialect's types."""
     name, kind, *rest = definition.split(" ", 2)
     return " ".join([name, _TYPES[dialect][kind], *rest])
 
 
+def create_table_sql(table, columns, key, dialect):
+    suffix = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
+    parts = [column_sql(c, dialect) for c in columns]
+    if key:
+        parts.append(f"PRIMARY KEY ({key})")
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(parts)}){suffix}"
+
+
 def ddl(dialect):
     """CREATE statements (idempotent) for every table and index."""
-    suffix = " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4" if dialect == "mysql" else ""
     statements = []
     for table, columns, key, indexes in TABLES:
-        parts = [_column(c, dialect) for c in columns]
-        if key:
-            parts.append(f"PRIMARY KEY ({key})")
-        statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(parts)}){suffix}")
+        statements.append(create_table_sql(table, columns, key, dialect))
         for index, cols in indexes:
             # MariaDB and SQLite both accept IF NOT EXISTS on indexes.
             statements.append(f"CREATE INDEX IF NOT EXISTS {index} ON {table} ({cols})")
