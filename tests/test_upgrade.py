@@ -31,7 +31,8 @@ STATES = ["held", "pending", "dispatched", "running", "done", "failed", "cancell
 # Columns a step adds, and the value every old row must have in them after the upgrade.
 ADDED = {("hosts", "foreign_load"): None, ("host_metrics", "foreign_load"): None,
          ("jobs", "depends_on"): "", ("jobs", "reservation"): "", ("jobs", "entry"): "",
-         ("jobs", "script"): "", ("jobs", "array_index"): None, ("batches", "umask"): None}
+         ("jobs", "script"): "", ("jobs", "array_index"): None, ("batches", "umask"): None,
+         ("reservations", "users"): None}
 KEYS = {"schema_version": "version", "settings": "name", "users": "name", "hosts": "name",
         "batches": "id", "jobs": "id", "job_events": "id", "host_metrics": "id",
         "reservations": "code, host"}

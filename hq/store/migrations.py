@@ -30,7 +30,8 @@ STEPS = {
                                "created REAL NOT NULL"], "code, host")],
     3: [Column("jobs", "entry TEXT NOT NULL")],
     4: [Column("jobs", "script TEXT NOT NULL"), Column("jobs", "array_index INT"),
-        Column("batches", "umask INT"), Setting("database_id", lambda: secrets.token_hex(8))],
+        Column("batches", "umask INT"), Column("reservations", "users TEXT"),
+        Setting("database_id", lambda: secrets.token_hex(8))],
 }
 
 
