@@ -83,6 +83,7 @@ class Settings:
     commit_interval_s: float = 0.03
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
+    job_retention_days: float = 0.0     # 0: keep finished jobs for ever
     default_retries: int = 1
     max_live_jobs_per_user: int = 50000
     outside_load: bool = True
@@ -151,6 +152,8 @@ def load_settings(etc=None):
                                 d.metrics_interval_s),
         metrics_retention_s=_get(p, path, "server", "metrics_retention_s", float,
                                  d.metrics_retention_s),
+        job_retention_days=_get(p, path, "server", "job_retention_days", float,
+                                d.job_retention_days),
         user_server_idle_s=_get(p, path, "user-server", "idle_s", float, d.user_server_idle_s),
         request_timeout_s=_get(p, path, "user-server", "request_timeout_s", float,
                                d.request_timeout_s),

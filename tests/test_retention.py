@@ -4,7 +4,7 @@ their events and emptied batches; live jobs, newer jobs and other tables stay.""
 import pytest
 
 from hq.store.writes import Writes
-from tests.helpers import Cluster
+from tests.helpers import Cluster, wait_until
 from tests.test_store import new_job
 
 BEFORE = 1000.0                                  # 1970-01-01T00:16:40Z
@@ -116,3 +116,19 @@ def test_dbadmin_prune_before(store, db_url):
         assert "deleted 2 jobs" in day.stdout        # 4 and 5 (8 is still needed by 9)
     finally:
         cluster.close()
+
+
+def test_server_deletes_finished_jobs_past_job_retention_days(db_url):
+    """[server] job_retention_days: hq-server deletes finished jobs older than the retention
+    on its own, and keeps live ones. Catches a setting that is read but never enforced."""
+    c = Cluster(db_url)
+    c.set_config("server", "job_retention_days", "0.00002")       # 1.7 s
+    with c.running():
+        done = c.run("hq-submit", "--wait", "true", check=True).stdout.split()[0]
+        held = c.run("hq-submit", "--hold", "true", check=True).stdout.strip()
+
+        def shown(job):
+            return c.run("hq-client", "details", "--json", job).returncode == 0
+        wait_until(lambda: not shown(done), 30, 0.2, "the finished job to be deleted")
+        assert shown(held)
+        assert "retention: 1 finished jobs" in c.server_log()

@@ -34,6 +34,7 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
+RETENTION_BATCH = 1000      # finished jobs deleted per transaction by [server] job_retention_days
 ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
 
 
@@ -49,6 +50,8 @@ class Loop:
         self.core.parking = Parking(self.core, store, max(1, settings.max_live_jobs_per_user))
         self.ticks = 0
         self.next_prune = 0.0
+        self.retention_cursor = 0   # the last job id looked at by the current retention sweep
+        self.next_retention = 0.0
         self.next_tick = 0.0
         self.db_retry_at = 0.0
         self.db_backoff = 0.1
@@ -168,9 +171,30 @@ class Loop:
         if core.now >= self.next_prune:
             self.next_prune = core.now + PRUNE_EVERY_S
             core.writes.prune_metrics_before = core.now - self.settings.metrics_retention_s
+        if self.settings.job_retention_days > 0 and core.now >= self.next_retention:
+            self.prune_jobs()
         if self.exporter is not None and core.now >= self.next_export:
             self.exporter.refresh(core)
             self.next_export = core.now + 2.0
+
+    def prune_jobs(self):
+        """One small step of the retention sweep (a transaction of at most RETENTION_BATCH
+        jobs per tick while there is more to delete, then a pause of at most PRUNE_EVERY_S)."""
+        keep_s = self.settings.job_retention_days * 86400
+        before, pause = self.core.now - keep_s, min(PRUNE_EVERY_S, keep_s / 10)
+        try:
+            counts = self.store.prune_finished(before, RETENTION_BATCH, self.retention_cursor)
+        except HQError as exc:
+            log.warning("retention: %s", exc.message)
+            self.next_retention = self.core.now + pause
+            return
+        if counts["jobs"]:
+            log.info("retention: %d finished jobs and %d events older than %s deleted",
+                     counts["jobs"], counts["job_events"], time.ctime(before))
+        if counts["scanned"] < RETENTION_BATCH:
+            self.retention_cursor, self.next_retention = 0, self.core.now + pause
+        else:
+            self.retention_cursor = counts["last_id"]
 
     # -- group commit ------------------------------------------------------------------------
     def commit(self):
