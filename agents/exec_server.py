@@ -210,9 +210,13 @@ class Agent:
         elif kind == p.RUN:
             self.last_busy = time.time()
             envs = body.get("envs", {})
+            if not isinstance(envs, dict):
+                envs = {}
             for spec in body.get("jobs", []):
-                self.runner.assign(spec, envs.get(str(spec.get("batch")), {}),
-                                   body.get("slots", 0))
+                batch = spec.get("batch") if isinstance(spec, dict) else None
+                refused = self.runner.assign(spec, envs.get(str(batch), {}), body.get("slots", 0))
+                if refused:
+                    self.outgoing.append(refused)
         elif kind == p.KILL:
             for job_id, attempt in body.get("jobs", []):
                 event = self.runner.drop(job_id, attempt)

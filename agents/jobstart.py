@@ -27,19 +27,35 @@ class JobStarter:
 
     def start(self, spec, env, gate):
         """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
-        pid. OSError names what failed (directory, output file or shell)."""
-        shell, argv, actions = self._arguments(spec, gate)
-        job_env = dict(env)
-        job_env.update(self._variables(spec))
+        pid. StartError says in one line what is wrong (directory, output file, shell,
+        environment...)."""
+        try:
+            shell, argv, actions = self._arguments(spec, gate)
+            job_env = dict(env)
+            job_env.update(self._variables(spec))
+        except OSError as exc:      # an output directory that cannot be made
+            raise StartError(f"output: {_os_error(exc)}") from None
+        except Exception as exc:
+            raise StartError(_malformed(spec, env, exc)) from None
         spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
         try:
             if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
-                os.chdir(spec["cwd"])
-                self.cwd = spec["cwd"]
+                self._enter(spec["cwd"])
             return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True,
                          setsigdef=DEFAULT_SIGNALS)
+        except StartError:
+            raise
         except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, _culprit(shell, spec)) from None
+            raise StartError(_culprit(shell, spec, exc)) from None
+        except Exception as exc:
+            raise StartError(_malformed(spec, env, exc)) from None
+
+    def _enter(self, directory):
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise StartError(_os_error(exc)) from None
+        self.cwd = directory
 
     def leave(self):
         """Back to the agent's own directory (starts change into each job's)."""
@@ -84,14 +100,47 @@ class JobStarter:
             self.directories.add(directory)
 
 
-def _culprit(shell, spec):
-    """Which file a failed start could not use: the directory, an output file or the shell."""
+class StartError(Exception):
+    """A job that cannot start; the message says why in one line."""
+
+
+def _os_error(exc):
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
+def _culprit(shell, spec, exc):
+    """What a failed posix_spawn could not use: an output file, else the shell."""
     cwd = spec["cwd"]
-    if not os.path.isdir(cwd):
-        return cwd
     for path in (os.path.join(cwd, spec["stdout"]), os.path.join(cwd, spec["stderr"])):
         try:
             os.close(os.open(path, OUTPUT_FLAGS, 0o666))
-        except OSError:
-            return path
-    return shell
+        except OSError as output_exc:
+            return f"output: {output_exc.strerror}: {path}"
+    return f"{exc.strerror}: {shell}"
+
+
+def _malformed(spec, env, exc):
+    """What in a job's spec or environment cannot be passed to a process (a NUL byte, a name
+    with '=', a value that is not a string...), in one line."""
+    for name, value in env.items():
+        where = f"environment variable {_short(name)}"
+        if not isinstance(name, str) or not isinstance(value, str):
+            return f"{where}: not a string"
+        if "\0" in name or "\0" in value:
+            return f"{where}: embedded null byte"
+        if not name or "=" in name:
+            return f"{where}: illegal name"
+    for field in ("command", "shell", "cwd", "stdout", "stderr"):
+        value = spec.get(field)
+        if field == "shell" and not value:
+            continue
+        if not isinstance(value, str):
+            return f"{field}: missing or not a string"
+        if "\0" in value:
+            return f"{field}: embedded null byte"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _short(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

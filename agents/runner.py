@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 
 from agents import jobfiles
-from agents.jobstart import OPEN, JobStarter
+from agents.jobstart import OPEN, JobStarter, StartError
 from agents.logfile import write_logfile
+from agents.outputs import output_trouble
 
 log = logging.getLogger("hq.runner")
 
@@ -59,12 +60,21 @@ class Runner:
 
     def assign(self, spec, env, slots=0):
         """Take a job from the server; it starts once the host's `slots` leave room for it
-        (0: at once). The server may send short jobs ahead, to wait here for a slot."""
-        key = (spec["id"], spec["attempt"])
-        if slots:
+        (0: at once). The server may send short jobs ahead, to wait here for a slot.
+        A spec that cannot be run: its finished event (None: accepted, or not even a job)."""
+        if isinstance(slots, int) and slots > 0:
             self.slots = slots
+        if not isinstance(spec, dict) or not all(_is_int(spec.get(f)) for f in ("id", "attempt")):
+            log.warning("assignment without job id and attempt ignored: %.200r", spec)
+            return None
+        key = (spec["id"], spec["attempt"])
+        if not _is_int(spec.get("cores")) or spec["cores"] < 1:
+            return self._start_failed(spec, "cores: not a positive integer", time.time())
+        if not isinstance(env, dict):
+            return self._start_failed(spec, "environment: not an object", time.time())
         if not any(key in held for held in (self.by_job, self.waiting, self.ready)):
             self.waiting[key] = (spec, env)
+        return None
 
     # -- starting ----------------------------------------------------------------------------
     def start_waiting(self):
@@ -98,9 +108,10 @@ class Runner:
             self._open_gate(run)
         try:
             run.pid = self.starter.start(spec, env, gate_read)
-        except OSError as exc:
+        except Exception as exc:        # this job fails alone; the agent goes on
             self._close_gate(run)
-            events.append(self._start_failed(spec, exc, now))
+            why = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
+            events.append(self._start_failed(spec, why, now))
             return None
         finally:
             os.close(gate_read)
@@ -130,9 +141,9 @@ class Runner:
         return {"type": "started", "job": spec["id"], "attempt": spec["attempt"],
                 "time": run.started, "pid": run.pid}
 
-    def _start_failed(self, spec, exc, now):
-        why = f"cannot start: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        log.warning("job %s: %s", spec["id"], why)
+    def _start_failed(self, spec, why, now):
+        why = one_line(f"cannot start: {why}")
+        log.warning("job %s attempt %s: %s", spec["id"], spec["attempt"], why)
         return {"type": "finished", "job": spec["id"], "attempt": spec["attempt"],
                 "time": now, "exit_code": None, "signal": None, "error": why}
 
@@ -162,8 +173,8 @@ class Runner:
         self._close_gate(run)
         if run.dropped:
             return []
-        return [self._start_failed(run.spec, OSError(0, "its shell ended before the job got "
-                                                        "its slot"), time.time())]
+        return [self._start_failed(run.spec, "its shell ended before the job got its slot",
+                                   time.time())]
 
     def _forget(self, run):
         self.by_pid.pop(run.pid, None)
@@ -180,10 +191,15 @@ class Runner:
                  "exit_code": code if code >= 0 else None, "signal": -code if code < 0 else None}
         if run.reason:
             event["reason"] = run.reason
+        elif code > 0:
+            trouble = output_trouble(run.spec)
+            if trouble:
+                event["error"] = trouble
         level = logging.INFO if code else logging.DEBUG   # the server logs every end
         if log.isEnabledFor(level):
-            log.log(level, "job %s attempt %s ended: %s", run.spec["id"], run.spec["attempt"],
-                    f"exit {code}" if code >= 0 else f"signal {-code}")
+            log.log(level, "job %s attempt %s ended: %s%s", run.spec["id"], run.spec["attempt"],
+                    f"exit {code}" if code >= 0 else f"signal {-code}",
+                    f" ({event['error']})" if "error" in event else "")
         if run.spec.get("logfile"):
             write_logfile(run, event, self.host_name)
         return event
@@ -282,6 +298,16 @@ class Runner:
         if run.gate is not None:
             os.close(run.gate)
             run.gate = None
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def one_line(text, limit=255):
+    """`text` on one line, at most `limit` characters (the server keeps 255)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _signal_group(pid, signum):

@@ -1,6 +1,7 @@
 """A real agent process driven by a small ROUTER socket that plays hq-server (real ZeroMQ):
 REGISTER replies, RUN, KILL, acknowledged EVENTS, exactly as the tests need them."""
 
+import contextlib
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import zmq
 
 from hq import protocol as p
@@ -118,6 +120,43 @@ def job_spec(tmp_path, job_id, command, attempt=1, **extra):
             "cwd": str(tmp_path), "stdout": out + ".out", "stderr": out + ".err",
             "logfile": "", "cores": 1, "time_limit": 0, "batch": 1, "name": "t",
             "host": "hostA", "entry": "", **extra}
+
+
+@contextlib.contextmanager
+def small_tmpfs(path, size="1m", options=""):
+    """A tmpfs of `size` mounted at `path` (made) for the `with` body, unmounted after. Needs
+    root: skipped with a printed reason elsewhere, but under CI=true it must run."""
+    if os.geteuid() != 0:
+        reason = "needs root to mount a small tmpfs"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)
+        print(f"\nskipping: {reason}")
+        pytest.skip(reason)
+    os.makedirs(path, exist_ok=True)
+    opts = f"size={size}" + (f",{options}" if options else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs at {path}: {done.stderr.strip()}", pytrace=False)
+    try:
+        yield path
+    finally:
+        if subprocess.run(["umount", str(path)], capture_output=True).returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], capture_output=True)
+
+
+def fill(directory):
+    """Fill the file system of `directory` to the last byte (its file `filler`)."""
+    fd = os.open(os.path.join(str(directory), "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for chunk in (b"x" * 65536, b"x" * 512, b"x"):
+            try:
+                while os.write(fd, chunk):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
 
 
 def journal_lines(home, host="hostA"):
