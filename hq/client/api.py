@@ -13,7 +13,7 @@ import zmq
 from hq import config, protocol as p
 from hq.errors import TIMEOUT, USER_SERVER_UNREACHABLE, HQError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 START_TIMEOUT_S = 10.0
 CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
 WINDOW = 2            # chunks in flight at once
