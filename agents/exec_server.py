@@ -37,7 +37,7 @@ import time
 import zmq
 
 from agents import metrics
-from agents.jobfiles import JobFiles, default_directory
+from agents.jobfiles import JobFiles, default_directory, safe_database_id
 from agents.runner import Runner
 from hq import logs, protocol as p, security
 from hq.errors import HQError
@@ -70,6 +70,7 @@ class Agent:
         self.unacked = {}         # seq -> (sent time, events)
         self.outgoing = []        # events not yet sent
         self.seq = 0
+        self.registered = False   # the server answered our last REGISTER: events may go
         self.last_report = 0.0
         self.running = True
         self.last_heard = time.time()     # paces reconnection (moved on by each attempt)
@@ -93,17 +94,63 @@ class Agent:
         self.last_heard = time.time()
 
     def reported_pairs(self):
-        """[job, attempt] of finished reports the server has not acknowledged yet."""
+        """[job, attempt] of finished reports the server has not acknowledged yet (of the
+        current database)."""
+        ours = self.runner.ours
         return [[e["job"], e["attempt"]] for _, events in self.unacked.values() for e in events
-                if e["type"] == "finished"] + [[e["job"], e["attempt"]] for e in self.outgoing]
+                if e["type"] == "finished" and ours(e.get("database_id"))] + [
+                    [e["job"], e["attempt"]] for e in self.outgoing
+                    if ours(e.get("database_id"))]
 
     def register(self):
+        """(Re)register; no report goes until the server answers (it may have another
+        database by now: see on_registered)."""
         body = {"req": "register", "user": self.user, "host": self.host_name,
+                "database_id": self.runner.database_id,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
                 **self.facts, **self.sampler.sample()}
+        self.registered = False
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
+
+    def on_registered(self, body):
+        """The server's answer to REGISTER: its heartbeat interval and database. Reports and
+        records of another database are dropped (its job ids mean other jobs here)."""
+        self.registered = True
+        heartbeat_s = body.get("heartbeat_s")
+        if p.is_number(heartbeat_s) and 0.01 <= heartbeat_s <= 3600:
+            if heartbeat_s != self.heartbeat_s:
+                log.info("heartbeat every %ss, as the server says", heartbeat_s)
+                self.next_heartbeat = min(self.next_heartbeat, time.time() + heartbeat_s)
+            self.heartbeat_s = heartbeat_s
+        database_id = safe_database_id(body.get("database_id"))
+        if database_id is None:
+            if body.get("database_id") is not None:
+                log.warning("unusable database id from the server ignored: %.80r",
+                            body.get("database_id"))
+            return          # a server that does not say: everything counts as its own
+        previous = self.runner.database_id
+        dropped = self.runner.switch_database(database_id)
+
+        def keep(event):   # adopted jobs' events say their database; the others: previous
+            owner = event["database_id"] if "database_id" in event else previous
+            if not owner or owner == database_id:
+                return True
+            dropped.add((event["job"], event["attempt"]))
+            log.warning("%s report of job %s attempt %s dropped: recorded under database %s, "
+                        "the server's is %s", event["type"], event["job"], event["attempt"],
+                        owner, database_id)
+            return False
+        self.outgoing = [e for e in self.outgoing if keep(e)]
+        for seq, (sent, events) in list(self.unacked.items()):
+            events = [e for e in events if keep(e)]
+            if events:
+                self.unacked[seq] = (sent, events)
+            else:
+                del self.unacked[seq]
+        for pair in dropped:
+            self.runner.forget(*pair)
 
     def send(self, kind, body):
         try:
@@ -173,9 +220,9 @@ class Agent:
         deadline = self.runner.next_deadline()
         if deadline:
             until.append(deadline)
-        if self.unacked:
+        if self.unacked and self.registered:
             until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
-        if self.outgoing:
+        if self.outgoing and self.registered:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
@@ -212,9 +259,11 @@ class Agent:
             envs = body.get("envs", {})
             if not isinstance(envs, dict):
                 envs = {}
+            database_id = safe_database_id(body.get("database_id"))
             for spec in body.get("jobs", []):
                 batch = spec.get("batch") if isinstance(spec, dict) else None
-                refused = self.runner.assign(spec, envs.get(str(batch), {}), body.get("slots", 0))
+                refused = self.runner.assign(spec, envs.get(str(batch), {}), body.get("slots", 0),
+                                             database_id)
                 if refused:
                     self.outgoing.append(refused)
         elif kind == p.KILL:
@@ -229,6 +278,8 @@ class Agent:
             for event in events:
                 if event["type"] == "finished":
                     self.runner.forget(event["job"], event["attempt"])
+        elif kind == p.OK and body.get("req") == "register":
+            self.on_registered(body)
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -247,6 +298,8 @@ class Agent:
                     self.running = False
 
     def flush_events(self, now):
+        if not self.registered:
+            return
         if self.outgoing and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1

@@ -9,6 +9,8 @@ gate closed without that line (the job was dropped, or its agent died) ends the 
 import os
 import signal
 
+from agents import jobfiles
+
 GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
 OPEN = b"go\n"
@@ -18,19 +20,18 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class JobStarter:
-    def __init__(self, host_name, files=None):
-        """`files`: JobFiles, whose trap leaves each job's exit status."""
+    def __init__(self, host_name):
         self.host_name = host_name
-        self.files = files
         self.directories = set()        # output directories known to exist
         self.directory = self.cwd = os.getcwd()
 
-    def start(self, spec, env, gate):
+    def start(self, spec, env, gate, exits=None):
         """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
-        pid. StartError says in one line what is wrong (directory, output file, shell,
+        pid. `exits`: (key, exits file) to which its shell appends `KEY STATUS` as it ends.
+        StartError says in one line what is wrong (directory, output file, shell,
         environment...)."""
         try:
-            shell, argv, actions = self._arguments(spec, gate)
+            shell, argv, actions = self._arguments(spec, gate, exits)
             job_env = dict(env)
             job_env.update(self._variables(spec))
         except OSError as exc:      # an output directory that cannot be made
@@ -72,7 +73,7 @@ class JobStarter:
             job_env["HQ_ENTRY"] = spec["entry"]
         return job_env
 
-    def _arguments(self, spec, gate):
+    def _arguments(self, spec, gate, exits):
         """(shell, argv, file actions) of a job; the child opens its output files itself."""
         stdout, stderr = spec["stdout"], spec["stderr"]
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -86,8 +87,8 @@ class JobStarter:
             if os.path.isabs(path):
                 self._make_directory(os.path.dirname(path))
         shell = spec.get("shell") or "/bin/sh"
-        if self.files is not None:
-            argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"], GATE)
+        if exits is not None:
+            argv = jobfiles.wrap(shell, spec["command"], *exits, GATE)
         else:
             argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, spec["command"]]
         return shell, argv, actions

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 import zmq
@@ -16,13 +17,16 @@ from hq import protocol as p
 from tests.helpers import REPO, free_port, kill_pid, wait_until
 
 
+NO_FIELDS = types.MappingProxyType({})
+
+
 class PlayServer:
     """Binds a ROUTER; start_agent() runs `python -m agents.exec_server` against it.
     `pump()` reads what the agent sent: heartbeats and BYE are answered, EVENTS are kept in
     `events` (acknowledged while `ack` is true), REGISTER bodies in `registers` (answered
-    with `register_reply` unless it is None)."""
+    with `register_reply` unless it is None; answer_register() answers by hand)."""
 
-    def __init__(self, home, register_reply=None):
+    def __init__(self, home, register_reply=NO_FIELDS, log_file=None):
         self.home = str(home)
         self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
@@ -30,12 +34,12 @@ class PlayServer:
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.port = free_port()
         self.socket.bind(f"tcp://127.0.0.1:{self.port}")
-        self.register_reply = {} if register_reply is None else register_reply
+        self.register_reply = register_reply
         self.identity = None
         self.registers, self.events, self.heartbeats = [], [], []
         self.ack = True
         self.agent = None
-        self.log_file = os.path.join(self.home, "agent.log")
+        self.log_file = str(log_file or os.path.join(self.home, "agent.log"))
 
     def start_agent(self, *args, host="hostA", heartbeat=0.5, env=None, log_level="DEBUG"):
         environ = dict(os.environ, HQ_HOME=self.home, PYTHONPATH=REPO, **(env or {}))
@@ -71,11 +75,14 @@ class PlayServer:
                 self.heartbeats.append(body)
                 self.send(p.OK, {"req": body["req"]})
             elif kind == p.EVENTS:
+                self.events.extend(body["events"])
                 if self.ack:
-                    self.events.extend(body["events"])
                     self.send(p.OK, {"req": "events", "seq": body["seq"]})
             elif kind == p.BYE:
                 self.send(p.OK, {"req": "bye", "bye": False})
+
+    def answer_register(self, **reply):
+        self.send(p.OK, {"req": "register", **reply})
 
     def send(self, kind, body):
         self.socket.send_multipart([self.identity, *p.encode(kind, body)])
