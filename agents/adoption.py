@@ -58,6 +58,8 @@ class Adoption:
         done = []
         for run in [r for r in self.adopted.values() if not jobfiles.alive(r.adopted)]:
             self._forget(run)
+            self.leftovers.job_ended(run.spec)
+            self.leftovers.scan(run.key, time.time(), [r.pid for r in self.by_job.values()])
             if not run.doomed:
                 done.append(self._adopted_finished(run, self.files.exit_status(run.adopted)))
         return done

@@ -161,6 +161,7 @@ class Agent:
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
         wakeup = self.watch_children()
+        self.runner.leftovers.start()
         self.outgoing.extend(self.runner.adopt())
         self.connect()
         poller, polled = None, None

@@ -24,12 +24,15 @@ class JobStarter:
         self.host_name = host_name
         self.directories = set()        # output directories known to exist
         self.directory = self.cwd = os.getcwd()
+        self.own_umask = self.umask = os.umask(0o022)
+        os.umask(self.own_umask)
 
     def start(self, spec, env, gate, exits=None):
         """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
         pid. `exits`: (key, exits file) to which its shell appends `KEY STATUS` as it ends.
         StartError says in one line what is wrong (directory, output file, shell,
         environment...)."""
+        self._set_umask(spec.get("umask"))     # before the output directories are made
         try:
             shell, argv, actions = self._arguments(spec, gate, exits)
             job_env = dict(env)
@@ -59,10 +62,24 @@ class JobStarter:
         self.cwd = directory
 
     def leave(self):
-        """Back to the agent's own directory (starts change into each job's)."""
+        """Back to the agent's own directory and umask (starts change into each job's)."""
         if self.cwd != self.directory:
             os.chdir(self.directory)
             self.cwd = self.directory
+        if self.umask != self.own_umask:
+            os.umask(self.own_umask)
+            self.umask = self.own_umask
+
+    def _set_umask(self, umask):
+        """The job's umask (spec `umask`: 0..0o777, None: the agent's own), inherited by its
+        process, its output files and their directories; set only when it changes."""
+        if umask is None:
+            umask = self.own_umask
+        elif isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            raise StartError(f"umask: {umask!r:.40} is not an integer from 0 to 0o777")
+        if umask != self.umask:
+            os.umask(umask)
+            self.umask = umask
 
     def _variables(self, spec):
         job_env = {"HQ_JOB_ID": str(spec["id"]), "HQ_HOST": self.host_name,

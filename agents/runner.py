@@ -11,6 +11,7 @@ from agents import jobfiles
 from agents.adoption import Adoption
 from agents.running import KILL_GRACE_S, Running, signal_group
 from agents.jobstart import OPEN, JobStarter, StartError
+from agents.leftovers import Leftovers
 from agents.logfile import write_logfile
 from agents.outputs import output_trouble
 
@@ -29,6 +30,7 @@ class Runner(Adoption):
         self.by_job = {}          # key -> Running: jobs that have their slot
         self.adopted = {}         # pid -> Running, for jobs that are not our children
         self.doomed = {}          # pid -> Running: another database's jobs, being killed
+        self.leftovers = Leftovers(host_name)   # what ended jobs left running
         self.slots = 0            # the host's slots, as the server last said (0: unknown)
         self.cores_used = 0       # cores of the jobs that have their slot
 
@@ -143,24 +145,34 @@ class Runner(Adoption):
 
     # -- ending ------------------------------------------------------------------------------
     def reap(self):
-        """Finished events for every child that ended, and for adopted jobs that ended."""
-        done = []
-        while len(self.by_pid) > len(self.adopted):
+        """Finished events for every child that ended, and for adopted jobs that ended; the
+        processes that ended jobs left behind are signalled."""
+        done, reaped = [], False
+        while self.leftovers.subreaper or len(self.by_pid) > len(self.adopted):
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 break
             if pid == 0:
                 break
+            reaped = True
             run = self.by_pid.get(pid)
-            if run is not None and not run.adopted:
+            if run is None:
+                self.leftovers.reaped(pid)
+            elif not run.adopted:
                 done.extend(self._ended(run, status, usage))
+        if reaped and self.leftovers.subreaper:
+            self.leftovers.sweep(self.by_pid, self._running_shells, time.time())
         if self.adopted:
             done.extend(self.reap_adopted())
         return done
 
+    def _running_shells(self):
+        return {key: run.pid for key, run in self.by_job.items() if not run.adopted}
+
     def _ended(self, run, status, usage):
         self._forget(run)
+        self.leftovers.job_ended(run.spec)
         if run.doomed:
             return []
         if run.started is not None:
@@ -241,10 +253,14 @@ class Runner(Adoption):
             elif run.kill_at and now >= run.kill_at:
                 signal_group(run.pid, signal.SIGKILL)
                 run.kill_at = None
+        if self.leftovers.killing:
+            self.leftovers.enforce(now)
 
     def next_deadline(self):
         times = [t for run in (*self.by_job.values(), *self.doomed.values())
                  for t in (run.deadline, run.kill_at) if t]
+        if self.leftovers.killing:
+            times.append(self.leftovers.next_deadline())
         return min(times) if times else None
 
     def kill_all(self):
@@ -252,6 +268,7 @@ class Runner(Adoption):
             self._close_gate(run)
         for run in list(self.by_pid.values()):
             signal_group(run.pid, signal.SIGKILL)
+        self.leftovers.kill_all()
 
     # -- pipes -------------------------------------------------------------------------------
     def _close_gate(self, run):

@@ -227,3 +227,31 @@ def test_kill_ends_the_job_with_its_signal(tmp_path, make_runner):
     assert runner.kill(1, 1) is True and runner.kill(9, 1) is False
     [ended] = reap_all(runner, 1)
     assert ended["signal"] == 15 and ended["reason"] == "cancelled"
+
+
+def test_umask_per_job(tmp_path, make_runner):
+    """Catches a spec's `umask` ignored: the job's processes and its output files get it; a
+    job without one gets the agent's own; a bad one fails the job alone."""
+    runner = make_runner()
+    own = os.umask(0o022)
+    os.umask(own)
+    runner.assign(spec(tmp_path, 1, "umask; touch made", umask=0o077), {}, slots=3)
+    runner.assign(spec(tmp_path, 2, "umask", umask=0o002), {}, slots=3)
+    runner.assign(spec(tmp_path, 3, "umask"), {}, slots=3)
+    runner.assign(spec(tmp_path, 4, "umask", umask="022"), {}, slots=3)
+    events = []
+
+    def progress():
+        events.extend(runner.reap() + runner.start_waiting())
+        return sum(e["type"] == "finished" for e in events) == 4
+    wait_until(progress, 20, message="the jobs to end")
+    out = tmp_path / "out"
+    assert (out / "1.out").read_text() == "0077\n"
+    assert (out / "1.out").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o600
+    assert (out / "2.out").read_text() == "0002\n"
+    assert (out / "2.out").stat().st_mode & 0o777 == 0o664
+    assert (out / "3.out").read_text() == f"{own:04o}\n"
+    [bad] = [e for e in events if e["job"] == 4]
+    assert bad["error"] == "cannot start: umask: '022' is not an integer from 0 to 0o777"
+    assert os.umask(own) == own, "the agent's own umask changed"
