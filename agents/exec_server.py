@@ -108,7 +108,7 @@ class Agent:
         body = {"req": "register", "user": self.user, "host": self.host_name,
                 "database_id": self.runner.database_id,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
-                **self.facts, **self.sampler.sample()}
+                **self.facts, **self.sampler.sample(self.runner.adopted)}
         self.registered = False
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
@@ -315,7 +315,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                "reported": self.reported_pairs(), **self.sampler.sample()})
+                                "reported": self.reported_pairs(), **self.sampler.sample(self.runner.adopted)})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
