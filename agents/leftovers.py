@@ -15,6 +15,7 @@ from agents.running import KILL_GRACE_S
 log = logging.getLogger("hq.runner")
 
 PR_SET_CHILD_SUBREAPER = 36
+SWEEP_EVERY_S = 0.1       # a busy agent looks for leftovers at most this often
 KEPT_MEMORY = 10000       # ended jobs whose leftovers are kept, remembered (oldest forgotten)
 
 
@@ -36,6 +37,8 @@ class Leftovers:
         self.killing = {}         # pid -> (when to SIGKILL, create time): signalled leftovers
         self.kept = OrderedDict()  # (job, attempt) of ended jobs that keep their leftovers
         self.subreaper = False
+        self.pending = False      # children ended since the last sweep: look for leftovers
+        self.next_sweep = 0.0
 
     def start(self):
         self.subreaper = become_subreaper()
@@ -59,6 +62,19 @@ class Leftovers:
         """A child that is no job shell ended (reaped)."""
         self.owner.pop(pid, None)
         self.killing.pop(pid, None)
+
+    def children_ended(self, shells, running_jobs, now):
+        """Children ended: sweep now, or within SWEEP_EVERY_S on a busy agent (due())."""
+        self.pending = True
+        self.sweep_if_due(shells, running_jobs, now)
+
+    def due(self):
+        return self.next_sweep if self.pending else None
+
+    def sweep_if_due(self, shells, running_jobs, now):
+        if self.pending and now >= self.next_sweep:
+            self.pending, self.next_sweep = False, now + SWEEP_EVERY_S
+            self.sweep(shells, running_jobs, now)
 
     def sweep(self, shells, running_jobs, now):
         """Signal our children that are no job shell (`shells`: pids) and belong to no running

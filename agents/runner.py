@@ -162,7 +162,7 @@ class Runner(Adoption):
             elif not run.adopted:
                 done.extend(self._ended(run, status, usage))
         if reaped and self.leftovers.subreaper:
-            self.leftovers.sweep(self.by_pid, self._running_shells, time.time())
+            self.leftovers.children_ended(self.by_pid, self._running_shells, time.time())
         if self.adopted:
             done.extend(self.reap_adopted())
         return done
@@ -253,6 +253,8 @@ class Runner(Adoption):
             elif run.kill_at and now >= run.kill_at:
                 signal_group(run.pid, signal.SIGKILL)
                 run.kill_at = None
+        if self.leftovers.pending:
+            self.leftovers.sweep_if_due(self.by_pid, self._running_shells, now)
         if self.leftovers.killing:
             self.leftovers.enforce(now)
 
@@ -261,6 +263,8 @@ class Runner(Adoption):
                  for t in (run.deadline, run.kill_at) if t]
         if self.leftovers.killing:
             times.append(self.leftovers.next_deadline())
+        if self.leftovers.pending:
+            times.append(self.leftovers.due())
         return min(times) if times else None
 
     def kill_all(self):
