@@ -26,6 +26,7 @@ Options:
                      one crashed adopts its jobs (default: $HQ_HOME/run/jobs-HOST).
 """
 
+import errno
 import getpass
 import logging
 import os
@@ -343,6 +344,23 @@ def _drain(fd):
         pass
 
 
+def write_pidfile(path):
+    """Our pid into `path`, over what it holds (no new disk block needed when the file is
+    there already, as the user-server writes it first). A full disk does not stop the agent:
+    its jobs need it more than the pidfile does."""
+    data = f"{os.getpid()}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.error("cannot write the pidfile %s: %s", path, exc)
+
+
 def curve_keys(args):
     """(server public, user public, user secret) when --server-key is given, else None."""
     if not args["--server-key"]:
@@ -373,8 +391,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, stop)
     pidfile = args["--pidfile"]
     if pidfile:
-        with open(pidfile, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
+        write_pidfile(pidfile)
     log.info("agent for %s on %s connecting to %s", agent.user, host_name, server)
     try:
         agent.serve_forever()

@@ -140,7 +140,8 @@ def test_restarted_agent_on_a_full_disk_reports_unknown_outcome_once(tmp_path):
         server = PlayServer(home, register_reply={"database_id": "db1", "heartbeat_s": 0.3},
                             log_file=tmp_path / "agent.log")
         try:
-            server.start_agent()
+            pidfile = f"--pidfile={home}/agent.pid"
+            server.start_agent(pidfile)
             server.registered()
             command = f"echo ran >> {ledger}; while [ ! -e {go} ]; do sleep 0.05; done"
             server.run([job_spec(tmp_path, 1, command)], database_id="db1")
@@ -149,8 +150,9 @@ def test_restarted_agent_on_a_full_disk_reports_unknown_outcome_once(tmp_path):
             job_pid = server.events[0]["pid"]
             fill(home)
             stop_agent(server)
-            server.start_agent()
+            server.start_agent(pidfile)
             assert server.registered(2)["running"] == [[1, 1]]
+            assert (home / "agent.pid").read_text() == f"{server.agent.pid}\n"
             go.touch()
             event = server.wait_finished(1)
             assert event["error"] == "unknown outcome" and event["exit_code"] is None
