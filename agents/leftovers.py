@@ -10,6 +10,7 @@ from collections import OrderedDict
 
 import psutil
 
+from agents import proctree
 from agents.running import KILL_GRACE_S
 
 log = logging.getLogger("hq.runner")
@@ -95,6 +96,18 @@ class Leftovers:
                 continue
             self._terminate(pid, key, now, set(running.values()))
 
+    def terminate_tree(self, pid, key, now):
+        """A job is being killed (cancel, time limit): TERM, and KILL after the grace, the
+        processes descended from its shell `pid` that left its process group (`setsid`)."""
+        for child in proctree.descendants(pid):
+            try:
+                if os.getpgid(child) == pid:
+                    continue            # signalled with the job's group
+            except OSError:
+                continue
+            if child not in self.killing:
+                self._terminate(child, key, now, {pid}, "killed with it")
+
     def scan(self, key, now, running_pids=()):
         """Signal every process of our user with the marks of job `key` in its environment
         (an adopted job's leftovers: not our children). A scan of all processes: rare."""
@@ -123,13 +136,13 @@ class Leftovers:
             if _create_time(pid) == ctime:
                 _signal(pid, signal.SIGKILL, self._group(pid, ()))
 
-    def _terminate(self, pid, key, now, running_pids):
+    def _terminate(self, pid, key, now, running_pids, why="left behind"):
         ctime = _create_time(pid)
         if ctime is None or not self._mine(pid):
             return
         group = self._group(pid, running_pids)
-        log.info("job %s attempt %s left process %s behind: killed%s", *(key or ("?", "?")),
-                 pid, f" with its group {group}" if group else "")
+        log.info("job %s attempt %s: process %s %s: killed%s", *(key or ("?", "?")),
+                 pid, why, f" with its group {group}" if group else "")
         _signal(pid, signal.SIGTERM, group)
         self.killing[pid] = (now + KILL_GRACE_S, ctime)
 

@@ -8,6 +8,8 @@ import time
 
 import psutil
 
+from agents import proctree
+
 NPROCS_EVERY_S = 60.0     # the user's process count (a scan of /proc) is refreshed this often
 
 
@@ -56,7 +58,7 @@ class Sampler:
         own = os.times()
         seconds = own.user + own.system + own.children_user + own.children_system
         seen = {self.pid}
-        pending = _children(self.pid, 1)
+        pending = proctree.children(self.pid, 1)
         for root in roots:
             if root not in seen:
                 pending.append(root)
@@ -65,12 +67,12 @@ class Sampler:
             if pid in seen:
                 continue
             seen.add(pid)
-            stat = _stat(pid)
+            stat = proctree.stat(pid)
             if stat is None:
                 continue
             used, threads = stat
             seconds += used / self.ticks
-            pending.extend(_children(pid, threads))
+            pending.extend(proctree.children(pid, threads))
         return seconds
 
     def user_processes(self):
@@ -96,38 +98,6 @@ def _cpu_ticks():
     guest, guest_nice = (fields[8:] + [0, 0])[:2]
     total = user - guest + nice - guest_nice + system + idle + iowait + irq + softirq + steal
     return total - idle - iowait, total
-
-
-def _stat(pid):
-    """(utime + stime + cutime + cstime in ticks, threads; 0 for a zombie) of a process, or
-    None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    used = sum(int(v) for v in fields[11:15])
-    return used, 0 if fields[0] in (b"Z", b"X") else int(fields[17])   # a zombie: no children
-
-
-def _children(pid, threads):
-    """Child pids of a process (of its main thread only, if it has one thread)."""
-    if threads < 1:
-        return []
-    tasks = [str(pid)]
-    if threads > 1:
-        try:
-            tasks = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            return []
-    found = []
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children", "rb") as handle:
-                found.extend(int(v) for v in handle.read().split())
-        except OSError:
-            pass
-    return found
 
 
 def _mem_available():

@@ -240,7 +240,9 @@ class Runner(Adoption):
             return False
         run.reason = reason
         signal_group(run.pid, signal.SIGTERM)
-        run.kill_at = time.time() + KILL_GRACE_S
+        now = time.time()
+        run.kill_at = now + KILL_GRACE_S
+        self.leftovers.terminate_tree(run.pid, run.key, now)    # its setsid children too
         return True
 
     def enforce(self, now):

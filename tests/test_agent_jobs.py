@@ -54,7 +54,7 @@ def test_leftovers_are_killed_when_their_job_ends(tmp_path):
         wait_until(lambda: not pid_alive(escaped) and not pid_alive(background), 10,
                    message="the leftovers of job 1 to be killed")
         assert pid_alive(kept), "job 2 said keep_leftovers"
-        assert "job 1 attempt 1 left process" in server.log()
+        assert "left behind: killed" in server.log()
     finally:
         server.close()
         for path in (setsid_pid, plain_pid, kept_pid):
@@ -64,19 +64,21 @@ def test_leftovers_are_killed_when_their_job_ends(tmp_path):
 
 def test_cancel_kills_the_setsid_children_too(tmp_path):
     """Catches `setsid` children surviving a cancel (the process group signal misses them):
-    the job and its child are both gone (TERM, as for the job)."""
+    the job and its child are both gone (TERM, as for the job), even when the job's shell
+    outlives the TERM (the child is signalled at once, not when the shell is gone)."""
     server = PlayServer(tmp_path)
     child_pid = tmp_path / "child"
     try:
         server.start_agent()
         server.registered()
         server.run([job_spec(tmp_path, 1, f"setsid sleep 600 & echo $! > {child_pid}; "
-                                          "sleep 600")])
+                                          "trap '' TERM; sleep 600")])
         child = read_pid_file(child_pid)
         server.kill([(1, 1)])
+        wait_until(lambda: not pid_alive(child), 4, message="the setsid child to be killed")
+        assert server.finished(1) == [], "the shell ignores TERM: it ends at the SIGKILL"
         event = server.wait_finished(1)
-        assert event["signal"] == 15 and event["reason"] == "cancelled"
-        wait_until(lambda: not pid_alive(child), 10, message="the setsid child to be killed")
+        assert event["signal"] == 9 and event["reason"] == "cancelled"
     finally:
         server.close()
         if child_pid.exists():
