@@ -133,8 +133,17 @@ class Agent:
             return          # a server that does not say: everything counts as its own
         previous = self.runner.database_id
         dropped = self.runner.switch_database(database_id)
+        dropped |= self.drop_reports(previous, database_id)
+        for pair in dropped:
+            self.runner.forget(*pair)
 
-        def keep(event):   # adopted jobs' events say their database; the others: previous
+    def drop_reports(self, previous, database_id):
+        """Take back the reports not yet acknowledged that belong to another database than
+        `database_id` (adopted jobs' reports say theirs; the others are of `previous`): the
+        (job, attempt) pairs dropped."""
+        dropped = set()
+
+        def keep(event):
             owner = event["database_id"] if "database_id" in event else previous
             if not owner or owner == database_id:
                 return True
@@ -150,8 +159,7 @@ class Agent:
                 self.unacked[seq] = (sent, events)
             else:
                 del self.unacked[seq]
-        for pair in dropped:
-            self.runner.forget(*pair)
+        return dropped
 
     def send(self, kind, body):
         try:

@@ -4,6 +4,8 @@ serving; umask per job; leftover processes of a job are killed at its end and on
 import os
 import signal
 
+import pytest
+
 from tests.helpers import kill_pid, pid_alive, wait_until
 from tests.test_agent_protocol import PlayServer, job_spec, stop_agent
 
@@ -62,6 +64,7 @@ def test_leftovers_are_killed_when_their_job_ends(tmp_path):
                 kill_pid(int(path.read_text()), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_cancel_kills_the_setsid_children_too(tmp_path):
     """Catches `setsid` children surviving a cancel (the process group signal misses them):
     the job and its child are both gone (TERM, as for the job), even when the job's shell
