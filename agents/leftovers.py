@@ -1,6 +1,5 @@
-"""Processes a job leaves behind when its shell ends (background and `setsid` children): the
-agent is their subreaper, so they become its own children, and they are killed (TERM, then KILL
-after the grace) once their job has ended, unless the job said `keep_leftovers`."""
+"""What a job leaves behind when its shell ends (background, `setsid` children): the agent is
+their subreaper, and kills them (TERM, KILL after the grace) unless the job keeps them."""
 
 import ctypes
 import logging

@@ -1,6 +1,5 @@
-"""Host facts and health samples for registration and heartbeats, read from /proc (psutil for
-the facts). facts() once at start; Sampler.sample() every heartbeat, without a scan of every
-process: an idle agent costs next to nothing."""
+"""Host facts (psutil, once) and health samples (/proc, every heartbeat) for registration and
+heartbeats: no scan of every process, so an idle agent costs next to nothing."""
 
 import os
 import platform

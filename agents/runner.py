@@ -1,7 +1,5 @@
 """The jobs of one agent from assignment to end: queued for a slot, started ahead behind their
-gate (agents/jobstart.py), given a slot, reaped (os.wait4), killed on request or at their time
-limit (with the setsid children: agents/leftovers.py), adopted from a crashed predecessor
-(agents/adoption.py, agents/jobfiles.py)."""
+gate, given a slot, reaped (os.wait4), killed on request or at their time limit."""
 
 import logging
 import os
