@@ -253,7 +253,12 @@ class Agent:
             except Exception as exc:
                 log.warning("bad message from server ignored: %s", exc)
                 continue
-            self.on_message(kind, body)
+            try:
+                self.on_message(kind, body)
+            except Exception as exc:     # a malformed message must not stop the agent
+                log.error("%s from the server not handled: %s: %s", kind.decode(),
+                          type(exc).__name__, exc)
+                log.debug("the message: %.500r", body, exc_info=True)
 
     def on_message(self, kind, body):
         if not self.running:

@@ -109,3 +109,22 @@ def test_an_adopted_jobs_leftovers_are_killed_when_it_ends(tmp_path):
         server.close()
         if child_pid.exists():
             kill_pid(int(child_pid.read_text()), signal.SIGKILL)
+
+
+def test_malformed_messages_do_not_stop_the_agent(tmp_path):
+    """Catches an agent that dies on a RUN or KILL it cannot read (a job without an id, a
+    KILL entry that is no pair): it logs the message and keeps serving."""
+    server = PlayServer(tmp_path)
+    try:
+        server.start_agent()
+        server.registered()
+        server.send(b"KILL", {"jobs": [5, "x", [1]]})
+        server.send(b"RUN", {"jobs": [{"command": "true"}, 7], "envs": [], "slots": "2"})
+        server.run([job_spec(tmp_path, 3, "true", cores=None)])
+        assert server.wait_finished(3)["error"] == "cannot start: cores: not a positive integer"
+        server.run([job_spec(tmp_path, 4, "echo fine")])
+        assert server.wait_finished(4)["exit_code"] == 0
+        assert server.agent.poll() is None
+        assert "KILL from the server not handled" in server.log()
+    finally:
+        server.close()
