@@ -26,6 +26,7 @@ Options:
                      one crashed adopts its jobs (default: $HQ_HOME/run/jobs-HOST).
 """
 
+import errno
 import getpass
 import logging
 import os
@@ -37,7 +38,7 @@ import time
 import zmq
 
 from agents import metrics
-from agents.jobfiles import JobFiles, default_directory
+from agents.jobfiles import JobFiles, default_directory, safe_database_id
 from agents.runner import Runner
 from hq import logs, protocol as p, security
 from hq.errors import HQError
@@ -70,6 +71,7 @@ class Agent:
         self.unacked = {}         # seq -> (sent time, events)
         self.outgoing = []        # events not yet sent
         self.seq = 0
+        self.registered = False   # the server answered our last REGISTER: events may go
         self.last_report = 0.0
         self.running = True
         self.last_heard = time.time()     # paces reconnection (moved on by each attempt)
@@ -93,17 +95,71 @@ class Agent:
         self.last_heard = time.time()
 
     def reported_pairs(self):
-        """[job, attempt] of finished reports the server has not acknowledged yet."""
+        """[job, attempt] of finished reports the server has not acknowledged yet (of the
+        current database)."""
+        ours = self.runner.ours
         return [[e["job"], e["attempt"]] for _, events in self.unacked.values() for e in events
-                if e["type"] == "finished"] + [[e["job"], e["attempt"]] for e in self.outgoing]
+                if e["type"] == "finished" and ours(e.get("database_id"))] + [
+                    [e["job"], e["attempt"]] for e in self.outgoing
+                    if ours(e.get("database_id"))]
 
     def register(self):
+        """(Re)register; no report goes until the server answers (it may have another
+        database by now: see on_registered)."""
         body = {"req": "register", "user": self.user, "host": self.host_name,
+                "database_id": self.runner.database_id,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
-                **self.facts, **self.sampler.sample()}
+                **self.facts, **self.sampler.sample(self.runner.adopted)}
+        self.registered = False
         self.send(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
+
+    def on_registered(self, body):
+        """The server's answer to REGISTER: its heartbeat interval and database. Reports and
+        records of another database are dropped (its job ids mean other jobs here)."""
+        self.registered = True
+        heartbeat_s = body.get("heartbeat_s")
+        if p.is_number(heartbeat_s) and 0.01 <= heartbeat_s <= 3600:
+            if heartbeat_s != self.heartbeat_s:
+                log.info("heartbeat every %ss, as the server says", heartbeat_s)
+                self.next_heartbeat = min(self.next_heartbeat, time.time() + heartbeat_s)
+            self.heartbeat_s = heartbeat_s
+        database_id = safe_database_id(body.get("database_id"))
+        if database_id is None:
+            if body.get("database_id") is not None:
+                log.warning("unusable database id from the server ignored: %.80r",
+                            body.get("database_id"))
+            return          # a server that does not say: everything counts as its own
+        previous = self.runner.database_id
+        dropped = self.runner.switch_database(database_id)
+        dropped |= self.drop_reports(previous, database_id)
+        for pair in dropped:
+            self.runner.forget(*pair)
+
+    def drop_reports(self, previous, database_id):
+        """Take back the reports not yet acknowledged that belong to another database than
+        `database_id` (adopted jobs' reports say theirs; the others are of `previous`): the
+        (job, attempt) pairs dropped."""
+        dropped = set()
+
+        def keep(event):
+            owner = event["database_id"] if "database_id" in event else previous
+            if not owner or owner == database_id:
+                return True
+            dropped.add((event["job"], event["attempt"]))
+            log.warning("%s report of job %s attempt %s dropped: recorded under database %s, "
+                        "the server's is %s", event["type"], event["job"], event["attempt"],
+                        owner, database_id)
+            return False
+        self.outgoing = [e for e in self.outgoing if keep(e)]
+        for seq, (sent, events) in list(self.unacked.items()):
+            events = [e for e in events if keep(e)]
+            if events:
+                self.unacked[seq] = (sent, events)
+            else:
+                del self.unacked[seq]
+        return dropped
 
     def send(self, kind, body):
         try:
@@ -114,6 +170,7 @@ class Agent:
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
         wakeup = self.watch_children()
+        self.runner.leftovers.start()
         self.outgoing.extend(self.runner.adopt())
         self.connect()
         poller, polled = None, None
@@ -173,9 +230,9 @@ class Agent:
         deadline = self.runner.next_deadline()
         if deadline:
             until.append(deadline)
-        if self.unacked:
+        if self.unacked and self.registered:
             until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
-        if self.outgoing:
+        if self.outgoing and self.registered:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
@@ -196,7 +253,12 @@ class Agent:
             except Exception as exc:
                 log.warning("bad message from server ignored: %s", exc)
                 continue
-            self.on_message(kind, body)
+            try:
+                self.on_message(kind, body)
+            except Exception as exc:     # a malformed message must not stop the agent
+                log.error("%s from the server not handled: %s: %s", kind.decode(),
+                          type(exc).__name__, exc)
+                log.debug("the message: %.500r", body, exc_info=True)
 
     def on_message(self, kind, body):
         if not self.running:
@@ -210,9 +272,15 @@ class Agent:
         elif kind == p.RUN:
             self.last_busy = time.time()
             envs = body.get("envs", {})
+            if not isinstance(envs, dict):
+                envs = {}
+            database_id = safe_database_id(body.get("database_id"))
             for spec in body.get("jobs", []):
-                self.runner.assign(spec, envs.get(str(spec.get("batch")), {}),
-                                   body.get("slots", 0))
+                batch = spec.get("batch") if isinstance(spec, dict) else None
+                refused = self.runner.assign(spec, envs.get(str(batch), {}), body.get("slots", 0),
+                                             database_id)
+                if refused:
+                    self.outgoing.append(refused)
         elif kind == p.KILL:
             for job_id, attempt in body.get("jobs", []):
                 event = self.runner.drop(job_id, attempt)
@@ -225,6 +293,8 @@ class Agent:
             for event in events:
                 if event["type"] == "finished":
                     self.runner.forget(event["job"], event["attempt"])
+        elif kind == p.OK and body.get("req") == "register":
+            self.on_registered(body)
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -243,6 +313,8 @@ class Agent:
                     self.running = False
 
     def flush_events(self, now):
+        if not self.registered:
+            return
         if self.outgoing and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1
@@ -257,7 +329,7 @@ class Agent:
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
         self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                "reported": self.reported_pairs(), **self.sampler.sample()})
+                                "reported": self.reported_pairs(), **self.sampler.sample(self.runner.adopted)})
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
@@ -283,6 +355,23 @@ def _drain(fd):
             pass
     except BlockingIOError:
         pass
+
+
+def write_pidfile(path):
+    """Our pid into `path`, over what it holds (no new disk block needed when the file is
+    there already, as the user-server writes it first). A full disk does not stop the agent:
+    its jobs need it more than the pidfile does."""
+    data = f"{os.getpid()}\n".encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            if os.pwrite(fd, data, 0) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.error("cannot write the pidfile %s: %s", path, exc)
 
 
 def curve_keys(args):
@@ -317,8 +406,7 @@ def main(argv=None):
     signal.signal(signal.SIGINT, stop)
     pidfile = args["--pidfile"]
     if pidfile:
-        with open(pidfile, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
+        write_pidfile(pidfile)
     log.info("agent for %s on %s connecting to %s", agent.user, host_name, server)
     try:
         agent.serve_forever()

@@ -1,24 +1,37 @@
 """What lets a restarted agent adopt the jobs its predecessor started: a journal of started and
-ended attempts, and a file of exit statuses that the jobs' own shells append to as they end."""
+ended attempts, and files of exit statuses that the jobs' own shells append to as they end."""
 
+import errno
 import json
 import logging
 import os
+from collections import Counter
 
 import psutil
 
 log = logging.getLogger("hq.jobfiles")
 
-# The job's shell appends "JOB.ATTEMPT STATUS" to the exits file from an EXIT trap set before the
-# command is evaluated (the way Slurm's slurmstepd outlives slurmd, without a process of its own).
-# `$0` is the exits file, `$1` the attempt's key, `$2` the command; both are shifted away so the
+# The job's shell appends "KEY STATUS" to an exits file from an EXIT trap set before the command
+# is evaluated (the way Slurm's slurmstepd outlives slurmd, without a process of its own). `$0`
+# is the exits file, `$1` the attempt's key, `$2` the command; both are shifted away so the
 # command sees no positional parameters. A job killed by a signal appends nothing: its agent saw
-# the signal. Appending to one file avoids creating a file per job, which costs far more.
-TRAP = 'trap \'echo "$k $?" >> "$0"\' EXIT; k=$1; c=$2; shift 2; eval "$c"'
-COMPACT_AFTER = 20000      # ended attempts in the journal before it is rewritten
+# the signal. Appending to one file avoids creating a file per job, which costs far more. A
+# full disk loses the line silently (the job's own stderr stays clean).
+TRAP = 'trap \'echo "$k $?" >> "$0" 2>/dev/null\' EXIT; k=$1; c=$2; shift 2; eval "$c"'
+# The journal is rewritten with only its live attempts once it reaches this size, and again
+# each time it doubles (amortised: each byte appended is rewritten at most once on average).
+COMPACT_BYTES = 1 << 20
+# Jobs per exits file. Running jobs append to it, so it is never rewritten: new jobs get the
+# next file, and a file goes once every attempt that used it is forgotten.
+ROTATE_AFTER = 20000
 # A recorded pid is the job's own process if the process was created this close to the time
 # the agent created it (a pid reused after that is another process).
 SAME_START_S = 2.0
+
+
+class JournalError(Exception):
+    """The journal cannot take a job's record: the job must not run (a restarted agent would
+    not know it, and the server would run it again)."""
 
 
 def default_directory(host_name):
@@ -34,105 +47,276 @@ def create_time(pid):
         return None
 
 
-def key_of(job_id, attempt):
-    return f"{job_id}.{attempt}"
+def key_of(job_id, attempt, database_id=None):
+    return f"{job_id}.{attempt}.{database_id}" if database_id else f"{job_id}.{attempt}"
+
+
+def safe_database_id(value):
+    """`value` if it can name a database in these files (1-64 ASCII letters, digits, '-' or
+    '_'), else None."""
+    if (isinstance(value, str) and 0 < len(value) <= 64 and value.isascii()
+            and all(c.isalnum() or c in "-_" for c in value)):
+        return value
+    return None
 
 
 class JobFiles:
+    """The journal (JSON lines: a record per attempt given its slot, an end line once the
+    server acknowledged its end) and the exits files, in one directory. Nothing here stops the
+    agent: a full or broken disk makes record() refuse (the job fails, loudly) and the rest is
+    logged; what was journalled is never lost (compaction writes a new file, then renames)."""
+
     def __init__(self, directory):
         self.directory = directory
-        os.makedirs(directory, mode=0o700, exist_ok=True)
         self.journal_path = os.path.join(directory, "journal")
-        self.exits_path = os.path.join(directory, "exits")
-        self.live = self._read_journal()      # key -> record of attempts not yet ended
-        self.ended = 0
-        self._rewrite(exits=False)            # adopted jobs may still append to the exits file
+        self.fd = None
+        self.size = 0                 # bytes in the journal
+        self.pending_newline = False  # it ends in a line cut short: start on a new one
+        self.compact_at = COMPACT_BYTES
+        self.failing = None           # why the journal could not be written (logged once)
+        self.line_bytes = {}          # key -> length of its record's line
+        self.index = {}               # (job, attempt) -> key of its live record
+        self.generations = Counter()  # exits file -> live records whose job appends to it
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            log.error("cannot make the job directory %s: %s", directory, exc)
+        self.live = self._load()
+        self.generation = 1 + max([*self.generations, *self._exits_files()], default=0)
+        self.jobs_in_generation = 0
+        self._compact()               # falls back to appending to the journal as it is
+        self._remove_unused_exits()
 
     # -- journal -----------------------------------------------------------------------------
-    def _read_journal(self):
-        return read_journal(self.journal_path)
+    def _load(self):
+        live = read_journal(self.journal_path)
+        for key, entry in live.items():
+            self.line_bytes[key] = len(_line(entry)) + 1
+            self.index[(entry["spec"]["id"], entry["spec"]["attempt"])] = key
+            self.generations[entry.get("x", 0)] += 1
+        return live
 
-    def _rewrite(self, exits=True):
-        """The journal, and with `exits` the exits file (only while no job runs, as jobs
-        append to it), holding only live attempts."""
-        files = [(self.journal_path, [json.dumps(r) for r in self.live.values()])]
-        if exits:
-            files.append((self.exits_path, [f"{k} {v}" for k, v in self._read_exits().items()
-                                            if k in self.live]))
-        for path, lines in files:
-            with open(path + ".tmp", "w") as handle:
-                handle.write("".join(line + "\n" for line in lines))
-            os.replace(path + ".tmp", path)
-        self.fd = os.open(self.journal_path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
-        self.ended = 0
+    def _open(self):
+        if self.fd is None:
+            self.fd = os.open(self.journal_path, os.O_RDWR | os.O_APPEND | os.O_CREAT
+                              | os.O_CLOEXEC, 0o600)
+            self.size = os.fstat(self.fd).st_size
+            self.pending_newline = self.size > 0 and os.pread(self.fd, 1, self.size - 1) != b"\n"
+        return self.fd
 
-    def _append(self, entry):
+    def _append(self, line):
+        """Append one line, all of it or nothing (OSError)."""
+        data = (("\n" if self.pending_newline else "") + line + "\n").encode()
+        fd = self._open()
+        written = os.write(fd, data)
+        if written != len(data):         # a full disk took part of it: take it back
+            try:
+                os.ftruncate(fd, self.size)
+            except OSError:
+                self.pending_newline = True
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.size += written
+        self.pending_newline = False
+        if self.failing:
+            log.warning("the job journal %s can be written again", self.journal_path)
+            self.failing = None
+
+    def _compact(self):
+        """Rewrite the journal with only the live records (a new file, then renamed over it);
+        on failure (a full disk) go on appending to the old one and try again later."""
+        temporary = self.journal_path + ".tmp"
         try:
-            os.write(self.fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
-        except OSError as exc:   # the job runs anyway; only adoption after a crash is lost
-            log.warning("cannot write the job journal %s: %s", self.journal_path, exc)
-
-    def wrap(self, shell, command, job_id, attempt, prefix=""):
-        """argv that runs `command` in `shell` (a POSIX shell) after the script `prefix` and
-        leaves its exit status."""
-        return [shell, "-c", prefix + TRAP, self.exits_path, key_of(job_id, attempt), command]
-
-    def record(self, spec, pid, started, spawned=None):
-        """A job given its slot at `started`, whose process was created at `spawned`."""
-        entry = {"spec": spec, "pid": pid, "started": started, "spawned": spawned or started}
-        self.live[key_of(spec["id"], spec["attempt"])] = entry
-        self._append(entry)
-
-    def forget(self, job_id, attempt, idle=False):
-        """The attempt's end is recorded by the server. `idle`: no job runs, so both files may
-        be compacted."""
-        key = key_of(job_id, attempt)
-        if self.live.pop(key, None) is not None:
-            self._append({"end": key})
-            self.ended += 1
-        if idle and self.ended >= COMPACT_AFTER:
+            with open(temporary, "w") as handle:
+                handle.write("".join(_line(entry) + "\n" for entry in self.live.values()))
+            os.replace(temporary, self.journal_path)
+        except OSError as exc:
+            try:
+                os.unlink(temporary)
+            except OSError:
+                pass
+            self.compact_at = self.size + COMPACT_BYTES
+            log.warning("cannot compact the job journal %s: %s; appending to it as it is",
+                        self.journal_path, exc)
+            try:
+                self._open()
+            except OSError as open_exc:
+                self._trouble(open_exc)
+            return
+        if self.fd is not None:
             os.close(self.fd)
-            self._rewrite()
+            self.fd = None
+        try:
+            self._open()
+        except OSError as exc:
+            self._trouble(exc)
+        self.compact_at = max(COMPACT_BYTES, 2 * self.size)
+
+    def _trouble(self, exc):
+        if self.failing is None:
+            log.error("cannot write the job journal %s: %s (jobs cannot start until it can)",
+                      self.journal_path, exc.strerror or exc)
+        self.failing = exc
+
+    def record(self, spec, pid, started, spawned=None, database_id=None, generation=0):
+        """A job given its slot at `started`, whose process was created at `spawned`, of the
+        database `database_id`, appending its exit status to exits file `generation`.
+        JournalError when it cannot be written: then the job must not run."""
+        entry = {"spec": spec, "pid": pid, "started": started, "spawned": spawned or started}
+        if database_id:
+            entry["db"] = database_id
+        if generation:
+            entry["x"] = generation
+        line = _line(entry)
+        try:
+            self._append(line)
+        except OSError as exc:
+            self._trouble(exc)
+            raise JournalError(f"journal: {exc.strerror or exc}: {self.journal_path}") from None
+        pair = (spec["id"], spec["attempt"])
+        if pair in self.index:           # an older record of the same attempt, another database
+            self.forget(*pair)
+        key = key_of(spec["id"], spec["attempt"], database_id)
+        self.live[key] = entry
+        self.index[pair] = key
+        self.line_bytes[key] = len(line) + 1
+        self.generations[generation] += 1
+
+    def forget(self, job_id, attempt):
+        """The attempt's end is recorded by the server (or it is another database's): its
+        record goes, and the exits file it used once no live record uses it."""
+        key = self.index.pop((job_id, attempt), None)
+        entry = self.live.pop(key, None)
+        if entry is None:
+            return
+        self.line_bytes.pop(key, None)
+        generation = entry.get("x", 0)
+        self.generations[generation] -= 1
+        if self.generations[generation] <= 0:
+            del self.generations[generation]
+            if generation != self.generation:
+                self._remove_exits(generation)
+        try:
+            self._append(f'{{"end":"{key}"}}')
+        except OSError as exc:       # harmless: the next compaction drops the record
+            self._trouble(exc)
+        if self.size >= self.compact_at:
+            self._compact()
+
+    def records(self):
+        """Every attempt started and not yet forgotten: dicts with spec, pid, started, spawned,
+        db (its database, if known) and x (its exits file)."""
+        return list(self.live.values())
+
+    def database_id(self):
+        """The database of the most recent record that names one (None: no such record)."""
+        for entry in reversed(self.live.values()):
+            if entry.get("db"):
+                return entry["db"]
+        return None
 
     # -- exit statuses ---------------------------------------------------------------------------
-    def _read_exits(self):
+    def exits_target(self):
+        """(generation, path) of the exits file the next job appends its status to."""
+        self.jobs_in_generation += 1
+        if self.jobs_in_generation > ROTATE_AFTER:
+            self.jobs_in_generation = 1
+            if not self.generations[self.generation]:    # else it goes with its last record
+                self._remove_exits(self.generation)
+            self.generation += 1
+        return self.generation, self.exits_path(self.generation)
+
+    def exits_path(self, generation):
+        name = f"exits.{generation}" if generation else "exits"
+        return os.path.join(self.directory, name)
+
+    def read_exits(self, generation):
         statuses = {}
         try:
-            with open(self.exits_path) as handle:
+            with open(self.exits_path(generation), errors="replace") as handle:
                 for line in handle:
                     parts = line.split()
                     if len(parts) == 2 and parts[1].isdigit():
                         statuses[parts[0]] = int(parts[1])
         except FileNotFoundError:
             pass
+        except OSError as exc:
+            log.warning("cannot read %s: %s", self.exits_path(generation), exc)
         return statuses
 
-    def exit_status(self, job_id, attempt):
-        """The exit status the job's shell appended, or None."""
-        return self._read_exits().get(key_of(job_id, attempt))
+    def exit_status(self, entry, statuses=None):
+        """The exit status the job of record `entry` appended, or None. `statuses`: that
+        exits file as read_exits() returned it (saves reading it again)."""
+        spec = entry["spec"]
+        if statuses is None:
+            statuses = self.read_exits(entry.get("x", 0))
+        return statuses.get(key_of(spec["id"], spec["attempt"], entry.get("db")))
 
-    def records(self):
-        """Every attempt started and not yet ended: dicts with spec, pid, started."""
-        return list(self.live.values())
+    def _exits_files(self):
+        found = []
+        try:
+            names = os.listdir(self.directory)
+        except OSError:
+            return found
+        for name in names:
+            if name == "exits":
+                found.append(0)
+            elif name.startswith("exits.") and name[6:].isdigit():
+                found.append(int(name[6:]))
+        return found
+
+    def _remove_unused_exits(self):
+        for generation in self._exits_files():
+            if generation not in self.generations and generation != self.generation:
+                self._remove_exits(generation)
+
+    def _remove_exits(self, generation):
+        try:
+            os.unlink(self.exits_path(generation))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("cannot remove %s: %s", self.exits_path(generation), exc)
+
+
+def wrap(shell, command, key, exits_path, prefix=""):
+    """argv that runs `command` in `shell` (a POSIX shell) after the script `prefix` and
+    appends `KEY STATUS` to `exits_path` when the shell exits."""
+    return [shell, "-c", prefix + TRAP, exits_path, key, command]
+
+
+def _line(entry):
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def read_journal(path):
     """key -> record of every attempt the journal at `path` shows started and not ended."""
     live = {}
     try:
-        with open(path) as handle:
+        with open(path, "rb") as handle:
             for line in handle:
                 try:
                     entry = json.loads(line)
                 except ValueError:
                     continue        # a line cut short by a crash
-                if entry.get("end"):
+                if not isinstance(entry, dict):
+                    continue
+                if isinstance(entry.get("end"), str):
                     live.pop(entry["end"], None)
-                elif "spec" in entry:
-                    live[key_of(entry["spec"]["id"], entry["spec"]["attempt"])] = entry
+                elif _is_record(entry):
+                    spec = entry["spec"]
+                    live[key_of(spec["id"], spec["attempt"], entry.get("db"))] = entry
     except FileNotFoundError:
         pass
+    except OSError as exc:
+        log.error("cannot read the job journal %s: %s", path, exc)
     return live
+
+
+def _is_record(entry):
+    spec = entry.get("spec")
+    return (isinstance(spec, dict) and all(isinstance(spec.get(f), int) for f in ("id", "attempt"))
+            and isinstance(entry.get("pid"), int) and isinstance(entry.get("started"), (int, float))
+            and isinstance(entry.get("db", ""), str) and isinstance(entry.get("x", 0), int))
 
 
 def alive(record):

@@ -9,6 +9,8 @@ gate closed without that line (the job was dropped, or its agent died) ends the 
 import os
 import signal
 
+from agents import jobfiles
+
 GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
 OPEN = b"go\n"
@@ -18,34 +20,66 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class JobStarter:
-    def __init__(self, host_name, files=None):
-        """`files`: JobFiles, whose trap leaves each job's exit status."""
+    def __init__(self, host_name):
         self.host_name = host_name
-        self.files = files
         self.directories = set()        # output directories known to exist
         self.directory = self.cwd = os.getcwd()
+        self.own_umask = self.umask = os.umask(0o022)
+        os.umask(self.own_umask)
 
-    def start(self, spec, env, gate):
+    def start(self, spec, env, gate, exits=None):
         """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
-        pid. OSError names what failed (directory, output file or shell)."""
-        shell, argv, actions = self._arguments(spec, gate)
-        job_env = dict(env)
-        job_env.update(self._variables(spec))
+        pid. `exits`: (key, exits file) to which its shell appends `KEY STATUS` as it ends.
+        StartError says in one line what is wrong (directory, output file, shell,
+        environment...)."""
+        self._set_umask(spec.get("umask"))     # before the output directories are made
+        try:
+            shell, argv, actions = self._arguments(spec, gate, exits)
+            job_env = dict(env)
+            job_env.update(self._variables(spec))
+        except OSError as exc:      # an output directory that cannot be made
+            raise StartError(f"output: {_os_error(exc)}") from None
+        except Exception as exc:
+            raise StartError(_malformed(spec, env, exc)) from None
         spawn = os.posix_spawn if os.path.isabs(shell) else os.posix_spawnp
         try:
             if spec["cwd"] != self.cwd:   # only this thread uses relative paths or the cwd
-                os.chdir(spec["cwd"])
-                self.cwd = spec["cwd"]
+                self._enter(spec["cwd"])
             return spawn(argv[0], argv, job_env, file_actions=actions, setsid=True,
                          setsigdef=DEFAULT_SIGNALS)
+        except StartError:
+            raise
         except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, _culprit(shell, spec)) from None
+            raise StartError(_culprit(shell, spec, exc)) from None
+        except Exception as exc:
+            raise StartError(_malformed(spec, env, exc)) from None
+
+    def _enter(self, directory):
+        try:
+            os.chdir(directory)
+        except OSError as exc:
+            raise StartError(_os_error(exc)) from None
+        self.cwd = directory
 
     def leave(self):
-        """Back to the agent's own directory (starts change into each job's)."""
+        """Back to the agent's own directory and umask (starts change into each job's)."""
         if self.cwd != self.directory:
             os.chdir(self.directory)
             self.cwd = self.directory
+        if self.umask != self.own_umask:
+            os.umask(self.own_umask)
+            self.umask = self.own_umask
+
+    def _set_umask(self, umask):
+        """The job's umask (spec `umask`: 0..0o777, None: the agent's own), inherited by its
+        process, its output files and their directories; set only when it changes."""
+        if umask is None:
+            umask = self.own_umask
+        elif isinstance(umask, bool) or not isinstance(umask, int) or not 0 <= umask <= 0o777:
+            raise StartError(f"umask: {umask!r:.40} is not an integer from 0 to 0o777")
+        if umask != self.umask:
+            os.umask(umask)
+            self.umask = umask
 
     def _variables(self, spec):
         job_env = {"HQ_JOB_ID": str(spec["id"]), "HQ_HOST": self.host_name,
@@ -56,7 +90,7 @@ class JobStarter:
             job_env["HQ_ENTRY"] = spec["entry"]
         return job_env
 
-    def _arguments(self, spec, gate):
+    def _arguments(self, spec, gate, exits):
         """(shell, argv, file actions) of a job; the child opens its output files itself."""
         stdout, stderr = spec["stdout"], spec["stderr"]
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -70,8 +104,8 @@ class JobStarter:
             if os.path.isabs(path):
                 self._make_directory(os.path.dirname(path))
         shell = spec.get("shell") or "/bin/sh"
-        if self.files is not None:
-            argv = self.files.wrap(shell, spec["command"], spec["id"], spec["attempt"], GATE)
+        if exits is not None:
+            argv = jobfiles.wrap(shell, spec["command"], *exits, GATE)
         else:
             argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, spec["command"]]
         return shell, argv, actions
@@ -84,14 +118,47 @@ class JobStarter:
             self.directories.add(directory)
 
 
-def _culprit(shell, spec):
-    """Which file a failed start could not use: the directory, an output file or the shell."""
+class StartError(Exception):
+    """A job that cannot start; the message says why in one line."""
+
+
+def _os_error(exc):
+    return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+
+
+def _culprit(shell, spec, exc):
+    """What a failed posix_spawn could not use: an output file, else the shell."""
     cwd = spec["cwd"]
-    if not os.path.isdir(cwd):
-        return cwd
     for path in (os.path.join(cwd, spec["stdout"]), os.path.join(cwd, spec["stderr"])):
         try:
             os.close(os.open(path, OUTPUT_FLAGS, 0o666))
-        except OSError:
-            return path
-    return shell
+        except OSError as output_exc:
+            return f"output: {output_exc.strerror}: {path}"
+    return f"{exc.strerror}: {shell}"
+
+
+def _malformed(spec, env, exc):
+    """What in a job's spec or environment cannot be passed to a process (a NUL byte, a name
+    with '=', a value that is not a string...), in one line."""
+    for name, value in env.items():
+        where = f"environment variable {_short(name)}"
+        if not isinstance(name, str) or not isinstance(value, str):
+            return f"{where}: not a string"
+        if "\0" in name or "\0" in value:
+            return f"{where}: embedded null byte"
+        if not name or "=" in name:
+            return f"{where}: illegal name"
+    for field in ("command", "shell", "cwd", "stdout", "stderr"):
+        value = spec.get(field)
+        if field == "shell" and not value:
+            continue
+        if not isinstance(value, str):
+            return f"{field}: missing or not a string"
+        if "\0" in value:
+            return f"{field}: embedded null byte"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _short(value, limit=40):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

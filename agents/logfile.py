@@ -25,8 +25,9 @@ def write_logfile(run, event, host_name):
                 log_out.write(_tail(path))
                 if title == "stdout" and spec["stderr"] == spec["stdout"]:
                     break
-    except OSError as exc:
-        log.warning("job %s: cannot write log file %s: %s", spec["id"], spec["logfile"], exc)
+    except (OSError, ValueError, TypeError) as exc:   # a NUL byte in the name, a full disk...
+        log.warning("job %s attempt %s: cannot write log file %.200r: %s", spec["id"],
+                    spec["attempt"], spec["logfile"], exc)
 
 
 def _tail(path):

@@ -1,14 +1,15 @@
-"""Host facts and health samples for registration and heartbeats, read with psutil.
-
-facts() once at start; Sampler.sample() every heartbeat (cheap: no blocking interval).
-"""
+"""Host facts (psutil, once) and health samples (/proc, every heartbeat) for registration and
+heartbeats: no scan of every process, so an idle agent costs next to nothing."""
 
 import os
 import platform
+import time
 
 import psutil
 
-HQ_MARK = "HQ_JOB_ID"     # in the environment of every process of an hq job (runner sets it)
+from agents import proctree
+
+NPROCS_EVERY_S = 60.0     # the user's process count (a scan of /proc) is refreshed this often
 
 
 def facts():
@@ -18,44 +19,92 @@ def facts():
 
 class Sampler:
     """Health of the host; `foreign_load` is the cores kept busy since the previous sample by
-    processes outside hq jobs. Unlike load1 it neither lags a minute nor counts hq's jobs, so a
-    job that just ended frees its slot at once. Processes whose environment we may not read
-    (other users') count as outside load."""
+    processes outside hq jobs: the busy CPU time of the whole host (/proc/stat) less that of
+    this agent and every process descended from it or from an adopted job (its jobs, their
+    children, the children they reaped). Unlike load1 it neither lags a minute nor counts hq's
+    jobs, so a job that just ended frees its slot at once. Other users' jobs count as outside
+    load (the server subtracts their slots)."""
 
     def __init__(self):
-        self.is_job = {}        # psutil.Process -> whether it belongs to an hq job
-        self.uid = os.getuid()
+        self.pid, self.uid = os.getpid(), os.getuid()
+        self.ticks = os.sysconf("SC_CLK_TCK")
+        self.cores = psutil.cpu_count() or 1
+        self.previous = None      # (monotonic time, busy ticks, all ticks, hq CPU seconds)
+        self.nprocs, self.nprocs_at = 0, None
 
-    def sample(self):
-        foreign, nprocs, seen = 0.0, 0, {}
-        for proc in psutil.process_iter(["uids"]):
-            try:
-                uids = proc.info.get("uids")
-                if uids is not None and uids.real == self.uid:
-                    nprocs += 1
-                is_job = self.is_job.get(proc)
-                if is_job is None:
-                    is_job = _in_job(proc)
-                seen[proc] = is_job
-                busy = proc.cpu_percent(interval=None)   # since our previous call
-            except (psutil.NoSuchProcess, psutil.ZombieProcess):
-                continue
-            except psutil.AccessDenied:
-                busy = 0.0
-            if not is_job:
-                foreign += busy
-        self.is_job = seen
+    def sample(self, roots=()):
+        """Metrics since the previous sample. `roots`: pids of adopted jobs (not our children)
+        whose process trees are hq's too."""
+        now = time.monotonic()
+        busy, total = _cpu_ticks()
+        hq = self.hq_seconds(roots)
+        foreign = cpu_percent = 0.0
+        if self.previous is not None:
+            then, busy_then, total_then, hq_then = self.previous
+            if now > then and total > total_then:
+                outside = (busy - busy_then) / self.ticks - (hq - hq_then)
+                foreign = min(self.cores, max(0.0, outside) / (now - then))
+                cpu_percent = 100.0 * (busy - busy_then) / (total - total_then)
+        self.previous = (now, busy, total, hq)
         load1, load5, load15 = os.getloadavg()
         return {"load1": load1, "load5": load5, "load15": load15,
-                "cpu_percent": psutil.cpu_percent(interval=None),
-                "mem_available": psutil.virtual_memory().available, "nprocs": nprocs,
-                "foreign_load": round(foreign / 100.0, 2)}
+                "cpu_percent": round(cpu_percent, 1), "mem_available": _mem_available(),
+                "nprocs": self.user_processes(), "foreign_load": round(foreign, 2)}
+
+    def hq_seconds(self, roots=()):
+        """CPU seconds used so far by this agent, everything it reaped, and every live process
+        descended from it or from `roots`."""
+        own = os.times()
+        seconds = own.user + own.system + own.children_user + own.children_system
+        seen = {self.pid}
+        pending = proctree.children(self.pid, 1)
+        for root in roots:
+            if root not in seen:
+                pending.append(root)
+        while pending:
+            pid = pending.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            stat = proctree.stat(pid)
+            if stat is None:
+                continue
+            used, threads = stat
+            seconds += used / self.ticks
+            pending.extend(proctree.children(pid, threads))
+        return seconds
+
+    def user_processes(self):
+        """How many processes our user has (a scan of /proc, once a minute)."""
+        now = time.monotonic()
+        if self.nprocs_at is None or now - self.nprocs_at >= NPROCS_EVERY_S:
+            self.nprocs_at, count = now, 0
+            for name in os.listdir("/proc"):
+                if name.isdigit():
+                    try:
+                        count += os.stat(f"/proc/{name}").st_uid == self.uid
+                    except OSError:
+                        pass
+            self.nprocs = count
+        return self.nprocs
 
 
-def _in_job(proc):
-    if proc.pid == os.getpid():
-        return True           # the agent itself is hq, not outside load
+def _cpu_ticks():
+    """(busy, all) CPU ticks of the host since boot, as psutil counts them."""
+    with open("/proc/stat", "rb") as handle:
+        fields = [int(v) for v in handle.readline().split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    guest, guest_nice = (fields[8:] + [0, 0])[:2]
+    total = user - guest + nice - guest_nice + system + idle + iowait + irq + softirq + steal
+    return total - idle - iowait, total
+
+
+def _mem_available():
     try:
-        return HQ_MARK in proc.environ()
-    except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
-        return False
+        with open("/proc/meminfo", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return psutil.virtual_memory().available

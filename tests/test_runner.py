@@ -8,6 +8,7 @@ import pytest
 
 from agents.runner import Runner
 from tests.helpers import wait_until
+from tests.test_agent_protocol import fill, small_tmpfs
 
 
 @pytest.fixture
@@ -117,13 +118,75 @@ def test_start_errors_name_what_failed(tmp_path, make_runner):
     blocked = spec(tmp_path, 3, "true")
     blocked["stdout"] = str(tmp_path / "plain" / "x.out")
     runner.assign(blocked, {})
-    events = {e["job"]: e for e in start(runner, 3)}
+    blocked = spec(tmp_path, 4, "true")
+    blocked["stderr"] = "plain/x.err"
+    runner.assign(blocked, {})
+    events = {e["job"]: e for e in start(runner, 4)}
     assert all(e["type"] == "finished" for e in events.values())
     assert events[1]["error"] == f"cannot start: No such file or directory: {tmp_path}/missing"
     assert events[2]["error"] == "cannot start: No such file or directory: /no/such/shell"
-    assert events[3]["error"] == f"cannot start: File exists: {tmp_path}/plain"
+    assert events[3]["error"] == f"cannot start: output: File exists: {tmp_path}/plain"
+    assert events[4]["error"] == f"cannot start: output: Not a directory: {tmp_path}/plain/x.err"
     assert os.getcwd() == runner.starter.directory
     assert runner.cores_used == 0 and not runner.holds_jobs() and not runner.by_pid
+
+
+BAD_JOBS = [  # (environment, spec fields, the error): each used to kill the agent
+    ({"X": "a\0b"}, {}, "cannot start: environment variable 'X': embedded null byte"),
+    ({"X\0": "b"}, {}, "cannot start: environment variable 'X\\x00': embedded null byte"),
+    ({"A=B": "b"}, {}, "cannot start: environment variable 'A=B': illegal name"),
+    ({"X": 5}, {}, "cannot start: environment variable 'X': not a string"),
+    ({}, {"command": "echo a\0b"}, "cannot start: command: embedded null byte"),
+    ({}, {"cwd": "/tmp\0x"}, "cannot start: cwd: embedded null byte"),
+    ({}, {"stdout": "/tmp/a\0b"}, "cannot start: stdout: embedded null byte"),
+    ({}, {"command": None}, "cannot start: command: missing or not a string"),
+    ({}, {"cores": "2"}, "cannot start: cores: not a positive integer"),
+]
+
+
+def test_a_job_that_cannot_start_fails_alone(tmp_path, make_runner):
+    """Catches the agent dying on a job it cannot start (ValueError: embedded null byte from
+    posix_spawn) with its slots held forever: each such job fails with a one-line reason, and
+    good jobs around them still run."""
+    runner = make_runner()
+    good_env = {"PATH": os.environ["PATH"]}
+    runner.assign(spec(tmp_path, 100, "echo first"), good_env, slots=1)
+    events = []
+    for job_id, (env, fields, _) in enumerate(BAD_JOBS, start=1):
+        refused = runner.assign({**spec(tmp_path, job_id, "true"), **fields}, env, slots=1)
+        if refused:
+            events.append(refused)
+    runner.assign(spec(tmp_path, 101, "echo last"), good_env, slots=1)
+
+    def progress():
+        events.extend(runner.reap() + runner.start_waiting())
+        return sum(e["type"] == "finished" for e in events) == len(BAD_JOBS) + 2
+    wait_until(progress, 20, message="every job to end")
+    ends = {e["job"]: e for e in events if e["type"] == "finished"}
+    for job_id, (_, _, error) in enumerate(BAD_JOBS, start=1):
+        assert ends[job_id]["error"] == error and "\n" not in error
+        assert ends[job_id]["exit_code"] is None
+    assert ends[100]["exit_code"] == 0 and ends[101]["exit_code"] == 0
+    assert (tmp_path / "out" / "101.out").read_text() == "last\n"
+    assert os.getcwd() == runner.starter.directory
+    assert runner.cores_used == 0 and not runner.holds_jobs() and not runner.by_pid
+
+
+def test_job_failing_on_a_full_output_file_system_says_why(tmp_path, make_runner):
+    """Catches a job that fails because its output file system is full ending with only
+    `exit 1` and no reason: its error says `output: No space left on device: PATH`. A job that
+    fails for its own reason on a roomy file system gets no such error."""
+    with small_tmpfs(tmp_path / "full", "256k") as full:
+        fill(full)
+        runner = make_runner()
+        out = str(full / "1.out")
+        runner.assign(spec(tmp_path, 1, "echo hello", stdout=out, stderr=out), {}, slots=2)
+        runner.assign(spec(tmp_path, 2, "exit 3"), {}, slots=2)
+        assert [e["type"] for e in start(runner, 2)] == ["started", "started"]
+        ends = {e["job"]: e for e in reap_all(runner, 2)}
+        assert ends[1]["exit_code"] == 1
+        assert ends[1]["error"] == f"output: No space left on device: {out}"
+        assert ends[2]["exit_code"] == 3 and "error" not in ends[2]
 
 
 def test_job_started_ahead_runs_only_when_it_gets_its_slot(tmp_path, make_runner):
@@ -164,3 +227,31 @@ def test_kill_ends_the_job_with_its_signal(tmp_path, make_runner):
     assert runner.kill(1, 1) is True and runner.kill(9, 1) is False
     [ended] = reap_all(runner, 1)
     assert ended["signal"] == 15 and ended["reason"] == "cancelled"
+
+
+def test_umask_per_job(tmp_path, make_runner):
+    """Catches a spec's `umask` ignored: the job's processes and its output files get it; a
+    job without one gets the agent's own; a bad one fails the job alone."""
+    runner = make_runner()
+    own = os.umask(0o022)
+    os.umask(own)
+    runner.assign(spec(tmp_path, 1, "umask; touch made", umask=0o077), {}, slots=3)
+    runner.assign(spec(tmp_path, 2, "umask", umask=0o002), {}, slots=3)
+    runner.assign(spec(tmp_path, 3, "umask"), {}, slots=3)
+    runner.assign(spec(tmp_path, 4, "umask", umask="022"), {}, slots=3)
+    events = []
+
+    def progress():
+        events.extend(runner.reap() + runner.start_waiting())
+        return sum(e["type"] == "finished" for e in events) == 4
+    wait_until(progress, 20, message="the jobs to end")
+    out = tmp_path / "out"
+    assert (out / "1.out").read_text() == "0077\n"
+    assert (out / "1.out").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o600
+    assert (out / "2.out").read_text() == "0002\n"
+    assert (out / "2.out").stat().st_mode & 0o777 == 0o664
+    assert (out / "3.out").read_text() == f"{own:04o}\n"
+    [bad] = [e for e in events if e["job"] == 4]
+    assert bad["error"] == "cannot start: umask: '022' is not an integer from 0 to 0o777"
+    assert os.umask(own) == own, "the agent's own umask changed"
