@@ -1,6 +1,7 @@
-"""A host that dies (agent and jobs killed, as in a crash) is noticed after 3 silent heartbeats;
-its agent is restarted at once and, as it knows none of the jobs, they are requeued while
-retries last, else end lost; details shows every attempt."""
+"""A host that dies (agent and jobs killed, as in a crash) is noticed after 3 silent heartbeats.
+If it stays away for the grace its jobs are requeued while retries last, else end lost; if an
+agent comes back there in time, jobs that ended unrecorded fail with `unknown outcome` (never run
+twice). details shows every attempt."""
 
 import json
 import os
@@ -45,9 +46,13 @@ def test_crashed_host_jobs_are_requeued_then_lost(two_hosts, tmp_path):
     wait_until(lambda: {j["state"] for j in client.details([retry, once], events=False)}
                == {"running"}, 20, message="both jobs to run on alpha")
     crash_host(cluster, "alpha")
+    cluster.run("hq-admin", "deactivatehost:alpha", check=True)    # it stays away
     lost = wait_until(lambda: (lambda j: j if j["state"] == "lost" else None)(
         client.details([once], events=False)[0]), 20, 0.1, "the job without retries to be lost")
     assert lost["reason"].startswith("lost: ") and "alpha" in lost["reason"]
+    wait_until(lambda: details(cluster, retry)["state"] == "pending", 20, 0.1,
+               "the job with retries left to be requeued")
+    cluster.run("hq-admin", "activatehost:alpha", check=True)      # the host is back
     done = wait_until(lambda: (lambda j: j if j["state"] == "done" else None)(
         details(cluster, retry)), 40, 0.1, "the requeued job to run again and finish")
     assert [a["outcome"] for a in done["attempts"]] == ["pending", "done"]
@@ -57,6 +62,24 @@ def test_crashed_host_jobs_are_requeued_then_lost(two_hosts, tmp_path):
     assert client.details([other], events=False)[0]["state"] == "done"
     hosts = json.loads(cluster.run("hq-admin", "lscluster", "--json", check=True).stdout)
     assert {h["name"] for h in hosts["hosts"]} == {"alpha", "beta"}
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_jobs_that_ended_unrecorded_fail_with_unknown_outcome(two_hosts, tmp_path):
+    """Issue 12: an agent back within the grace finds jobs that it journalled but whose
+    processes died without an exit status (killed with the agent): they fail with reason
+    `unknown outcome` and are not run again, retries or not. Catches a second run."""
+    client = two_hosts.client()
+    ledger = tmp_path / "ledger"
+    job = client.submit(f"echo run >> {ledger}; sleep 30", host_req="alpha", retries=3)
+    wait_until(lambda: client.details([job], events=False)[0]["state"] == "running", 20,
+               message="the job to run")
+    wait_until(ledger.exists, 10, message="the job's first line")
+    crash_host(two_hosts, "alpha")
+    ended = wait_until(lambda: (lambda j: j if j["state"] == "failed" else None)(
+        details(two_hosts, job)), 40, 0.1, "the job to fail")
+    assert ended["reason"] == "unknown outcome" and len(ended["attempts"]) == 1
+    assert ledger.read_text() == "run\n"
 
 
 def test_unwritable_output_fails_the_job_and_the_agent_survives(cluster):
