@@ -32,7 +32,7 @@ test: all
 	$(PY) -m pytest
 
 test-fast: all
-	$(PY) -m pytest -m "not slow"
+	$(PY) -m pytest -m "not slow and not e2e"
 
 doc: all
 	$(PY) -m sphinx -q -b html docs docs/_build/html

@@ -52,3 +52,26 @@ def cluster(db_url):
     c = Cluster(db_url)
     with c.running():
         yield c
+
+
+PROCESS_WORDS = ("Cluster(", "PlayServer(", "subprocess.", "Popen(", ".running()")
+
+
+def _starts_processes(module, cache={}):
+    """Whether a test module starts real processes (read once from its source)."""
+    path = getattr(module, "__file__", None)
+    if path not in cache:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        cache[path] = any(word in text for word in PROCESS_WORDS)
+    return cache[path]
+
+
+def pytest_collection_modifyitems(items):
+    """Mark `e2e` every test that starts real processes (a cluster, an agent, a command):
+    `make test-fast` leaves them out; `make test` runs everything."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if "cluster" in getattr(item, "fixturenames", ()) or (
+                module is not None and _starts_processes(module)):
+            item.add_marker(pytest.mark.e2e)
