@@ -11,9 +11,10 @@ import time
 import zmq
 
 from hq import config, protocol as p
-from hq.errors import TIMEOUT, USER_SERVER_UNREACHABLE, HQError
+from hq.errors import BAD_REQUEST, TIMEOUT, USER_SERVER_UNREACHABLE, HQError
+from hq.text import escape
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 START_TIMEOUT_S = 10.0
 CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
 WINDOW = 2            # chunks in flight at once
@@ -91,23 +92,24 @@ class Client:
         """Submit one command; returns its job id once hq-server has committed it."""
         return self.submit_many([command], **options)[0]
 
-    def submit_many(self, commands, hold=False, cwd=None, env=None, **options):
+    def submit_many(self, commands, hold=False, cwd=None, env=None, umask=None, **options):
         """Submit many commands with the same options as one batch; returns their ids in
         order. A command may also be a dict {"command": ..., "entry": ...} (HQ_ENTRY)."""
         ids = []
         for _, chunk_ids in self.submit_stream(chunked(commands, CHUNK), hold, cwd, env,
-                                               **options):
+                                               umask=umask, **options):
             ids += chunk_ids
         return ids
 
-    def submit_stream(self, chunks, hold=False, cwd=None, env=None, window=WINDOW, **options):
+    def submit_stream(self, chunks, hold=False, cwd=None, env=None, window=WINDOW, umask=None,
+                      **options):
         """Submit an iterable of chunks (lists of commands) as one batch, keeping up to `window`
         chunks in flight. Yields (batch id, ids of the chunk) in order as each is committed.
         A refused chunk raises HQError with `.chunk` (its 0-based number) and `.index` (the
-        refused job in it); chunks before it stay accepted, none after it is accepted."""
-        body = {"defaults": self._defaults(options), "hold": bool(hold),
-                "cwd": os.path.abspath(cwd or os.getcwd()),
-                "env": dict(os.environ if env is None else env)}
+        refused job in it); chunks before it stay accepted, none after it is accepted.
+        Jobs get `env` (default: this process's environment) and `umask` (default: this
+        process's umask: the jobs create files as the submitting shell would)."""
+        body = submission_body(self._defaults(options), hold, cwd, env, umask)
         in_flight, batch, sent, error = collections.deque(), None, 0, None
         try:
             for chunk in chunks:
@@ -229,6 +231,53 @@ class Client:
             if delay is None:
                 raise HQError(TIMEOUT, f"{sum(counts.get(s, 0) for s in LIVE)} jobs of batch "
                               f"{batch} still not ended after {timeout:g}s")
+
+
+def submission_body(defaults, hold, cwd, env, umask):
+    """The fields every chunk of a submission carries; BAD_REQUEST for a bad env or umask."""
+    umask = current_umask() if umask is None else umask
+    if not isinstance(umask, int) or isinstance(umask, bool) or not 0 <= umask <= 0o777:
+        raise HQError(BAD_REQUEST, f"umask must be a number from 0 to 0o777, not {umask!r}")
+    return {"defaults": defaults, "hold": bool(hold), "cwd": os.path.abspath(cwd or os.getcwd()),
+            "env": checked_env(os.environ if env is None else env), "umask": umask}
+
+
+def checked_env(env):
+    """A copy of `env` if it maps names to values that a job's environment can hold (strings
+    of UTF-8 text without NUL, names without '='); else HQError BAD_REQUEST naming the entry."""
+    try:
+        items = list(env.items())
+    except AttributeError:
+        raise HQError(BAD_REQUEST, "env must be a mapping of names to values") from None
+    for name, value in items:
+        shown = escape(repr(name)[:60])
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise HQError(BAD_REQUEST, f"env {shown}: names and values must be strings")
+        if not name or "=" in name or "\0" in name:
+            raise HQError(BAD_REQUEST, f"env {shown}: a name must be non-empty, without '=' "
+                          "or NUL")
+        if "\0" in value:
+            raise HQError(BAD_REQUEST, f"env {shown}: the value contains a NUL character")
+        try:
+            name.encode()
+            value.encode()
+        except UnicodeEncodeError:
+            raise HQError(BAD_REQUEST, f"env {shown}: not valid UTF-8 text") from None
+    return dict(items)
+
+
+def current_umask():
+    """This process's umask, read without changing it (Linux); else by setting it back."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
 
 
 def _polls(timeout, poll_s):

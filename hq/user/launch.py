@@ -18,7 +18,7 @@ from hq.config import split_address
 
 log = logging.getLogger("hq.user.launch")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 
 
 def agent_pidfile(home, host_name):
