@@ -34,10 +34,12 @@ Options:
 
 import sys
 
-from hq.client.cli.common import job_ids, parse_int, print_json, run, table
+from hq.client.cli.common import job_ids, main as cli_main, parse_int, print_json, table
+from hq.client.cli.details import show_details
 from hq.client.cli.submit import exit_status
 from hq.errors import TIMEOUT, HQError
 from hq.model import STATES
+from hq.text import escape
 
 LIST_COLUMNS = ["id", "state", "host", "name", "exit_code", "command"]
 
@@ -53,20 +55,6 @@ def status(client, args):
 
 def details(client, args):
     return show_details(client.details(job_ids(args["JOBID"])), args["--json"])
-
-
-def show_details(jobs, as_json):
-    if as_json:
-        print_json(jobs)
-        return 0
-    for job in jobs:
-        for key, value in job.items():
-            if key != "events":
-                print(f"{key:<14} {'' if value is None else value}")
-        for event in job.get("events", []):
-            print(f"  {event['time']}  {event['state']:<10} attempt {event['attempt']}  "
-                  f"{event['host'] or ''}  {event['detail'] or ''}".rstrip())
-        print()
 
 
 def list_jobs(client, args):
@@ -89,7 +77,7 @@ def change(client, args, action):
     ids = job_ids(args["JOBID"])
     reply = getattr(client, action)(ids)
     for job_id, why in reply.get("unchanged", {}).items():
-        print(f"hq-client: job {job_id} not changed: {why}", file=sys.stderr)
+        print(f"hq-client: job {job_id} not changed: {escape(why)}", file=sys.stderr)
     return 0
 
 
@@ -143,9 +131,7 @@ def dispatch(args):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-client", lambda: dispatch(args))
+    return cli_main("hq-client", __doc__, dispatch, argv)
 
 
 if __name__ == "__main__":

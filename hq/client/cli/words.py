@@ -2,6 +2,8 @@
 cleanup), each mapped onto the new requests; `--json` prints the same data as JSON."""
 
 from hq.client.cli.common import parse_int, print_json, table, usage_error
+from hq.client.cli.details import show_details
+from hq.text import escape
 
 LISTS = {"lswjobs": ["held", "pending"], "lspjobs": ["dispatched"], "lsrjobs": ["running"],
          "lsfjobs": ["done", "failed", "cancelled", "lost"]}
@@ -25,7 +27,6 @@ def run_word(client, word, as_json):
     if name == "lajob":
         if not arg:
             usage_error("lajob needs a job id: lajob:ID")
-        from hq.client.cli.client import show_details
         return show_details(client.details([parse_int(arg, "job id", 1)]), as_json)
     if name == "findjobs":
         if not arg:
@@ -60,5 +61,5 @@ def show_line(reply, as_json, text):
     if as_json:
         print_json(reply)
     else:
-        print(text)
+        print(escape(text))
     return 0
