@@ -37,8 +37,9 @@ Options:
 
 import sys
 
-from hq.client.cli.common import parse_int, print_json, run, table, usage_error
+from hq.client.cli.common import main as cli_main, parse_int, print_json, table, usage_error
 from hq.protocol import ADMIN
+from hq.text import escape
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
 WITH_ARGUMENT = {"activatehost": "host", "deactivatehost": "host", "hostinfo": "host",
@@ -87,9 +88,10 @@ def show(command, reply, as_json):
         show_hosts(reply["hosts"])
     elif command == "hostinfo":
         show_hosts([reply["host"]])
-        print(f"\ngroups {','.join(reply['host']['groups']) or '-'}  os {reply['host']['os']}"
-              f"  memory {gib(reply['host']['memory_total'])}  agents "
-              f"{','.join(reply['host']['agents']) or '-'}\n")
+        host = reply["host"]
+        print(escape(f"\ngroups {','.join(host['groups']) or '-'}  os {host['os']}  memory "
+                     f"{gib(host['memory_total'])}  agents {','.join(host['agents']) or '-'}")
+              + "\n")
         table(reply["metrics"], ["time", "load1", "foreign_load", "cpu_percent",
                                  "mem_available", "nprocs"])
         print()
@@ -102,14 +104,14 @@ def show(command, reply, as_json):
     elif command == "lsuser":
         flatten_user(reply["user"])
         for key, value in reply["user"].items():
-            print(f"{key:<14} {value}")
+            print(f"{key:<14} {escape(value)}")
     elif command == "jobs":
         table(reply["jobs"], JOB_COLUMNS)
     else:
         for key, value in reply.items():
             if isinstance(value, dict):
                 value = " ".join(f"{k}={v}" for k, v in value.items())
-            print(f"{key:<14} {value}")
+            print(f"{key:<14} {escape(value)}")
 
 
 def adduser(args):
@@ -149,9 +151,7 @@ def admin(args):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-admin", lambda: admin(args))
+    return cli_main("hq-admin", __doc__, admin, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ The database is HQ_DB_URL when set, else etc/hq-db.cfg.
 import sys
 
 from hq import config, security
-from hq.client.cli.common import run, usage_error
+from hq.client.cli.common import main as cli_main, usage_error
 from hq.errors import HQError
 from hq.store import open_store
 from hq.store.schema import TABLE_NAMES
@@ -71,9 +71,7 @@ def dbadmin(args):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-dbadmin", lambda: dbadmin(args))
+    return cli_main("hq-dbadmin", __doc__, dbadmin, argv)
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ Options:
 import os
 import sys
 
-from hq.client.cli.common import parse_int, parse_size, print_json, run, usage_error
+from hq.client.cli.common import main as cli_main, parse_int, parse_size, print_json, usage_error
 from hq.errors import HQError
 
 
@@ -184,9 +184,7 @@ def exit_status(job):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv, options_first=True)
-    return run("hq-submit", lambda: submit(args))
+    return cli_main("hq-submit", __doc__, submit, argv, options_first=True)
 
 
 if __name__ == "__main__":
