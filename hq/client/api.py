@@ -325,15 +325,15 @@ def user_server_running(home):
 def ensure_user_server(home):
     """Start the user's hq-user-server (detached) unless one runs; wait for its socket."""
     from hq.paths import socket_path
-    if user_server_running(home) and os.path.exists(socket_path(home)):
+    if os.path.exists(socket_path(home)) and user_server_running(home):
         return
-    log_dir = os.path.join(home, "log")
-    os.makedirs(log_dir, exist_ok=True)
+    from hq.security import open_private, private_home   # here: the common case needs neither
+    log_dir = os.path.join(private_home(home), "log")
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
-            open(os.path.join(log_dir, "user-server.log"), "ab") as out:
+            open_private(os.path.join(log_dir, "user-server.log")) as out:
         proc = subprocess.Popen([sys.executable, "-m", "hq.user.server"], stdin=null_in,
                                 stdout=out, stderr=out, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)

@@ -21,7 +21,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from hq import config, logs, protocol as p, security
+from hq import config, logs, protocol as p, security, text
 from hq.user import launch
 from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
 from hq.paths import pid_path, socket_path
@@ -213,8 +213,8 @@ class UserServer:
         if self.key_refused:
             code = PERMISSION_DENIED
             message = (f"hq-server at {self.server_address} refused the key of {self.user} "
-                       f"({self.key_file()}); an admin can register it with 'hq-admin adduser "
-                       f"{self.user} --key={self.key_file()}'")
+                       f"({self.key_file()}); send that file (it is public) to an hq admin, "
+                       f"who registers it with 'hq-admin adduser {self.user} --key=FILE'")
         log.warning("%s", message)
         self.frontend.send_multipart([identity, *p.error(client_req, code, message)])
 
@@ -295,6 +295,8 @@ def main(argv=None):
     args = docopt(__doc__, argv=argv)
     home = config.home_dir()
     logs.setup(args["--log-level"])
+    text.escape_logs()          # host names, ssh outcomes, messages: one line each
+    security.private_home(home)
     lock = take_lock(home)
     if lock is None:
         log.info("another hq-user-server serves %s: exiting", home)

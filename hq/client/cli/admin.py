@@ -32,12 +32,13 @@ Options:
   --user=USER      Only this user's jobs.
   --state=STATE    Only jobs in these states (comma-separated: pending,running).
   --limit=N        At most the N newest jobs.
-  --key=FILE       A CURVE public key file (zmq certificate).
+  --key=FILE       A CURVE public key file (zmq certificate); '-': standard input.
 """
 
 import sys
 
 from hq.client.cli.common import main as cli_main, parse_int, print_json, table, usage_error
+from hq.errors import HQError
 from hq.protocol import ADMIN
 from hq.text import escape
 
@@ -117,7 +118,13 @@ def show(command, reply, as_json):
 def adduser(args):
     from hq.client.api import Client
     from hq.security import read_public_key
-    key = read_public_key(args["--key"]).decode()
+    try:
+        key = read_public_key(args["--key"]).decode()
+    except HQError as exc:
+        if exc.message.startswith("cannot read"):    # e.g. in another user's private home
+            exc.message += (f" (the key is public: ask {args['NAME']} for a copy of their "
+                            "$HQ_HOME/keys/user.key, or pipe it into --key=-)")
+        raise
     reply = Client().request(ADMIN, command="adduser", arg=args["NAME"], key=key)
     show("adduser", reply, args["--json"])
     return 0

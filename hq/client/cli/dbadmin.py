@@ -7,7 +7,8 @@ Usage:
 Options:
   --create-tables          Create the schema (harmless when it exists).
   --add-standard-entries   Load users (etc/users) and hosts (etc/cluster.tab); make the
-                           server's CURVE keypair and register your key (in $HQ_HOME/keys).
+                           server's CURVE keypair and register your key (in $HQ_HOME/keys);
+                           publish the server's public key as etc/server.key for all users.
   --drop-tables            Drop every hq table (asks first unless --yes).
   --yes                    Do not ask.
   --info                   Print the database, schema version and row counts.
@@ -54,9 +55,11 @@ def dbadmin(args):
         store.add_users(users + [(config.current_user(), ["USER", "ADMIN"])])
         store.add_hosts(hosts)
         home = config.home_dir()
-        security.register_local_user(store, home, config.current_user())
+        published = security.register_local_user(
+            store, home, config.current_user(), etc,
+            warn=lambda why: print(f"hq-dbadmin: warning: {why}", file=sys.stderr))
         print(f"{len(users)} users and {len(hosts)} hosts from {etc} loaded; server key "
-              f"{security.cert_paths(home, security.SERVER_CERT)[0]}")
+              f"{published or security.cert_paths(home, security.SERVER_CERT)[0]}")
     if args["--info"]:
         print(f"database        {store.describe()}")
         print(f"schema version  {store.schema_version()}")
