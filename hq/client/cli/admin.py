@@ -22,7 +22,8 @@ Commands:
   lsuser:NAME             One user.
   enableuser:NAME         Let a user's jobs run again.
   disableuser:NAME        A disabled user's jobs wait; their requests are refused.
-  jobs                    Jobs of every user (--user, --state: comma-separated, --limit).
+  jobs                    Jobs of every user (--user, --state: comma-separated, --limit;
+                          the newest 10000 unless --limit says otherwise).
   shutdown                Stop hq-server (jobs keep running; state is in the database).
   adduser NAME --key=FILE Register the CURVE public key in FILE (a user's
                           $HQ_HOME/keys/user.key) for user NAME (added with USER if unknown).
@@ -37,7 +38,8 @@ Options:
 
 import sys
 
-from hq.client.cli.common import main as cli_main, parse_int, print_json, table, usage_error
+from hq.client.cli.common import (main as cli_main, newest_rows, parse_int, print_json, table,
+                                  usage_error)
 from hq.errors import HQError
 from hq.protocol import ADMIN
 from hq.text import escape
@@ -141,19 +143,26 @@ def admin(args):
         return adduser(args)
     from hq.client.api import Client
     if args["jobs"]:
-        command, fields = "jobs", {
-            "for_user": args["--user"] or "",
-            "states": [s for s in (args["--state"] or "").split(",") if s],
-            "limit": parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0}
-    else:
-        word = args["COMMAND"]
-        if word == "help":
-            print(__doc__.strip())
-            return 0
-        command, arg = parse(word)
-        fields = {"arg": arg}
-    reply = Client().admin(command, **fields)
+        return jobs(args)
+    word = args["COMMAND"]
+    if word == "help":
+        print(__doc__.strip())
+        return 0
+    command, arg = parse(word)
+    reply = Client().admin(command, arg=arg)
     show(command, reply, args["--json"])
+    return 0
+
+
+def jobs(args):
+    from hq.client.api import Client
+    client = Client()
+    fields = {"for_user": args["--user"] or "",
+              "states": [s for s in (args["--state"] or "").split(",") if s]}
+    limit = parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0
+    rows = newest_rows(lambda n: client.admin("jobs", limit=n, **fields)["jobs"], limit,
+                       "hq-admin")
+    show("jobs", {"jobs": rows}, args["--json"])
     return 0
 
 

@@ -12,7 +12,8 @@ Usage:
   hq-client (-h | --help)
 
 Words of the original hq:
-  lswjobs[:N|:all]   Waiting jobs (held, pending); the 10 newest unless N or all.
+  lswjobs[:N|:all]   Waiting jobs (held, pending); the 10 newest unless N or all (at
+                     most the newest 10000).
   lspjobs[:N|:all]   Jobs sent to a host, not yet started (dispatched).
   lsrjobs[:N|:all]   Running jobs.
   lsfjobs[:N|:all]   Finished jobs (done, failed, cancelled, lost).
@@ -25,7 +26,7 @@ Words of the original hq:
 Options:
   --json           Print JSON (a stable contract for scripts).
   --state=STATE    Only jobs in this state (comma-separated: pending,running).
-  --limit=N        At most the N newest jobs.
+  --limit=N        At most the N newest jobs (default: the newest 10000).
   --batch=ID       The jobs of this submission (batch id: see 'hq-submit -').
   --timeout=S      Give up waiting after S seconds (exit 2).
   --progress       Show progress while waiting: a bar on a terminal, else plain lines
@@ -34,7 +35,8 @@ Options:
 
 import sys
 
-from hq.client.cli.common import job_ids, main as cli_main, parse_int, print_json, table
+from hq.client.cli.common import (job_ids, main as cli_main, newest_rows, parse_int, print_json,
+                                  table)
 from hq.client.cli.details import show_details
 from hq.client.cli.submit import exit_status
 from hq.errors import TIMEOUT, HQError
@@ -61,7 +63,7 @@ def list_jobs(client, args):
     states = [s for s in (args["--state"] or "").split(",") if s]
     limit = parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0
     batch = parse_int(args["--batch"], "--batch", 1) if args["--batch"] else None
-    jobs = client.list(states, limit, batch)
+    jobs = newest_rows(lambda n: client.list(states, n, batch), limit, "hq-client")
     if args["--json"]:
         print_json(jobs)
     else:

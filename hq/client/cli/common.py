@@ -13,6 +13,7 @@ from hq.text import escape
 SIZE_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 INT32_MAX = (1 << 31) - 1        # the server's bound on counts, seconds, priorities
 INT64_MAX = (1 << 63) - 1        # ... and on bytes
+MAX_ROWS = 10000                 # jobs a list shows unless --limit asks for another number
 
 
 def run(name, body):
@@ -66,6 +67,19 @@ def table(rows, columns):
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     for row in cells:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def newest_rows(fetch, limit, name):
+    """fetch(limit) (rows in id order); without a limit, the newest MAX_ROWS, with a note on
+    stderr when there are more: a list of a million jobs is no use on a terminal."""
+    if limit:
+        return fetch(limit)
+    rows = fetch(MAX_ROWS + 1)
+    if len(rows) > MAX_ROWS:
+        rows = sorted(rows, key=lambda row: row["id"])[-MAX_ROWS:]
+        print(f"{name}: showing the newest {MAX_ROWS} jobs; there are more (narrow with "
+              "--state or --batch, or ask for --limit=N)", file=sys.stderr)
+    return rows
 
 
 def parse_int(text, what, minimum=0, maximum=INT32_MAX):
