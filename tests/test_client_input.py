@@ -65,3 +65,40 @@ def test_client_refuses_before_sending(sqlite_cluster):
         assert client.wait([job], timeout=30)[0]["state"] == "done"
     finally:
         client.close()
+
+
+def test_client_refuses_what_no_server_would_take(sqlite_cluster):
+    """Catches a NaN or a lone surrogate sent to the user-server, which could not answer it
+    (no req id) so the client waited for nothing: BAD_REQUEST at once, nothing sent."""
+    client = sqlite_cluster.client()
+    try:
+        for body in ({"ids": [float("nan")]}, {"ids": [], "x": "\ud800"}, {"x": {1, 2}}):
+            with pytest.raises(HQError) as caught:
+                client.request(b"LIST", **body)
+            assert caught.value.code == "BAD_REQUEST"
+        assert client.list() == []
+    finally:
+        client.close()
+
+
+def test_user_server_answers_undecodable_requests_by_req_id(sqlite_cluster):
+    """Catches requests the user-server cannot decode (NaN, too large, bad JSON) answered
+    without their req id: the client then waited out its whole timeout."""
+    import zmq
+    from hq import protocol as p
+    from hq.paths import socket_path
+    client = sqlite_cluster.client()
+    client.status()                      # the user-server runs
+    client.close()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"ipc://{socket_path(sqlite_cluster.home)}")
+    try:
+        for req, raw in ((7, b'{"req":7,"ids":[NaN]}'), (8, b'{"req":8,"ids":[1e999]}'),
+                         (9, b'{"req": 9, "x": "\\ud800"}'), (10, b'{"req":10,' + b"x" * 99)):
+            sock.send_multipart([p.TAG, p.LIST, raw])
+            assert sock.poll(5000), f"no answer to {raw[:30]!r}"
+            kind, body = p.decode(sock.recv_multipart())
+            assert kind == p.ERROR and body["req"] == req and body["code"] == "BAD_FRAME"
+    finally:
+        sock.close()

@@ -4,6 +4,7 @@ use), which forwards to hq-server. Every call has a deadline; errors raise HQErr
 import collections
 import fcntl
 import itertools
+import json
 import os
 import sys
 import time
@@ -61,9 +62,9 @@ class Client:
 
     def send(self, kind, **body):
         """Send a request without waiting; returns its req id for `receive`."""
-        sock = self._connect()
         req = next(self._ids)
-        sock.send_multipart(p.encode(kind, {"req": req, **body}))
+        frames = encode_request(kind, {"req": req, **body})
+        self._connect().send_multipart(frames)
         self._waiting.add(req)
         return req
 
@@ -231,6 +232,19 @@ class Client:
             if delay is None:
                 raise HQError(TIMEOUT, f"{sum(counts.get(s, 0) for s in LIVE)} jobs of batch "
                               f"{batch} still not ended after {timeout:g}s")
+
+
+def encode_request(kind, body):
+    """The frames of a request; HQError BAD_REQUEST for what no hq process would accept
+    (NaN or infinite numbers, text that is not valid Unicode, values JSON cannot hold)."""
+    try:
+        raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise HQError(BAD_REQUEST, f"cannot send this request: {exc}") from None
+    if p.LONE_SURROGATE.search(raw) and p._has_lone_surrogate(body):
+        raise HQError(BAD_REQUEST, "cannot send this request: it holds text that is not "
+                      "valid Unicode (a lone surrogate)")
+    return [p.TAG, kind, raw]
 
 
 def submission_body(defaults, hold, cwd, env, umask):

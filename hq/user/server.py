@@ -14,6 +14,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -121,8 +122,9 @@ class UserServer:
             try:
                 kind, body = p.decode(frames, kinds=p.CLIENT_KINDS,
                                       max_body=self.settings.max_message_bytes)
-            except HQError as exc:
-                self.frontend.send_multipart([identity, *p.error(None, exc.code, exc.message)])
+            except HQError as exc:    # answered with the req id, or the client waits in vain
+                self.frontend.send_multipart([identity, *p.error(request_id(frames), exc.code,
+                                                                 exc.message)])
                 continue
             body["user"] = self.user
             deadline = now + self.settings.connect_timeout_s
@@ -270,6 +272,18 @@ class UserServer:
             os.unlink(socket_path(self.home))
         except OSError:
             pass
+
+
+REQ_AT_START = re.compile(rb'\{\s*"req"\s*:\s*(-?\d{1,18})\s*[,}]')
+
+
+def request_id(frames):
+    """The req id of a message that cannot be decoded (bad JSON, NaN, too large...), read
+    from the start of its body where hq.Client puts it; None if it is not there."""
+    if len(frames) != 3:
+        return None
+    match = REQ_AT_START.match(bytes(frames[2][:64]))
+    return int(match.group(1)) if match else None
 
 
 def take_lock(home):
