@@ -320,7 +320,7 @@ def main(argv=None):
         idle = float(args["--idle"]) if args["--idle"] else settings.user_server_idle_s
         server = UserServer(settings, home, idle)
     except (HQError, ValueError, zmq.ZMQError) as exc:
-        print(f"hq-user-server: {exc}", file=sys.stderr)
+        print(f"hq-user-server: {text.escape(str(exc))}", file=sys.stderr)
         return 1
 
     def stop(signum, frame):
