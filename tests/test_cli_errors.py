@@ -160,3 +160,27 @@ def test_hostile_option_values(sqlite_cluster, option, value):
         assert result.returncode == 1, (result.returncode, result.stderr)
         assert ONE_LINE.match(result.stderr.rstrip("\n")), result.stderr
         assert "\x1b" not in result.stderr
+
+
+HOSTILE_LINE = st.one_of(
+    st.binary(max_size=60),
+    st.sampled_from([b"echo a\0b", b"\xff\xfe", b"echo \x1b]0;pwned\x07", b"x" * (1 << 20 | 1),
+                     b"echo \xed\xa0\x80", b"\r", b"#\0"]),
+    st.text(max_size=40).map(str.encode))
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(lines=st.lists(HOSTILE_LINE, min_size=1, max_size=3))
+def test_hostile_input_lines(sqlite_cluster, lines):
+    """Catches a line of standard input (NUL, not UTF-8, ESC, over 1 MiB) that makes
+    'hq-submit -' print a traceback or several lines instead of one naming the line."""
+    data = b"\n".join(b"true # " + line if i % 2 else line for i, line in enumerate(lines))
+    result = subprocess.run([os.path.join(BIN, "hq-submit"), "--hold", "-q", "-"], input=data,
+                            env=sqlite_cluster.env, capture_output=True, timeout=60)
+    err = result.stderr.decode(errors="replace")
+    assert "Traceback" not in err, err
+    if result.returncode != 0:
+        assert result.returncode == 1 and ONE_LINE.match(err.rstrip("\n")), err
+        assert "\x1b" not in err
