@@ -206,7 +206,7 @@ def drivers(site):
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason=NEEDS_ALL, strict=False)
-@settings(max_examples=50, deadline=None, database=None,
+@settings(max_examples=30, deadline=None, database=None,
           phases=[Phase.explicit, Phase.generate],       # no shrinking: each try costs seconds
           suppress_health_check=list(HealthCheck))
 @given(body=BODY)
