@@ -1,26 +1,72 @@
-"""CURVE keys and the ZAP handler: who may talk to hq-server over TCP, and as which user.
+"""CURVE keys, the ZAP handler and private state: who may talk to hq-server, as which user.
 
-Keys are zmq.auth certificates in $HQ_HOME/keys/ (server.key*, user.key*; secrets mode 0600).
+Keys are zmq.auth certificates in $HQ_HOME/keys/ (server.key*, user.key*; public 0644, secrets
+0600); $HQ_HOME is private (0700); the server's public key is published as etc/server.key.
 """
 
+import contextlib
 import logging
 import os
 
 import zmq
 import zmq.auth
+from zmq.utils import z85
 from zmq.auth.thread import ThreadAuthenticator
 
+from hq import config
 from hq.errors import CONFIG_ERROR, HQError
 
 log = logging.getLogger("hq.security")
 
 SERVER_CERT = "server"
 USER_CERT = "user"
+PUBLISHED_KEY = "server.key"          # in etc/: the server's public key, readable by all
+ALWAYS_PRIVATE = ("", "run", "log", "keys")     # made 0700 even if they exist
+PRIVATE_WHEN_MADE = ("output",)                 # made 0700 when hq creates it
+
+
+def private_home(home):
+    """$HQ_HOME with run/, log/, keys/ and output/, private (0700) whatever the umask; an
+    existing output/ keeps the mode its owner gave it."""
+    for name in ALWAYS_PRIVATE + PRIVATE_WHEN_MADE:
+        path = os.path.join(home, name) if name else home
+        made = _mkdir(path)
+        if made or name in ALWAYS_PRIVATE:
+            _chmod_own(path, 0o700)
+    return home
+
+
+def open_private(path):
+    """`path` opened to append bytes, created 0600 (logs of the user's commands and hosts)."""
+    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
+
+
+def _mkdir(path):
+    """Create `path` (and missing parents) 0700; True if this call created it."""
+    if os.path.isdir(path):
+        return False
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        return False
+    return True
+
+
+def _chmod_own(path, mode):
+    """chmod a file or folder of ours (another user's, e.g. root reading a user's: left)."""
+    try:
+        info = os.stat(path)
+        if info.st_uid == os.geteuid() and info.st_mode & 0o7777 != mode:
+            os.chmod(path, mode)
+    except OSError:
+        pass
 
 
 def keys_dir(home):
     path = os.path.join(home, "keys")
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    if not os.path.isdir(path):
+        private_home(home)
     return path
 
 
@@ -38,47 +84,112 @@ def ensure_keypair(home, name):
             zmq.auth.create_certificates(keys_dir(home), name)
         finally:
             os.umask(old)
-        os.chmod(secret_path, 0o600)
         log.info("created CURVE keypair %s", secret_path)
+    _chmod_own(secret_path, 0o600)
+    _chmod_own(public_path, 0o644)      # public: an admin may need to read it
     return load_keypair(secret_path)
 
 
-def load_keypair(secret_path):
+def _read_certificate(path):
+    """(public, secret or None) z85 keys of a zmq certificate file, or of a file holding just
+    the 40 characters of a public key; HQError CONFIG_ERROR naming the file and why not."""
     try:
-        public, secret = zmq.auth.load_certificate(secret_path)
-    except (OSError, ValueError) as exc:
-        raise HQError(CONFIG_ERROR, f"cannot read key {secret_path}: {exc}") from None
+        with open(path, "rb") as handle:
+            data = handle.read(1 << 16)
+    except OSError as exc:
+        why = (exc.strerror or str(exc)).lower()
+        raise HQError(CONFIG_ERROR, f"cannot read {path}: {why}") from None
+    keys = {}
+    for line in data.splitlines():
+        name, sep, value = line.strip().partition(b"=")
+        if sep and name.strip() in (b"public-key", b"secret-key"):
+            keys[name.strip()] = value.strip(b" \t'\"")
+    if not keys and len(data.strip()) == 40:
+        keys[b"public-key"] = data.strip()
+    public = keys.get(b"public-key")
+    if public is None or not _is_z85_key(public):
+        raise HQError(CONFIG_ERROR, f"{path} holds no CURVE public key")
+    return public, keys.get(b"secret-key")
+
+
+def _is_z85_key(key):
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except (ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def load_keypair(secret_path):
+    public, secret = _read_certificate(secret_path)
     if secret is None:
         raise HQError(CONFIG_ERROR, f"{secret_path} holds no secret key")
     return public, secret
 
 
 def read_public_key(path):
-    """The z85 public key in a certificate file (public or secret)."""
-    try:
-        public, _ = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as exc:
-        raise HQError(CONFIG_ERROR, f"cannot read public key {path}: {exc}") from None
-    if public is None or len(public) != 40:
-        raise HQError(CONFIG_ERROR, f"{path} holds no CURVE public key")
-    return public
+    """The z85 public key in a certificate file (public or secret), or in a file that holds
+    just the key; '-' reads standard input."""
+    if path == "-":
+        return _read_certificate("/dev/stdin")[0]
+    return _read_certificate(path)[0]
+
+
+def server_key_paths(settings, home):
+    """Where clients look for hq-server's public key, in order: HQ_SERVER_KEY, [security]
+    server_key (relative to etc/), etc/server.key (published by the server), and the
+    server's own $HQ_HOME/keys/server.key (the admin, or a shared home)."""
+    named = os.environ.get("HQ_SERVER_KEY") or settings.server_key
+    if named:
+        return [os.path.join(settings.etc, os.path.expanduser(named))]
+    return [os.path.join(settings.etc, PUBLISHED_KEY), cert_paths(home, SERVER_CERT)[0]]
 
 
 def server_key_path(settings, home):
-    """Where clients find hq-server's public key: HQ_SERVER_KEY, [security] server_key, or
-    the server's own $HQ_HOME/keys/server.key (a shared home makes that the same file)."""
-    path = os.environ.get("HQ_SERVER_KEY") or settings.server_key
-    if path:
-        return os.path.join(settings.etc, os.path.expanduser(path))
-    return cert_paths(home, SERVER_CERT)[0]
+    """The first of server_key_paths that exists (else the first)."""
+    paths = server_key_paths(settings, home)
+    return next((path for path in paths if os.path.exists(path)), paths[0])
 
 
 def server_public_key(settings, home):
+    paths = server_key_paths(settings, home)
     path = server_key_path(settings, home)
     if not os.path.exists(path):
-        raise HQError(CONFIG_ERROR, f"no hq-server public key at {path}: copy the server's "
-                      "keys/server.key there, or name it in etc/hq.cfg [security] server_key")
+        raise HQError(CONFIG_ERROR, f"no hq-server public key at {' or '.join(paths)}: the "
+                      "admin publishes it by starting hq-server or 'hq-dbadmin "
+                      "--add-standard-entries' (etc/ writable), else name a copy in "
+                      "HQ_SERVER_KEY or etc/hq.cfg [security] server_key")
     return read_public_key(path)
+
+
+def publish_server_key(home, etc):
+    """Copy the server's public key to etc/server.key (0644) for every user; (path, None), or
+    (None, why) when etc/ is not writable."""
+    source = cert_paths(home, SERVER_CERT)[0]
+    target = os.path.join(etc, PUBLISHED_KEY)
+    with open(source, "rb") as handle:
+        data = handle.read()
+    try:
+        with open(target, "rb") as handle:
+            if handle.read() == data:
+                _chmod_own(target, 0o644)
+                return target, None
+    except OSError:
+        pass
+    temporary = f"{target}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(data)
+        os.replace(temporary, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return None, (f"cannot publish the server's public key as {target}: "
+                      f"{(exc.strerror or str(exc)).lower()}; copy {source} there (mode "
+                      "0644) or name a copy in etc/hq.cfg [security] server_key")
+    log.info("published the server's public key as %s", target)
+    return target, None
 
 
 def make_server_socket(socket, public, secret):
@@ -108,7 +219,7 @@ class KeyAuthenticator(ThreadAuthenticator):
         return user is not None
 
     def curve_user_id(self, client_public_key):
-        return self.keys.get(zmq.utils.z85.encode(client_public_key), "")
+        return self.keys.get(z85.encode(client_public_key), "")
 
     def set_keys(self, keys):
         self.keys = dict(keys)
@@ -127,14 +238,21 @@ def user_keys(users):
             if info.get("key") and info.get("enabled")}
 
 
-def register_local_user(store, home, user):
-    """Make the server keypair, and register `user` with the user key of this HQ_HOME unless
-    the user already has a key (which hq-admin adduser set: it is kept, with a warning)."""
+def register_local_user(store, home, user, etc=None, warn=None):
+    """Make the server keypair (published in etc/), and register `user` with the user key of
+    this HQ_HOME unless the user already has a key (which hq-admin adduser set: it is kept,
+    with a warning). Returns the published path or None; `warn` (default: the log) is told
+    why the key could not be published."""
+    private_home(home)
     ensure_keypair(home, SERVER_CERT)
+    published, why = publish_server_key(home, etc or config.etc_dir())
+    if why:
+        (warn or log.warning)(why)
     public = ensure_keypair(home, USER_CERT)[0].decode()
     known = store.load_users().get(user)
     if known and known["public_key"] and known["public_key"] != public:
         log.warning("user %s is registered with another key than %s: kept", user,
                     cert_paths(home, USER_CERT)[0])
-        return
+        return published
     store.set_user_key(user, public, ["USER", "ADMIN"])
+    return published

@@ -154,3 +154,106 @@ def test_users_see_and_cancel_only_their_own_jobs(sqlite_cluster):
         c.run("hq-client", "cancel", str(alice_job), check=True)
     finally:
         stop_user_server(env["HQ_HOME"])
+
+
+def umask_run(cluster, umask, *args, env=None):
+    """An hq command run under `umask` (as a shell that set it would run it)."""
+    from tests.helpers import BIN
+    import subprocess
+    command = ["sh", "-c", f'umask {umask:03o} && exec "$@"', "sh",
+               os.path.join(BIN, args[0]), *args[1:]]
+    return subprocess.run(command, env=env or cluster.env, capture_output=True, text=True,
+                          timeout=60, cwd=cluster.root)
+
+
+def mode(path):
+    return os.stat(path).st_mode & 0o777
+
+
+def test_new_home_is_private_and_finds_the_published_server_key(sqlite_cluster):
+    """Catches HQ_HOME, log/, output/ made 0755 under umask 022, a public key only its owner
+    can read, and a first command that cannot find the server's key (no HQ_SERVER_KEY)."""
+    c = sqlite_cluster
+    home = os.path.join(c.root, "newcomer")
+    env = dict(c.env, HQ_HOME=home)
+    try:
+        result = umask_run(c, 0o022, "hq-client", "status", env=env)
+        # found etc/server.key: refused only because this key is not registered
+        assert "PERMISSION_DENIED" in result.stderr, result.stderr
+        assert "no hq-server public key" not in result.stderr
+        for folder in ("", "run", "log", "keys", "output"):
+            assert mode(os.path.join(home, folder)) == 0o700, folder
+        assert mode(os.path.join(home, "keys", "user.key")) == 0o644
+        assert mode(os.path.join(home, "keys", "user.key_secret")) == 0o600
+        assert mode(os.path.join(home, "log", "user-server.log")) == 0o600
+        assert mode(os.path.join(home, "run", "user.sock")) == 0o600
+    finally:
+        stop_user_server(home)
+
+
+def test_server_key_is_published_in_etc(sqlite_cluster):
+    """Catches a server key readable only by the admin: etc/server.key is the server's public
+    key, 0644, written again when missing or stale; secrets stay 0600."""
+    c = sqlite_cluster
+    published = os.path.join(c.etc, "server.key")
+    own = os.path.join(c.home, "keys", "server.key")
+    assert mode(published) == 0o644 and mode(own) == 0o644
+    assert security.read_public_key(published) == security.read_public_key(own)
+    with open(published, "w") as handle:
+        handle.write("stale\n")
+    c.stop_server()
+    c.start_server()
+    wait_until(lambda: "secret" not in open(published).read() and "public-key" in
+               open(published).read(), 10, message="the server to publish its key again")
+    assert security.read_public_key(published) == security.read_public_key(own)
+    env = dict(c.env, HQ_SERVER_KEY="")     # the default places only
+    assert c.run("hq-submit", "--wait", "true", env=env).returncode == 0
+
+
+def test_unpublishable_server_key_is_a_warning(sqlite_cluster):
+    """Catches a crash (or silence) when etc/ cannot take server.key: one warning line."""
+    c = sqlite_cluster
+    published = os.path.join(c.etc, "server.key")
+    os.unlink(published)
+    os.mkdir(published)         # root may write anywhere: a folder in the way stands for it
+    result = c.run("hq-dbadmin", "--add-standard-entries")
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot publish the server's public key" in lines[0], lines
+
+
+def test_adduser_key_file_errors_are_one_line(sqlite_cluster):
+    """Catches the misleading 'Invalid certificate file' (and tracebacks) of adduser: a
+    missing or keyless file is named with the reason; '-' reads the key from stdin."""
+    c = sqlite_cluster
+    missing = os.path.join(c.root, "nope.key")
+    result = c.run("hq-admin", "adduser", "bob", f"--key={missing}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (f"hq-admin: cannot read {missing}: no such file or "
+                                     "directory (the key is public: ask bob for a copy of "
+                                     "their $HQ_HOME/keys/user.key, or pipe it into --key=-) "
+                                     "[CONFIG_ERROR]")
+    junk = os.path.join(c.root, "junk.key")
+    with open(junk, "w") as handle:
+        handle.write("public-key = \"\x1b[2Jnot a key\"\n")
+    result = c.run("hq-admin", "adduser", "bob", f"--key={junk}")
+    assert result.returncode == 1 and "holds no CURVE public key" in result.stderr
+    home = bob_env(c)["HQ_HOME"]
+    public = security.ensure_keypair(home, security.USER_CERT)[0].decode()
+    with open(security.cert_paths(home, security.USER_CERT)[0]) as handle:
+        result = c.run("hq-admin", "adduser", "bob", "--key=-", "--json", input=handle.read())
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["key"] == public
+
+
+def test_no_server_key_anywhere_is_one_clear_line(sqlite_cluster):
+    """Catches a hang or traceback when no server key can be found: one line saying where
+    it looked and how the admin publishes it."""
+    c = sqlite_cluster
+    os.unlink(os.path.join(c.etc, "server.key"))
+    env = dict(c.env, HQ_HOME=os.path.join(c.root, "lost"))
+    result = c.run("hq-client", "status", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no hq-server public key at" in lines[0]
+    assert "etc/server.key" in lines[0] and "hq-dbadmin --add-standard-entries" in lines[0]

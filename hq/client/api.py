@@ -4,6 +4,7 @@ use), which forwards to hq-server. Every call has a deadline; errors raise HQErr
 import collections
 import fcntl
 import itertools
+import json
 import os
 import sys
 import time
@@ -11,9 +12,10 @@ import time
 import zmq
 
 from hq import config, protocol as p
-from hq.errors import TIMEOUT, USER_SERVER_UNREACHABLE, HQError
+from hq.errors import BAD_REQUEST, TIMEOUT, USER_SERVER_UNREACHABLE, HQError
+from hq.text import escape
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 START_TIMEOUT_S = 10.0
 CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
 WINDOW = 2            # chunks in flight at once
@@ -60,9 +62,9 @@ class Client:
 
     def send(self, kind, **body):
         """Send a request without waiting; returns its req id for `receive`."""
-        sock = self._connect()
         req = next(self._ids)
-        sock.send_multipart(p.encode(kind, {"req": req, **body}))
+        frames = encode_request(kind, {"req": req, **body})
+        self._connect().send_multipart(frames)
         self._waiting.add(req)
         return req
 
@@ -91,23 +93,24 @@ class Client:
         """Submit one command; returns its job id once hq-server has committed it."""
         return self.submit_many([command], **options)[0]
 
-    def submit_many(self, commands, hold=False, cwd=None, env=None, **options):
+    def submit_many(self, commands, hold=False, cwd=None, env=None, umask=None, **options):
         """Submit many commands with the same options as one batch; returns their ids in
         order. A command may also be a dict {"command": ..., "entry": ...} (HQ_ENTRY)."""
         ids = []
         for _, chunk_ids in self.submit_stream(chunked(commands, CHUNK), hold, cwd, env,
-                                               **options):
+                                               umask=umask, **options):
             ids += chunk_ids
         return ids
 
-    def submit_stream(self, chunks, hold=False, cwd=None, env=None, window=WINDOW, **options):
+    def submit_stream(self, chunks, hold=False, cwd=None, env=None, window=WINDOW, umask=None,
+                      **options):
         """Submit an iterable of chunks (lists of commands) as one batch, keeping up to `window`
         chunks in flight. Yields (batch id, ids of the chunk) in order as each is committed.
         A refused chunk raises HQError with `.chunk` (its 0-based number) and `.index` (the
-        refused job in it); chunks before it stay accepted, none after it is accepted."""
-        body = {"defaults": self._defaults(options), "hold": bool(hold),
-                "cwd": os.path.abspath(cwd or os.getcwd()),
-                "env": dict(os.environ if env is None else env)}
+        refused job in it); chunks before it stay accepted, none after it is accepted.
+        Jobs get `env` (default: this process's environment) and `umask` (default: this
+        process's umask: the jobs create files as the submitting shell would)."""
+        body = submission_body(self._defaults(options), hold, cwd, env, umask)
         in_flight, batch, sent, error = collections.deque(), None, 0, None
         try:
             for chunk in chunks:
@@ -252,6 +255,66 @@ class Client:
                               f"{batch} still not ended after {timeout:g}s")
 
 
+def encode_request(kind, body):
+    """The frames of a request; HQError BAD_REQUEST for what no hq process would accept
+    (NaN or infinite numbers, text that is not valid Unicode, values JSON cannot hold)."""
+    try:
+        raw = json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise HQError(BAD_REQUEST, f"cannot send this request: {exc}") from None
+    if p.LONE_SURROGATE.search(raw) and p._has_lone_surrogate(body):
+        raise HQError(BAD_REQUEST, "cannot send this request: it holds text that is not "
+                      "valid Unicode (a lone surrogate)")
+    return [p.TAG, kind, raw]
+
+
+def submission_body(defaults, hold, cwd, env, umask):
+    """The fields every chunk of a submission carries; BAD_REQUEST for a bad env or umask."""
+    umask = current_umask() if umask is None else umask
+    if not isinstance(umask, int) or isinstance(umask, bool) or not 0 <= umask <= 0o777:
+        raise HQError(BAD_REQUEST, f"umask must be a number from 0 to 0o777, not {umask!r}")
+    return {"defaults": defaults, "hold": bool(hold), "cwd": os.path.abspath(cwd or os.getcwd()),
+            "env": checked_env(os.environ if env is None else env), "umask": umask}
+
+
+def checked_env(env):
+    """A copy of `env` if it maps names to values that a job's environment can hold (strings
+    of UTF-8 text without NUL, names without '='); else HQError BAD_REQUEST naming the entry."""
+    try:
+        items = list(env.items())
+    except AttributeError:
+        raise HQError(BAD_REQUEST, "env must be a mapping of names to values") from None
+    for name, value in items:
+        shown = escape(repr(name)[:60])
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise HQError(BAD_REQUEST, f"env {shown}: names and values must be strings")
+        if not name or "=" in name or "\0" in name:
+            raise HQError(BAD_REQUEST, f"env {shown}: a name must be non-empty, without '=' "
+                          "or NUL")
+        if "\0" in value:
+            raise HQError(BAD_REQUEST, f"env {shown}: the value contains a NUL character")
+        try:
+            name.encode()
+            value.encode()
+        except UnicodeEncodeError:
+            raise HQError(BAD_REQUEST, f"env {shown}: not valid UTF-8 text") from None
+    return dict(items)
+
+
+def current_umask():
+    """This process's umask, read without changing it (Linux); else by setting it back."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o077)
+    os.umask(old)
+    return old
+
+
 def _polls(timeout, poll_s):
     """Sleeps between polls, growing to 1 s; yields None for the last poll at the deadline."""
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -297,15 +360,15 @@ def user_server_running(home):
 def ensure_user_server(home):
     """Start the user's hq-user-server (detached) unless one runs; wait for its socket."""
     from hq.paths import socket_path
-    if user_server_running(home) and os.path.exists(socket_path(home)):
+    if os.path.exists(socket_path(home)) and user_server_running(home):
         return
-    log_dir = os.path.join(home, "log")
-    os.makedirs(log_dir, exist_ok=True)
+    from hq.security import open_private, private_home   # here: the common case needs neither
+    log_dir = os.path.join(private_home(home), "log")
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
-            open(os.path.join(log_dir, "user-server.log"), "ab") as out:
+            open_private(os.path.join(log_dir, "user-server.log")) as out:
         proc = subprocess.Popen([sys.executable, "-m", "hq.user.server"], stdin=null_in,
                                 stdout=out, stderr=out, env=env, cwd="/",
                                 start_new_session=True, close_fds=True)

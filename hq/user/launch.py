@@ -15,10 +15,11 @@ from concurrent.futures import Future
 import paramiko
 
 from hq.config import split_address
+from hq.security import open_private, private_home
 
 log = logging.getLogger("hq.user.launch")
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 
 
 def agent_pidfile(home, host_name):
@@ -73,12 +74,12 @@ def start_agent(home, host_name, server, user, heartbeat_s, orphan_s, server_key
     if agent_alive(home, host_name):
         return f"agent on {host_name} already running"
     log_file, pidfile, key_file = agent_files(home, host_name)
-    os.makedirs(os.path.dirname(log_file), exist_ok=True)
+    private_home(home)
     command = agent_command(server, host_name, user, heartbeat_s, orphan_s, log_file, pidfile,
                             server_key, key_file, idle_s=idle_s)
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    with open(os.devnull, "rb") as null_in, open(log_file, "ab") as out:
+    with open(os.devnull, "rb") as null_in, open_private(log_file) as out:
         proc = subprocess.Popen(command, stdin=null_in, stdout=out, stderr=out, env=env,
                                 cwd="/", start_new_session=True, close_fds=True)
     with open(pidfile, "w") as handle:
@@ -103,8 +104,8 @@ def remote_script(home, host_name, server, user, heartbeat_s, orphan_s, server_k
     q = shlex.quote
     script = (f'pid=$(cat {q(pidfile)} 2>/dev/null) && kill -0 "$pid" 2>/dev/null '
               f'&& {{ echo "running $pid"; exit 0; }}; '
-              f"mkdir -p {q(os.path.dirname(log_file))} && mkdir -p -m 700 "
-              f"{q(os.path.dirname(pidfile))} && cd / || exit 1; "
+              f"(umask 077 && mkdir -p {q(os.path.dirname(log_file))} "
+              f"{q(os.path.dirname(pidfile))}) && cd / || exit 1; "
               f"{shlex.join(['env', f'HQ_HOME={home}', f'PYTHONPATH={REPO}', 'setsid', *argv])}"
               f" </dev/null >>{q(log_file)} 2>&1 & echo \"started $!\"")
     return "sh -c " + q(script)

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -21,7 +22,7 @@ import time
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from hq import config, logs, protocol as p, security
+from hq import config, logs, protocol as p, security, text
 from hq.user import launch
 from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
 from hq.paths import pid_path, socket_path
@@ -120,8 +121,9 @@ class UserServer:
             try:
                 kind, body = p.decode(frames, kinds=p.CLIENT_KINDS,
                                       max_body=self.settings.max_message_bytes)
-            except HQError as exc:
-                self.frontend.send_multipart([identity, *p.error(None, exc.code, exc.message)])
+            except HQError as exc:    # answered with the req id, or the client waits in vain
+                self.frontend.send_multipart([identity, *p.error(request_id(frames), exc.code,
+                                                                 exc.message)])
                 continue
             body["user"] = self.user
             deadline = now + self.settings.connect_timeout_s
@@ -212,8 +214,8 @@ class UserServer:
         if self.key_refused:
             code = PERMISSION_DENIED
             message = (f"hq-server at {self.server_address} refused the key of {self.user} "
-                       f"({self.key_file()}); an admin can register it with 'hq-admin adduser "
-                       f"{self.user} --key={self.key_file()}'")
+                       f"({self.key_file()}); send that file (it is public) to an hq admin, "
+                       f"who registers it with 'hq-admin adduser {self.user} --key=FILE'")
         log.warning("%s", message)
         self.frontend.send_multipart([identity, *p.error(client_req, code, message)])
 
@@ -271,6 +273,18 @@ class UserServer:
             pass
 
 
+REQ_AT_START = re.compile(rb'\{\s*"req"\s*:\s*(-?\d{1,18})\s*[,}]')
+
+
+def request_id(frames):
+    """The req id of a message that cannot be decoded (bad JSON, NaN, too large...), read
+    from the start of its body where hq.Client puts it; None if it is not there."""
+    if len(frames) != 3:
+        return None
+    match = REQ_AT_START.match(bytes(frames[2][:64]))
+    return int(match.group(1)) if match else None
+
+
 def take_lock(home):
     """An exclusive lock on the pidfile, held for life; None if another user-server has it."""
     config.run_dir(home)
@@ -296,6 +310,8 @@ def main(argv=None):
     set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()
     logs.setup(args["--log-level"])
+    text.escape_logs()          # host names, ssh outcomes, messages: one line each
+    security.private_home(home)
     lock = take_lock(home)
     if lock is None:
         log.info("another hq-user-server serves %s: exiting", home)
@@ -305,7 +321,7 @@ def main(argv=None):
         idle = float(args["--idle"]) if args["--idle"] else settings.user_server_idle_s
         server = UserServer(settings, home, idle)
     except (HQError, ValueError, zmq.ZMQError) as exc:
-        print(f"hq-user-server: {exc}", file=sys.stderr)
+        print(f"hq-user-server: {text.escape(str(exc))}", file=sys.stderr)
         return 1
 
     def stop(signum, frame):

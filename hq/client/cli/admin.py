@@ -22,7 +22,8 @@ Commands:
   lsuser:NAME             One user.
   enableuser:NAME         Let a user's jobs run again.
   disableuser:NAME        A disabled user's jobs wait; their requests are refused.
-  jobs                    Jobs of every user (--user, --state: comma-separated, --limit).
+  jobs                    Jobs of every user (--user, --state: comma-separated, --limit;
+                          the newest 10000 unless --limit says otherwise).
   shutdown                Stop hq-server (jobs keep running; state is in the database).
   adduser NAME --key=FILE Register the CURVE public key in FILE (a user's
                           $HQ_HOME/keys/user.key) for user NAME (added with USER if unknown).
@@ -32,13 +33,16 @@ Options:
   --user=USER      Only this user's jobs.
   --state=STATE    Only jobs in these states (comma-separated: pending,running).
   --limit=N        At most the N newest jobs.
-  --key=FILE       A CURVE public key file (zmq certificate).
+  --key=FILE       A CURVE public key file (zmq certificate); '-': standard input.
 """
 
 import sys
 
-from hq.client.cli.common import parse_int, print_json, run, table, usage_error
+from hq.client.cli.common import (main as cli_main, newest_rows, parse_int, print_json, table,
+                                  usage_error)
+from hq.errors import HQError
 from hq.protocol import ADMIN
+from hq.text import escape
 
 ALIASES = {"activatecluster": "activate", "deactivatecluster": "deactivate"}
 WITH_ARGUMENT = {"activatehost": "host", "deactivatehost": "host", "hostinfo": "host",
@@ -87,9 +91,10 @@ def show(command, reply, as_json):
         show_hosts(reply["hosts"])
     elif command == "hostinfo":
         show_hosts([reply["host"]])
-        print(f"\ngroups {','.join(reply['host']['groups']) or '-'}  os {reply['host']['os']}"
-              f"  memory {gib(reply['host']['memory_total'])}  agents "
-              f"{','.join(reply['host']['agents']) or '-'}\n")
+        host = reply["host"]
+        print(escape(f"\ngroups {','.join(host['groups']) or '-'}  os {host['os']}  memory "
+                     f"{gib(host['memory_total'])}  agents {','.join(host['agents']) or '-'}")
+              + "\n")
         table(reply["metrics"], ["time", "load1", "foreign_load", "cpu_percent",
                                  "mem_available", "nprocs"])
         print()
@@ -102,20 +107,26 @@ def show(command, reply, as_json):
     elif command == "lsuser":
         flatten_user(reply["user"])
         for key, value in reply["user"].items():
-            print(f"{key:<14} {value}")
+            print(f"{key:<14} {escape(value)}")
     elif command == "jobs":
         table(reply["jobs"], JOB_COLUMNS)
     else:
         for key, value in reply.items():
             if isinstance(value, dict):
                 value = " ".join(f"{k}={v}" for k, v in value.items())
-            print(f"{key:<14} {value}")
+            print(f"{key:<14} {escape(value)}")
 
 
 def adduser(args):
     from hq.client.api import Client
     from hq.security import read_public_key
-    key = read_public_key(args["--key"]).decode()
+    try:
+        key = read_public_key(args["--key"]).decode()
+    except HQError as exc:
+        if exc.message.startswith("cannot read"):    # e.g. in another user's private home
+            exc.message += (f" (the key is public: ask {args['NAME']} for a copy of their "
+                            "$HQ_HOME/keys/user.key, or pipe it into --key=-)")
+        raise
     reply = Client().request(ADMIN, command="adduser", arg=args["NAME"], key=key)
     show("adduser", reply, args["--json"])
     return 0
@@ -132,26 +143,31 @@ def admin(args):
         return adduser(args)
     from hq.client.api import Client
     if args["jobs"]:
-        command, fields = "jobs", {
-            "for_user": args["--user"] or "",
-            "states": [s for s in (args["--state"] or "").split(",") if s],
-            "limit": parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0}
-    else:
-        word = args["COMMAND"]
-        if word == "help":
-            print(__doc__.strip())
-            return 0
-        command, arg = parse(word)
-        fields = {"arg": arg}
-    reply = Client().admin(command, **fields)
+        return jobs(args)
+    word = args["COMMAND"]
+    if word == "help":
+        print(__doc__.strip())
+        return 0
+    command, arg = parse(word)
+    reply = Client().admin(command, arg=arg)
     show(command, reply, args["--json"])
     return 0
 
 
+def jobs(args):
+    from hq.client.api import Client
+    client = Client()
+    fields = {"for_user": args["--user"] or "",
+              "states": [s for s in (args["--state"] or "").split(",") if s]}
+    limit = parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0
+    rows = newest_rows(lambda n: client.admin("jobs", limit=n, **fields)["jobs"], limit,
+                       "hq-admin")
+    show("jobs", {"jobs": rows}, args["--json"])
+    return 0
+
+
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-admin", lambda: admin(args))
+    return cli_main("hq-admin", __doc__, admin, argv)
 
 
 if __name__ == "__main__":

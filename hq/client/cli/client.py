@@ -12,7 +12,8 @@ Usage:
   hq-client (-h | --help)
 
 Words of the original hq:
-  lswjobs[:N|:all]   Waiting jobs (held, pending); the 10 newest unless N or all.
+  lswjobs[:N|:all]   Waiting jobs (held, pending); the 10 newest unless N or all (at
+                     most the newest 10000).
   lspjobs[:N|:all]   Jobs sent to a host, not yet started (dispatched).
   lsrjobs[:N|:all]   Running jobs.
   lsfjobs[:N|:all]   Finished jobs (done, failed, cancelled, lost).
@@ -25,7 +26,7 @@ Words of the original hq:
 Options:
   --json           Print JSON (a stable contract for scripts).
   --state=STATE    Only jobs in this state (comma-separated: pending,running).
-  --limit=N        At most the N newest jobs.
+  --limit=N        At most the N newest jobs (default: the newest 10000).
   --batch=ID       The jobs of this submission (batch id: see 'hq-submit -').
   --timeout=S      Give up waiting after S seconds (exit 2).
   --progress       Show progress while waiting: a bar on a terminal, else plain lines
@@ -34,10 +35,13 @@ Options:
 
 import sys
 
-from hq.client.cli.common import job_ids, parse_int, print_json, run, table
+from hq.client.cli.common import (job_ids, main as cli_main, newest_rows, parse_int, print_json,
+                                  table)
+from hq.client.cli.details import show_details
 from hq.client.cli.submit import exit_status
 from hq.errors import TIMEOUT, HQError
 from hq.model import STATES
+from hq.text import escape
 
 LIST_COLUMNS = ["id", "state", "host", "name", "exit_code", "command"]
 
@@ -55,25 +59,11 @@ def details(client, args):
     return show_details(client.details(job_ids(args["JOBID"])), args["--json"])
 
 
-def show_details(jobs, as_json):
-    if as_json:
-        print_json(jobs)
-        return 0
-    for job in jobs:
-        for key, value in job.items():
-            if key != "events":
-                print(f"{key:<14} {'' if value is None else value}")
-        for event in job.get("events", []):
-            print(f"  {event['time']}  {event['state']:<10} attempt {event['attempt']}  "
-                  f"{event['host'] or ''}  {event['detail'] or ''}".rstrip())
-        print()
-
-
 def list_jobs(client, args):
     states = [s for s in (args["--state"] or "").split(",") if s]
     limit = parse_int(args["--limit"], "--limit", 1) if args["--limit"] else 0
     batch = parse_int(args["--batch"], "--batch", 1) if args["--batch"] else None
-    jobs = client.list(states, limit, batch)
+    jobs = newest_rows(lambda n: client.list(states, n, batch), limit, "hq-client")
     if args["--json"]:
         print_json(jobs)
     else:
@@ -89,7 +79,7 @@ def change(client, args, action):
     ids = job_ids(args["JOBID"])
     reply = getattr(client, action)(ids)
     for job_id, why in reply.get("unchanged", {}).items():
-        print(f"hq-client: job {job_id} not changed: {why}", file=sys.stderr)
+        print(f"hq-client: job {job_id} not changed: {escape(why)}", file=sys.stderr)
     return 0
 
 
@@ -143,9 +133,7 @@ def dispatch(args):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-client", lambda: dispatch(args))
+    return cli_main("hq-client", __doc__, dispatch, argv)
 
 
 if __name__ == "__main__":

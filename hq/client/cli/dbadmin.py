@@ -10,7 +10,8 @@ Usage:
 Options:
   --create-tables          Create the schema (harmless when it exists).
   --add-standard-entries   Load users (etc/users) and hosts (etc/cluster.tab); make the
-                           server's CURVE keypair and register your key (in $HQ_HOME/keys).
+                           server's CURVE keypair and register your key (in $HQ_HOME/keys);
+                           publish the server's public key as etc/server.key for all users.
   --drop-tables            Drop every hq table (asks first unless --yes).
   --upgrade                Bring an older hq schema (1, 2 or 3) to this hq's, in place,
                            keeping every row. Stop hq-server first. With --backup=FILE the
@@ -34,7 +35,7 @@ The database is HQ_DB_URL when set, else etc/hq-db.cfg.
 import sys
 
 from hq import config, security
-from hq.client.cli.common import run, usage_error
+from hq.client.cli.common import main as cli_main, usage_error
 from hq.errors import HQError
 from hq.store import backup, migrations, open_store
 from hq.store.schema import SCHEMA_VERSION, TABLE_NAMES
@@ -93,9 +94,11 @@ def add_standard_entries(store, etc):
     store.add_users(users + [(config.current_user(), ["USER", "ADMIN"])])
     store.add_hosts(hosts)
     home = config.home_dir()
-    security.register_local_user(store, home, config.current_user())
+    published = security.register_local_user(
+        store, home, config.current_user(), etc,
+        warn=lambda why: print(f"hq-dbadmin: warning: {why}", file=sys.stderr))
     print(f"{len(users)} users and {len(hosts)} hosts from {etc} loaded; server key "
-          f"{security.cert_paths(home, security.SERVER_CERT)[0]}")
+          f"{published or security.cert_paths(home, security.SERVER_CERT)[0]}")
 
 
 def info(store):
@@ -172,9 +175,7 @@ def parse_date(text):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-dbadmin", lambda: dbadmin(args))
+    return cli_main("hq-dbadmin", __doc__, dbadmin, argv)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ Jobs use reserved slots with 'hq-submit --reservation CODE'; no other job gets t
 
 import sys
 
-from hq.client.cli.common import parse_int, print_json, run, table, usage_error
+from hq.client.cli.common import main as cli_main, parse_int, print_json, table, usage_error
 from hq.jobview import iso
+from hq.text import escape
 
 
 def parse_pairs(words):
@@ -42,11 +43,11 @@ def reservation(args):
         if args["--json"]:
             print_json({"code": reply["code"], "hosts": reply["hosts"]})
         else:
-            print(reply["code"])
+            print(escape(reply["code"]))
     elif args["-d"]:
         reply = client.admin("unreserve", args["-d"])
         failed = reply["failed_jobs"]
-        print(f"reservation {reply['code']} deleted" +
+        print(f"reservation {escape(reply['code'])} deleted" +
               (f"; waiting jobs failed: {', '.join(map(str, failed))}" if failed else ""))
     else:
         rows = client.admin("reservations")["reservations"]
@@ -60,9 +61,7 @@ def reservation(args):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
-    return run("hq-reservation", lambda: reservation(args))
+    return cli_main("hq-reservation", __doc__, reservation, argv)
 
 
 if __name__ == "__main__":

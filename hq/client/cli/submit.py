@@ -12,6 +12,10 @@ in input order as each chunk is accepted. All jobs of one submission share a bat
 on standard error; see 'hq-client list --batch ID'). A line that cannot be submitted stops the
 submission: the jobs printed before it stay submitted, and the exit status is 1.
 
+Exit status: 0 when submitted (with --wait: the worst exit code of the jobs, 128+N for a job
+killed by signal N); 1 when refused or on bad input, with one line on standard error:
+'hq-submit: MESSAGE [CODE]'.
+
 Options:
   -n NAME, --name=NAME              Job name.
   -c N, --slots=N                   Cores (slots) on one host [default: 1].
@@ -49,7 +53,8 @@ Options:
 import os
 import sys
 
-from hq.client.cli.common import parse_int, parse_size, print_json, run, usage_error
+from hq.client.cli.common import (INT64_MAX, main as cli_main, parse_int, parse_size, print_json,
+                                  usage_error)
 from hq.errors import HQError
 
 
@@ -71,7 +76,7 @@ def job_options(args):
         options["time_limit"] = parse_int(args["--time-limit"], "-t/--time-limit", 1)
     if args["--after"]:
         ids = [i.strip() for i in args["--after"].split(",") if i.strip()]
-        options["after"] = [parse_int(i, "--after job id", 1) for i in ids]
+        options["after"] = [parse_int(i, "--after job id", 1, INT64_MAX) for i in ids]
     if args["--reservation"]:
         options["reservation"] = args["--reservation"]
     if args["--retries"]:
@@ -184,9 +189,7 @@ def exit_status(job):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv, options_first=True)
-    return run("hq-submit", lambda: submit(args))
+    return cli_main("hq-submit", __doc__, submit, argv, options_first=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The original hq's hq-client words (lswjobs:N, lajob:ID, findjobs:TEXT, lss, invokeservers,
 cleanup), each mapped onto the new requests; `--json` prints the same data as JSON."""
 
-from hq.client.cli.common import parse_int, print_json, table, usage_error
+from hq.client.cli.common import newest_rows, parse_int, print_json, table, usage_error
+from hq.client.cli.details import show_details
+from hq.text import escape
 
 LISTS = {"lswjobs": ["held", "pending"], "lspjobs": ["dispatched"], "lsrjobs": ["running"],
          "lsfjobs": ["done", "failed", "cancelled", "lost"]}
@@ -20,17 +22,18 @@ def run_word(client, word, as_json):
     name, _, arg = word.partition(":")
     name = name.lower()
     if name in LISTS:
-        jobs = client.list(LISTS[name], limit=count(arg))
+        jobs = newest_rows(lambda n: client.list(LISTS[name], limit=n), count(arg),
+                           "hq-client")
         return show(jobs, as_json, COLUMNS)
     if name == "lajob":
         if not arg:
             usage_error("lajob needs a job id: lajob:ID")
-        from hq.client.cli.client import show_details
         return show_details(client.details([parse_int(arg, "job id", 1)]), as_json)
     if name == "findjobs":
         if not arg:
             usage_error("findjobs needs a text: findjobs:TEXT")
-        return show(client.request_list(text=arg), as_json, COLUMNS)
+        jobs = newest_rows(lambda n: client.request_list(text=arg, limit=n), 0, "hq-client")
+        return show(jobs, as_json, COLUMNS)
     if name == "lss":
         return show(client.agents("list")["agents"], as_json, ["host", "status", "state", "busy"])
     if name == "invokeservers":
@@ -60,5 +63,5 @@ def show_line(reply, as_json, text):
     if as_json:
         print_json(reply)
     else:
-        print(text)
+        print(escape(text))
     return 0
