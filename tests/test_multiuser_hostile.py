@@ -2,8 +2,7 @@
 agent hidden behind another user's (1), a NUL in the environment (2), a fake REGISTER (3), a
 huge submission on MySQL (4), and random SUBMIT bodies from alice while bob keeps working.
 
-A cluster of its own (these tests damage it on purpose, and repair what they can). Tests
-marked xfail need a change outside the client side, named in the reason."""
+A cluster of its own (these tests damage it on purpose, and repair what they can)."""
 
 import os
 import shlex
@@ -20,12 +19,6 @@ from tests.helpers import BIN, pid_alive, read_pid, wait_until
 
 pytestmark = [pytest.mark.timeout(300)]
 
-NEEDS_LIVENESS = "needs the lead's server change: liveness per agent, not per host"
-NEEDS_VALIDATION = "needs the lead's server change: SUBMIT env/values validated by the server"
-NEEDS_AGENT = "needs the agent change (a bad job never kills the agent) and liveness per agent"
-NEEDS_FACTS = "needs the lead's server change: host facts not rewritable by a user's REGISTER"
-NEEDS_GROUP_COMMIT = "needs the store/server change: one user's huge chunk fails no one else's"
-NEEDS_ALL = "needs the server's SUBMIT validation, liveness per agent and the agent change"
 CODES = {value for name, value in vars(errors).items() if name.isupper()}
 
 
@@ -43,7 +36,6 @@ def restore(site):
 
 # -- 1: liveness per agent -----------------------------------------------------------------------
 
-@pytest.mark.xfail(reason=NEEDS_LIVENESS, strict=False)
 def test_dead_agent_is_noticed_beside_another_users_live_agent(site):
     """Catches liveness kept per host: alice's killed agent hid behind bob's live one, so her
     next job went to a dead agent and never ran."""
@@ -70,7 +62,6 @@ def hostile_submit(site, **defaults):
         return driver.call(op="request", kind="SUBMIT", body=body)
 
 
-@pytest.mark.xfail(reason=NEEDS_VALIDATION, strict=False)
 def test_nul_in_environment_is_refused(site):
     """Catches the server accepting an environment no process can have."""
     try:
@@ -80,7 +71,6 @@ def test_nul_in_environment_is_refused(site):
         restore(site)
 
 
-@pytest.mark.xfail(reason=NEEDS_AGENT, strict=False)
 def test_after_a_hostile_job_and_cancel_both_users_run_again(site):
     """Catches the agent killed by a NUL environment and slots held after cancel: bob's job
     that needs the whole host, and alice's next job, both run."""
@@ -97,7 +87,6 @@ def test_after_a_hostile_job_and_cancel_both_users_run_again(site):
 
 # -- 3: host facts ------------------------------------------------------------------------------
 
-@pytest.mark.xfail(reason=NEEDS_FACTS, strict=False)
 def test_fake_register_cannot_rewrite_host_facts(site):
     """Catches any registered user rewriting the cores of a shared host with a REGISTER of
     their own making (then jobs the host cannot run are sent to it)."""
@@ -132,7 +121,6 @@ def mysql_site(site, mysql_database):
 
 @pytest.mark.slow
 @pytest.mark.mysql
-@pytest.mark.xfail(reason=NEEDS_GROUP_COMMIT, strict=False)
 def test_huge_submission_fails_no_other_users_commit(mysql_site):
     """Catches one user's 20 lines of 999 kB failing everyone's group commit on MySQL: bob
     submits over and over meanwhile, and every one of his submissions is accepted."""
@@ -205,7 +193,6 @@ def drivers(site):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason=NEEDS_ALL, strict=False)
 @settings(max_examples=30, deadline=None, database=None,
           phases=[Phase.explicit, Phase.generate],       # no shrinking: each try costs seconds
           suppress_health_check=list(HealthCheck))

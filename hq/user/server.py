@@ -310,7 +310,6 @@ def main(argv=None):
     set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()
     logs.setup(args["--log-level"])
-    text.escape_logs()          # host names, ssh outcomes, messages: one line each
     security.private_home(home)
     lock = take_lock(home)
     if lock is None:

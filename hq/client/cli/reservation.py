@@ -2,7 +2,7 @@
 command; there the slots were held but nothing could use them).
 
 Usage:
-  hq-reservation -a HOST:SLOTS... [--code=CODE] [--json]
+  hq-reservation -a HOST:SLOTS... [--code=CODE] [--users=NAMES] [--json]
   hq-reservation -d CODE
   hq-reservation -s [--json]
   hq-reservation (-h | --help)
@@ -10,11 +10,13 @@ Usage:
 Options:
   -a          Reserve SLOTS slots on each HOST; prints the reservation's code.
   --code=CODE Choose the code (default: a random one).
+  --users=NAMES  Comma-separated users whose jobs may use the slots (default: you).
   -d CODE     Delete a reservation (its waiting jobs fail; running ones finish).
-  -s          Show the reservations.
+  -s          Show the reservations (an admin sees all; a user those made for them).
   --json      Print JSON.
 
-Jobs use reserved slots with 'hq-submit --reservation CODE'; no other job gets them.
+Jobs of those users use reserved slots with 'hq-submit --reservation CODE'; no other job
+gets them. Reserving and deleting need the ADMIN role.
 """
 
 import sys
@@ -38,10 +40,12 @@ def reservation(args):
     from hq.client.api import Client
     client = Client()
     if args["-a"]:
+        users = [u for u in (args["--users"] or "").split(",") if u]
         reply = client.admin("reserve", args["--code"] or "",
-                             hosts=parse_pairs(args["HOST:SLOTS"]))
+                             hosts=parse_pairs(args["HOST:SLOTS"]), users=users)
         if args["--json"]:
-            print_json({"code": reply["code"], "hosts": reply["hosts"]})
+            print_json({"code": reply["code"], "hosts": reply["hosts"],
+                        "users": reply["users"]})
         else:
             print(escape(reply["code"]))
     elif args["-d"]:
@@ -56,7 +60,8 @@ def reservation(args):
         else:
             for row in rows:
                 row["created"] = iso(row["created"])
-            table(rows, ["code", "host", "slots", "used", "user", "created"])
+                row["users"] = ",".join(row["users"])
+            table(rows, ["code", "host", "slots", "used", "user", "users", "created"])
     return 0
 
 
