@@ -1,7 +1,7 @@
 """Handlers of a user's requests about their own jobs and agents: STATUS, LIST, DETAILS, CANCEL,
 HOLD, RELEASE, AGENTS, UNREACHABLE, HELLO, PING. Each takes (core, peer, body).
 
-Listings are paged: at most `limit` jobs a reply (default 1,000, at most 10,000) and a cursor.
+Listings are paged: at most `limit` jobs a reply (default 1,000, at most 2,000) and a cursor.
 """
 
 import logging
@@ -16,7 +16,8 @@ from hq.server.handlers.views import jobs_json
 log = logging.getLogger("hq.requests")
 
 DEFAULT_LIMIT = 1000
-MAX_LIMIT = 10000
+MAX_LIMIT = 2000            # jobs in one reply at most: a page holds the loop only briefly
+MAX_IDS = 10000             # job ids one request may name
 MAX_EVENTS_JOBS = 1000
 SHORT_TEXT = 255
 
@@ -88,8 +89,8 @@ def details(core, peer, body):
         return _finished_details(core, peer.user, ids)
     if not ids:
         return listing(core, peer.user, body)
-    if len(ids) > MAX_LIMIT:
-        raise HQError(BAD_REQUEST, f"at most {MAX_LIMIT} ids in one request")
+    if len(ids) > MAX_IDS:
+        raise HQError(BAD_REQUEST, f"at most {MAX_IDS} ids in one request")
     rows = core.store.get_jobs(ids, peer.user)
     missing = sorted(set(ids) - {r["id"] for r in rows})
     if missing:
@@ -171,8 +172,8 @@ def release(core, peer, body):
 
 
 def _change_jobs(core, user, ids, action):
-    if len(ids) > MAX_LIMIT:
-        raise HQError(BAD_REQUEST, f"at most {MAX_LIMIT} ids in one request")
+    if len(ids) > MAX_IDS:
+        raise HQError(BAD_REQUEST, f"at most {MAX_IDS} ids in one request")
     core.parking.unpark(user, ids, core.now)
     rows = {r["id"]: r for r in core.store.get_jobs(ids, user)}
     missing = [i for i in ids if i not in rows and not _live_of(core, i, user)]
