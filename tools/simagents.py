@@ -25,7 +25,7 @@ from hq import protocol as p, security  # noqa: E402
 RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
-STATS_EVERY_S = 1.0
+STATS_EVERY_S = 0.25
 CONNECTS_PER_S = 2000          # first connections are spread out like agents starting
 HEARTBEAT, FLUSH, END, RESEND, CONNECT, RESUME = range(6)
 GIB = 1 << 30
@@ -114,6 +114,8 @@ class Worker:
                            acked=0, reconnects=0, kills=0, heartbeats=0, events_sent=0,
                            refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
+        self.paused_held = []      # [job, attempt] its paused agents held when cut off
+        self.silenced_held = []    # [job, attempt] its silenced agents held
         self.running = True
         self.commands = b""
 
@@ -375,11 +377,19 @@ class Worker:
             self.running = False
         elif what == "mark":
             self.mark = {"at": now, "first_run": None, "first_ok": None, "registered": 0}
-        elif what in ("silence", "pause"):
+        elif what == "silence":           # the host dies: its connection just goes quiet
             for agent in chosen:
                 agent.silent = True
-                if what == "pause":
-                    self.later(now + cmd["seconds"], RESUME, agent)
+                self.silenced_held += agent.pairs()
+        elif what == "pause":             # the agent's connection is cut, then it reconnects
+            for agent in chosen:
+                agent.silent = True
+                self.paused_held += agent.pairs()
+                self.epoll.unregister(agent.fd)
+                del self.by_fd[agent.fd]
+                agent.socket.close(linger=0)
+                agent.socket = agent.fd = None
+                self.later(now + cmd["seconds"], RESUME, agent)
 
     def stats(self, now):
         held = sum(1 for a in self.agents if a.registered and not a.silent and not a.gave_up
@@ -387,7 +397,8 @@ class Worker:
         line = dict(self.counts, worker=self.number, time=now, held=held,
                     agents=len(self.agents), gave_up=sum(a.gave_up for a in self.agents),
                     holding=sum(len(a.running) + len(a.waiting) for a in self.agents),
-                    mark=self.mark)
+                    mark=self.mark, paused_held=self.paused_held,
+                    silenced_held=self.silenced_held)
         os.write(1, (json.dumps(line) + "\n").encode())
 
     # -- loop --------------------------------------------------------------------------------

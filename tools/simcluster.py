@@ -16,7 +16,8 @@ Options:
   --users=U          Simulated users; each has an agent on every host.
   --jobs=J           Jobs to run, split among the users.
   --duration=SPEC    Run time of a job: 0, N or LOW-HIGH seconds (uniform) [default: 0].
-  --db=DB            sqlite or mysql [default: sqlite].
+  --db=DB            sqlite, mysql (a database made for the run on 127.0.0.1:3306, as the
+                     tests' MYSQL) or a database URL (its tables are made anew) [default: sqlite].
   --keep             Keep the database (and the installation); the server is stopped.
   --json             Print one JSON object of figures last on stdout.
   --rate=R           Submit R jobs a second in all (0: all at once) [default: 0].
@@ -189,6 +190,7 @@ class Simulation:
             if self.finished(now, accepted_at):
                 break
         self.mark_cpu("end")
+        self.figures["agents"] = self.workers.total("held")
         self.figures["sim_user_rtts"] = [r for u in self.users for r in u.query_rtts]
         self.figures["status_rtts"] = self.probe.rtts
         self.figures["status_lost"] = self.probe.lost
@@ -207,7 +209,7 @@ class Simulation:
         """The workers' counts say so; the database must agree (a job done twice counts
         twice at the workers)."""
         last = getattr(self, "_checked", 0)
-        if time.time() - last < 1.0:
+        if time.time() - last < 0.5:
             return False
         self._checked = time.time()
         return simreport.count_done(self.install.db_url, self.cancel_batches()) >= self.opts.jobs
@@ -271,11 +273,14 @@ class Simulation:
 
 
 def database(kind):
+    """(database to drop at the end or None, URL or None for a SQLite file in the install)."""
     if kind == "mysql":
         db = MysqlDatabase()
         return db, db.url
+    if kind.startswith(("sqlite://", "mysql://")):
+        return None, kind
     if kind != "sqlite":
-        raise SystemExit("--db must be sqlite or mysql")
+        raise SystemExit("--db must be sqlite, mysql or a database URL")
     return None, None
 
 
@@ -288,14 +293,14 @@ def main(argv=None):
     try:
         install = SimInstall(url or "sqlite:///", opts.hosts, opts.slots, opts.users,
                              opts.heartbeat, opts.grace)
-        if db is None:
+        if url is None:
             install.db_url = f"sqlite:///{install.root}/hq.sqlite"
             install.env["HQ_DB_URL"] = install.db_url
         install.setup_database()
         simulation = Simulation(install, opts)
         figures = simulation.run()
+        install.stop_server()         # first: agents that stop are never seen silent
         simulation.workers.stop()
-        install.stop_server()
         figures = simreport.finish(install, simulation, figures)
     finally:
         if simulation is not None and simulation.workers is not None:

@@ -48,15 +48,30 @@ def database_checks(db_url, figures):
         figures["cancelled"] = states.get("cancelled", 0)
         figures["last_done"] = one("SELECT MAX(time) AS t FROM job_events WHERE state = 'done'")
         requeues = store.query("SELECT detail FROM job_events WHERE state = 'pending' "
-                               "AND detail LIKE 'requeued%'")
+                               "AND detail LIKE ?", ("requeued%",))
         figures["requeued"] = len(requeues)
         for group in ("silenced", "paused"):
             hosts = set(figures.get(group, ()))
             figures[f"{group}_requeued"] = sum(
                 1 for r in requeues if any(word.strip(":,") in hosts
                                            for word in r["detail"].split()))
+        held_jobs(store, figures)
     finally:
         store.close()
+
+
+def held_jobs(store, figures):
+    """Jobs the paused agents held when cut off are kept (done, same attempt); jobs of the
+    silenced hosts are requeued (done with a later attempt)."""
+    for group, outcome in (("paused", "kept"), ("silenced", "moved")):
+        held = figures.pop(f"{group}_held", [])
+        rows = {r["id"]: r for r in store.get_jobs(sorted({job for job, _ in held}))} \
+            if held else {}
+        same = [job for job, attempt in held if rows[job]["attempt"] == attempt]
+        later = [job for job, attempt in held if rows[job]["attempt"] > attempt]
+        figures[f"{group}_held"] = len(held)
+        figures[f"{group}_{outcome}"] = len(same if outcome == "kept" else later)
+        figures[f"{group}_done"] = sum(1 for job, _ in held if rows[job]["state"] == "done")
 
 
 def cpu_figures(simulation, figures):
@@ -92,6 +107,9 @@ def cpu_figures(simulation, figures):
 def finish(install, simulation, figures):
     """Every figure, once the server and the workers have stopped."""
     workers = simulation.workers
+    for group in ("paused_held", "silenced_held"):
+        figures[group] = [pair for stats in workers.latest.values()
+                          for pair in stats.get(group, [])]
     database_checks(install.db_url, figures)
     cpu_figures(simulation, figures)
     status = figures.pop("status_rtts")
@@ -106,7 +124,6 @@ def finish(install, simulation, figures):
     figures["false_down"] = len(downs - faulty)
     figures["false_gone"] = len({(u, h) for u, h in gone if h not in faulty})
     figures["down"] = len(downs)
-    figures["agents"] = workers.total("held")
     figures["agents_expected"] = workers.expected
     for name in ("reconnects", "gave_up", "refused", "started", "done_acked"):
         figures[name] = workers.total(name)
