@@ -38,12 +38,16 @@ Options:
   --window=S         Stop S seconds after every job was accepted (0: when all are done)
                      [default: 0].
   --timeout=S        Give up waiting for the jobs after S seconds [default: 1800].
+  --py-spy=FILE      Profile hq-server with py-spy (PATH or $PY_SPY) while jobs run: raw
+                     (collapsed) stacks into FILE.
 """
 
 import json
 import os
 import resource
 import shutil
+import signal
+import subprocess
 import sys
 import time
 
@@ -65,7 +69,7 @@ MAX_SINGLES = 200
 
 class Options:
     def __init__(self, args):
-        number = {"--duration", "--db", "--keep", "--json", "--help"}
+        number = {"--duration", "--db", "--keep", "--json", "--help", "--py-spy"}
         for name, value in args.items():
             if name.startswith("--"):
                 key = name[2:].replace("-", "_")
@@ -109,8 +113,24 @@ class Simulation:
         if self.opts.idle:
             self.idle_window()
         self.users = self.make_users(keys)
-        self.run_jobs()
+        profiler = self.profile()
+        try:
+            self.run_jobs()
+        finally:
+            if profiler is not None:
+                profiler.send_signal(signal.SIGINT)
+                profiler.wait(60)
         return self.figures
+
+    def profile(self):
+        """py-spy recording the server while the jobs run (--py-spy=FILE), or None."""
+        if not self.opts.py_spy:
+            return None
+        spy = os.environ.get("PY_SPY") or shutil.which("py-spy") or "py-spy"
+        return subprocess.Popen([spy, "record", "--pid", str(self.install.server.pid),
+                                 "--format", "raw", "--rate", "200", "--output",
+                                 self.opts.py_spy], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
 
     def add_users(self, keys):
         """`hq-admin adduser NAME --key=FILE` for each simulated user (ADMIN adduser)."""
