@@ -87,6 +87,8 @@ class Core:
         self.address = ""              # where the loop listens (for `hq-admin info`)
         self.started = now
         self.largest_pass = 0
+        self.placement_s = 0.0         # time spent in scheduling passes, and jobs they placed
+        self.placed = 0
         self.listeners = []            # callables (job, old, new, now): parking, the exporter
         self.ahead = Ahead()
         self.parking = None            # hq.server.parking.Parking, set by the loop
