@@ -189,6 +189,9 @@ class Simulation:
     def run_jobs(self):
         opts, workers = self.opts, self.workers
         self.probe = StatusProbe(self.admin, opts.status_every)
+        self.probe.step(time.time())
+        while self.probe.in_flight:          # the placement counters before any job
+            self.spin()
         self.start = time.time()
         self.mark_cpu("start")
         accepted_at = None
@@ -250,6 +253,9 @@ class Simulation:
         self.figures["silenced"], self.figures["paused"] = silenced, paused
 
     def mark_cpu(self, name):
+        if getattr(self, "probe", None) is not None and self.probe.last:
+            self.cpu_marks[f"placement_{name}"] = (self.probe.last.get("placement_s", 0.0),
+                                                   self.probe.last.get("placed", 0))
         server, rss = self.install.server_figures()
         base = self.cpu_marks.get("server_offset", 0.0)
         self.cpu_marks[name] = (time.time(), server + base, self.workers.cpu(),
@@ -261,6 +267,7 @@ class Simulation:
         """kill -9 the server and start it again: how long until it serves, dispatches, and
         has every agent back."""
         install, workers = self.install, self.workers
+        self.mark_cpu("restart")
         server, rss = install.server_figures()
         self.cpu_marks["server_offset"] = self.cpu_marks.get("server_offset", 0.0) + server
         self.cpu_marks["rss_before_restart"] = rss

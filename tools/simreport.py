@@ -95,6 +95,12 @@ def cpu_figures(simulation, figures):
             figures["window_jobs_per_s"] = round((done1 - donea) / (t1 - ta), 1)
             figures["window_cpu_ms_per_job"] = round(1000 * (server1 - servera)
                                                      / (done1 - donea), 3)
+    place0 = marks.get("placement_accepted" if simulation.opts.window else "placement_start")
+    place1 = marks.get("placement_restart") or marks.get("placement_end")
+    if place0 and place1 and place1[1] > place0[1]:
+        figures["place_us_per_job"] = round(1e6 * (place1[0] - place0[0])
+                                            / (place1[1] - place0[1]), 1)
+        figures["placed_in_window"] = place1[1] - place0[1]
     last = figures.pop("last_done")
     if done and last and not simulation.opts.window:
         figures["jobs_per_s"] = round(done / (last - t0), 1)

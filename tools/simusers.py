@@ -206,6 +206,7 @@ class StatusProbe:
         self.in_flight = False
         self.rtts = []
         self.lost = 0
+        self.last = {}                # the newest answer (info: placement_s, placed, ...)
 
     def step(self, now):
         if self.in_flight or now < self.next_at:
@@ -220,3 +221,4 @@ class StatusProbe:
             self.lost += 1
             return
         self.rtts.append(rtt)
+        self.last = body
