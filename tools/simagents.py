@@ -96,9 +96,9 @@ class Worker:
         self.slots = config["slots"]
         self.duration = durations(config["duration"])
         self.server = config["server"]
-        raise_open_files(4 * len(config["agents"]) + 256)
-        self.context = zmq.Context()
-        self.context.set(zmq.MAX_SOCKETS, len(config["agents"]) + 64)
+        raise_open_files(8 * len(config["agents"]) + 256)
+        self.context = zmq.Context()            # closed sockets linger until reaped:
+        self.context.set(zmq.MAX_SOCKETS, 3 * len(config["agents"]) + 64)   # room for them
         server_key = config["server_key"].encode()
         self.keys = {user: (server_key, *security.load_keypair(path))
                      for user, path in config["keys"].items()}

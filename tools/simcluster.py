@@ -38,6 +38,8 @@ Options:
   --window=S         Stop S seconds after every job was accepted (0: when all are done)
                      [default: 0].
   --timeout=S        Give up waiting for the jobs after S seconds [default: 1800].
+  --hq=DIR           Run the hq-server of another hq tree (a checkout of an older commit:
+                     before and after figures in one session) [default: the tree of this tool].
   --py-spy=FILE      Profile hq-server with py-spy (PATH or $PY_SPY) while jobs run: raw
                      (collapsed) stacks into FILE.
 """
@@ -69,7 +71,7 @@ MAX_SINGLES = 200
 
 class Options:
     def __init__(self, args):
-        number = {"--duration", "--db", "--keep", "--json", "--help", "--py-spy"}
+        number = {"--duration", "--db", "--keep", "--json", "--help", "--py-spy", "--hq"}
         for name, value in args.items():
             if name.startswith("--"):
                 key = name[2:].replace("-", "_")
@@ -90,7 +92,8 @@ class Simulation:
 
     # -- the loop: users' and admin's sockets, workers' counter lines ------------------------
     def spin(self, seconds=0.02):
-        now = time.time()
+        if self.workers is not None:
+            self.workers.check()
         for item, _ in self.poller.poll(seconds * 1000):
             if isinstance(item, int):
                 self.workers.read(item)
@@ -319,7 +322,7 @@ def main(argv=None):
     install = simulation = None
     try:
         install = SimInstall(url or "sqlite:///", opts.hosts, opts.slots, opts.users,
-                             opts.heartbeat, opts.grace)
+                             opts.heartbeat, opts.grace, opts.hq)
         if url is None:
             install.db_url = f"sqlite:///{install.root}/hq.sqlite"
             install.env["HQ_DB_URL"] = install.db_url

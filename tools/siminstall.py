@@ -29,7 +29,7 @@ def host_names(count):
 class SimInstall(Cluster):
     """etc/, HQ_HOME, database and hq-server for a simulated cluster."""
 
-    def __init__(self, db_url, hosts, slots, users, heartbeat_s, grace_s):
+    def __init__(self, db_url, hosts, slots, users, heartbeat_s, grace_s, tree=None):
         self.host_list = host_names(hosts)
         self.user_names = [f"simu{i:03d}" for i in range(users)]
         rows = [(name, str(slots), "sim", f"{name}.invalid") for name in self.host_list]
@@ -37,6 +37,9 @@ class SimInstall(Cluster):
                          users="".join(f"{u} USER\n" for u in self.user_names))
         self.set_config("server", "requeue_grace_s", str(grace_s))
         self.set_config("server", "spawn_retry_s", "15")
+        self.bin = os.path.join(tree, "bin") if tree else BIN
+        if tree:            # bin/ scripts run the hq package of HQPATH
+            self.env["HQPATH"] = os.path.abspath(tree)
         self.log_path = os.path.join(self.root, "server.log")
         self.process = None
 
@@ -66,7 +69,7 @@ class SimInstall(Cluster):
         offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         with open(self.log_path, "ab") as log:
             self.server = subprocess.Popen(
-                [os.path.join(BIN, "hq-server"), f"--log-file={self.log_path}", *args],
+                [os.path.join(self.bin, "hq-server"), f"--log-file={self.log_path}", *args],
                 env=self.env, stdout=log, stderr=log, cwd=self.root)
         wait_until(lambda: "listening on" in self.server_log(offset)
                    or self.server.poll() is not None, 600, 0.05, "hq-server to listen")

@@ -38,6 +38,13 @@ class Workers:
             self.files.append(config["started_file"])
         self.ps = [psutil.Process(p.pid) for p in self.processes]
 
+    def check(self):
+        """A worker that died ends the run (its agents went with it)."""
+        for process in self.processes:
+            if process.poll() is not None and process.returncode != 0:
+                raise SystemExit(f"simulator process {process.pid} exited with "
+                                 f"{process.returncode}")
+
     def fds(self):
         return [p.stdout.fileno() for p in self.processes]
 
