@@ -15,7 +15,7 @@ from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, I
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
 from hq.server.ahead import Ahead
 from hq.server.outbox import Outbox
-from hq.server.scheduler import PendingIndex, explain
+from hq.server.scheduler import PendingIndex, explain, job_shape
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.core")
@@ -250,8 +250,9 @@ class Core:
                                  f"{ended_state}", reason="dependency", finished=now)
                 work.append((waiter, FAILED))
 
-    def waiting_reason(self, job, outside_load=True):
-        """Why a held or pending job does not run (for `details`)."""
+    def waiting_reason(self, job, outside_load=True, memo=None):
+        """Why a held or pending job does not run (for `details`). `memo` (a dict kept for
+        one request) shares the look at every host among jobs of one shape, user and priority."""
         if job.state == HELD:
             return "held"
         left = self.deps_left.get(job.id)
@@ -262,7 +263,13 @@ class Core:
             return "user disabled"
         if not self.cluster_active:
             return "cluster inactive"
-        return explain(job, self.hosts.values(), self.pending, self.claims, outside_load)
+        if memo is None or job.id in self.claims:
+            return explain(job, self.hosts.values(), self.pending, self.claims, outside_load)
+        key = (job_shape(job), job.user, job.priority)
+        if key not in memo:
+            memo[key] = explain(job, self.hosts.values(), self.pending, self.claims,
+                                outside_load)
+        return memo[key]
 
     # -- transitions ---------------------------------------------------------------------------
     def set_state(self, job, new, now, detail="", **columns):
