@@ -82,6 +82,7 @@ class Core:
         self.last_sample = {}          # host -> time of the last host_metrics row
         self.database_id = None        # identity of the database (agents' records carry it)
         self.db_ok = True              # False while commits fail: no decision about jobs then
+        self.drained_at = None         # when the loop last found its socket empty (None: now)
         self.running = True
         self.keys_changed = False      # the ZAP handler must learn the users' keys again
         self.address = ""              # where the loop listens (for `hq-admin info`)
@@ -401,12 +402,19 @@ class Core:
         else:
             self.set_state(job, LOST, now, why, finished=now, reason=f"lost: {why}")
 
+    def heard_since(self, now):
+        """A time before which every message now being read was sent: when the loop last
+        found its socket empty (a loop behind its messages reads ones sent long ago)."""
+        return now if self.drained_at is None else min(now, self.drained_at)
+
     def reconcile(self, host_name, user, known, now, grace):
         """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
-        runs or has reported) are gone, once their RUN left more than `grace` seconds ago.
-        Nothing is decided while commits fail: a RUN not yet sent is not missing."""
+        runs or has reported) are gone, once their RUN left more than `grace` seconds before
+        the report was sent (at the latest `heard_since`: a report read late may predate the
+        RUN). Nothing is decided while commits fail: a RUN not yet sent is not missing."""
         if not self.db_ok:
             return
+        now = self.heard_since(now)
         for held in self.attempts_of(host_name, user):
             if held.key not in known and held.sent is not None and now - held.sent > grace:
                 self.attempt_gone(held.job_id, held.number, now,

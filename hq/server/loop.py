@@ -119,6 +119,7 @@ class Loop:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                core.drained_at = time.time()   # what arrives from now on was sent later
                 break
             self.handle(frames)
         else:
