@@ -39,7 +39,7 @@ Options:
                      [default: 0].
   --timeout=S        Give up waiting for the jobs after S seconds [default: 1800].
   --hq=DIR           Run the hq-server of another hq tree (a checkout of an older commit:
-                     before and after figures in one session) [default: the tree of this tool].
+                     before and after figures in one session; default: this tree).
   --py-spy=FILE      Profile hq-server with py-spy (PATH or $PY_SPY) while jobs run: raw
                      (collapsed) stacks into FILE.
 """
