@@ -15,7 +15,7 @@ from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, I
                       PENDING, RUNNING, TERMINAL, UP, Host, Job)
 from hq.server.ahead import Ahead
 from hq.server.outbox import Outbox
-from hq.server.scheduler import PendingIndex, explain
+from hq.server.scheduler import PendingIndex, explain, job_shape
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.core")
@@ -82,11 +82,14 @@ class Core:
         self.last_sample = {}          # host -> time of the last host_metrics row
         self.database_id = None        # identity of the database (agents' records carry it)
         self.db_ok = True              # False while commits fail: no decision about jobs then
+        self.drained_at = None         # when the loop last found its socket empty (None: now)
         self.running = True
         self.keys_changed = False      # the ZAP handler must learn the users' keys again
         self.address = ""              # where the loop listens (for `hq-admin info`)
         self.started = now
         self.largest_pass = 0
+        self.placement_s = 0.0         # time spent in scheduling passes, and jobs they placed
+        self.placed = 0
         self.listeners = []            # callables (job, old, new, now): parking, the exporter
         self.ahead = Ahead()
         self.parking = None            # hq.server.parking.Parking, set by the loop
@@ -248,8 +251,9 @@ class Core:
                                  f"{ended_state}", reason="dependency", finished=now)
                 work.append((waiter, FAILED))
 
-    def waiting_reason(self, job, outside_load=True):
-        """Why a held or pending job does not run (for `details`)."""
+    def waiting_reason(self, job, outside_load=True, memo=None):
+        """Why a held or pending job does not run (for `details`). `memo` (a dict kept for
+        one request) shares the look at every host among jobs of one shape, user and priority."""
         if job.state == HELD:
             return "held"
         left = self.deps_left.get(job.id)
@@ -260,7 +264,13 @@ class Core:
             return "user disabled"
         if not self.cluster_active:
             return "cluster inactive"
-        return explain(job, self.hosts.values(), self.pending, self.claims, outside_load)
+        if memo is None or job.id in self.claims:
+            return explain(job, self.hosts.values(), self.pending, self.claims, outside_load)
+        key = (job_shape(job), job.user, job.priority)
+        if key not in memo:
+            memo[key] = explain(job, self.hosts.values(), self.pending, self.claims,
+                                outside_load)
+        return memo[key]
 
     # -- transitions ---------------------------------------------------------------------------
     def set_state(self, job, new, now, detail="", **columns):
@@ -392,12 +402,19 @@ class Core:
         else:
             self.set_state(job, LOST, now, why, finished=now, reason=f"lost: {why}")
 
+    def heard_since(self, now):
+        """A time before which every message now being read was sent: when the loop last
+        found its socket empty (a loop behind its messages reads ones sent long ago)."""
+        return now if self.drained_at is None else min(now, self.drained_at)
+
     def reconcile(self, host_name, user, known, now, grace):
         """Attempts this host's agent of `user` should run but does not know (`known`: pairs it
-        runs or has reported) are gone, once their RUN left more than `grace` seconds ago.
-        Nothing is decided while commits fail: a RUN not yet sent is not missing."""
+        runs or has reported) are gone, once their RUN left more than `grace` seconds before
+        the report was sent (at the latest `heard_since`: a report read late may predate the
+        RUN). Nothing is decided while commits fail: a RUN not yet sent is not missing."""
         if not self.db_ok:
             return
+        now = self.heard_since(now)
         for held in self.attempts_of(host_name, user):
             if held.key not in known and held.sent is not None and now - held.sent > grace:
                 self.attempt_gone(held.job_id, held.number, now,

@@ -186,9 +186,11 @@ def _sample_metrics(core, host, body, now):
 
 # -- periodic -------------------------------------------------------------------------------------
 def check_liveness(core, now):
-    """Agents silent for 3 heartbeats are gone; attempts whose agent stayed away for the grace
-    are requeued or lost (never while commits fail: the decision must be recorded first)."""
-    silent = now - SILENT_HEARTBEATS * core.settings.heartbeat_s
+    """Agents silent for 3 heartbeats are gone (counted up to when the loop last found its
+    socket empty: a loop behind its messages has not yet read what they sent); attempts whose
+    agent stayed away for the grace are requeued or lost (never while commits fail: the
+    decision must be recorded first)."""
+    silent = core.heard_since(now) - SILENT_HEARTBEATS * core.settings.heartbeat_s
     for agent in [a for a in core.agents.values() if a.last_seen < silent]:
         agent_gone(core, agent, now, f"silent since {time.ctime(agent.last_seen)}")
     for host in core.hosts.values():      # up after a restart, and no agent came back

@@ -24,7 +24,7 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
-from hq.server import dispatch, fleet, handlers
+from hq.server import dispatch, fleet, handlers, limits
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store import open_store
@@ -84,6 +84,7 @@ class Loop:
         fleet.expect_agents(core, now)
         log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
                  len(core.users), count, core.database_id)
+        limits.check_open_files(len(core.hosts), len(security.user_keys(core.users)))
 
     def refresh_keys(self):
         self.core.keys_changed = False
@@ -121,6 +122,7 @@ class Loop:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
+                core.drained_at = time.time()   # what arrives from now on was sent later
                 break
             self.handle(frames)
         else:
@@ -296,6 +298,7 @@ def start(settings, port=None, bind=None):
     security.register_local_user(store, home, me)
     keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
+    limits.raise_open_files()
     try:
         loop = Loop(settings, store, address, keypair)
     except zmq.ZMQError as exc:

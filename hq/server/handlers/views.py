@@ -18,10 +18,11 @@ def jobs_json(core, rows):
 
 def live_reasons(core, jobs):
     """Fill in why each held or pending job waits, from the server's live state."""
+    memo = {}           # jobs of one shape, user and priority wait for the same reason
     for j in jobs:
         live = core.jobs.get(j["id"])
         if live is not None and live.state in (HELD, PENDING):
-            j["reason"] = core.waiting_reason(live, core.settings.outside_load)
+            j["reason"] = core.waiting_reason(live, core.settings.outside_load, memo)
             claimed = core.claims.get(live.id)
             if claimed:
                 j["reserved_host"] = claimed
