@@ -42,7 +42,6 @@ JOB_OPTIONS = {
     "shell": "/bin/sh", "time_limit": 0, "retries": 1, "depends_on": "", "reservation": "",
     "script": "",
 }
-MAX_SCRIPT = 1 << 20        # bytes of a batch script (UTF-8), checked by hq-submit and the server
 
 
 @functools.lru_cache(maxsize=256)

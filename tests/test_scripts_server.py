@@ -5,8 +5,8 @@ bug."""
 import pytest
 
 from hq import protocol as p
+from hq.protocol import MAX_SCRIPT
 from hq.errors import BAD_REQUEST, HQError
-from hq.model import MAX_SCRIPT
 from hq.server.dispatch import SCRIPT_CHARS_PER_RUN
 from tests.core_harness import CoreHarness
 

@@ -3,7 +3,6 @@ other is named in a warning (ignored) or refuses the submission (hq cannot honou
 
 import re
 import shlex
-from dataclasses import dataclass, field
 
 from hq.client.cli.common import parse_size
 from hq.errors import HQError
@@ -61,14 +60,15 @@ REFUSED = {
 KNOWN_PATTERNS = set("jxAau%")      # output file name patterns hq fills in
 
 
-@dataclass
 class SlurmOptions:
     """What the #SBATCH lines of a script ask for, as hq-submit options (docopt keys)."""
-    args: dict = field(default_factory=dict)
-    warnings: list = field(default_factory=list)
-    stderr_follows: bool = False    # --output without --error: stderr goes to the same file
-    mem_per_cpu: int = None         # bytes per core (--mem-per-cpu)
-    tasks: dict = field(default_factory=dict)   # ntasks, cpus, nodes as given
+
+    def __init__(self):
+        self.args = {}
+        self.warnings = []
+        self.stderr_follows = False     # --output without --error: stderr to the same file
+        self.mem_per_cpu = None         # bytes per core (--mem-per-cpu)
+        self.tasks = {}                 # ntasks, cpus, per_node, nodes as given
 
 
 def translate(lines, name):

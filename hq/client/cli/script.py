@@ -1,15 +1,13 @@
 """hq-submit SCRIPT: a batch script read at submission (its text goes with the job) and the
 options of its '#HQ' and '#SBATCH' lines, under those of the command line; also --array."""
 
-import getpass
 import os
-import re
 import shlex
 import sys
 
 from hq.client.cli import sbatch
 from hq.client.cli.common import usage_error
-from hq.model import MAX_SCRIPT
+from hq.protocol import MAX_SCRIPT
 
 PREFIXES = ("#HQ", "#SBATCH")
 # hq-submit options a '#HQ' line may give: the options of one job (not -f, --wait, --json...)
@@ -73,8 +71,7 @@ def directives(text):
     if "#HQ" not in text and "#SBATCH" not in text:
         return found, late
     for number, line in enumerate(text.split("\n")[1:], 2):
-        prefix = line.startswith("#") and next(
-            (p for p in PREFIXES if re.match(re.escape(p) + r"(\s|$)", line)), None)
+        prefix = line.startswith("#") and _prefix(line)
         if top and prefix:
             found[prefix].append((number, line[len(prefix):]))
         elif prefix:
@@ -82,6 +79,14 @@ def directives(text):
         elif top and line.strip() and not line.lstrip().startswith("#"):
             top = False
     return found, late
+
+
+def _prefix(line):
+    """The directive prefix a line starts with (followed by a blank or nothing), or None."""
+    for prefix in PREFIXES:
+        if line.startswith(prefix) and line[len(prefix):len(prefix) + 1] in ("", " ", "\t"):
+            return prefix
+    return None
 
 
 def option_table(doc):
@@ -152,6 +157,7 @@ def fill_names(options, name):
     """%x (the job's name) and %u (the user) in output paths; hq-server fills in %j, %a, %A."""
     for key in PATHS:
         if options.get(key) and "%" in options[key]:
+            import getpass
             options[key] = options[key].replace("%x", name or "").replace(
                 "%u", getpass.getuser())
 

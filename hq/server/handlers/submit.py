@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hq import protocol as p
 from hq.server.handlers import reservations
 from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB, HQError
-from hq.model import JOB_OPTIONS, MAX_SCRIPT, script_args
+from hq.model import JOB_OPTIONS, script_args
 from hq.server.scheduler import can_ever_run
 from hq.store.writes import Writes
 
@@ -55,8 +55,8 @@ def validate_options(raw, where, settings):
                                                 else LONG_TEXT):
             raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
         spec[name] = value
-    if len(spec["script"]) * 4 > MAX_SCRIPT and len(spec["script"].encode()) > MAX_SCRIPT:
-        raise HQError(BAD_REQUEST, f"{where}: script is larger than {MAX_SCRIPT} bytes")
+    if len(spec["script"]) * 4 > p.MAX_SCRIPT and len(spec["script"].encode()) > p.MAX_SCRIPT:
+        raise HQError(BAD_REQUEST, f"{where}: script is larger than {p.MAX_SCRIPT} bytes")
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
     deps = [d.strip() for d in spec["depends_on"].split(",") if d.strip()]
