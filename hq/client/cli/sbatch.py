@@ -57,7 +57,7 @@ REFUSED = {
     "begin": "hq cannot hold a job back until a time (use --hold and release it)",
     "nodefile": "hq runs a job on one host",
 }
-KNOWN_PATTERNS = set("jxAau%")      # output file name patterns hq fills in
+KNOWN_PATTERNS = set("jxAau")       # output file name patterns hq fills in
 
 
 class SlurmOptions:
@@ -80,13 +80,13 @@ def translate(lines, name):
             words = shlex.split(text, comments=True)
         except ValueError as exc:
             raise HQError("BAD_USAGE", f"{where} {text.strip()}: {exc}") from None
-        for option, value, shown in options_of(words, where):
+        for option, value, shown in options_of(words):
             apply(slurm, option, value, f"{where} {shown}")
     finish(slurm)
     return slurm
 
 
-def options_of(words, where):
+def options_of(words):
     """(long name, or the word as written if unknown; value or None; text) of each option
     in `words`. An unknown option takes the next word as its value unless it starts with -."""
     i = 0
