@@ -37,7 +37,7 @@ import time
 
 import zmq
 
-from agents import metrics
+from agents import metrics, scripts
 from agents.jobfiles import JobFiles, default_directory, safe_database_id
 from agents.runner import Runner
 from hq import logs, protocol as p, security
@@ -276,6 +276,7 @@ class Agent:
                 envs = {}
             database_id = safe_database_id(body.get("database_id"))
             for spec in body.get("jobs", []):
+                scripts.attach(spec, body.get("scripts"))
                 batch = spec.get("batch") if isinstance(spec, dict) else None
                 refused = self.runner.assign(spec, envs.get(str(batch), {}), body.get("slots", 0),
                                              database_id)

@@ -9,7 +9,7 @@ gate closed without that line (the job was dropped, or its agent died) ends the 
 import os
 import signal
 
-from agents import jobfiles
+from agents import jobfiles, scripts
 
 GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
@@ -20,8 +20,10 @@ DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class JobStarter:
-    def __init__(self, host_name):
+    def __init__(self, host_name, script_files=None):
         self.host_name = host_name
+        self.scripts = script_files or scripts.ScriptFiles(
+            os.path.join(jobfiles.default_directory(host_name), "scripts"))
         self.directories = set()        # output directories known to exist
         self.directory = self.cwd = os.getcwd()
         self.own_umask = self.umask = os.umask(0o022)
@@ -31,10 +33,18 @@ class JobStarter:
         """Start a job's shell in its own session, waiting on the pipe read end `gate`: its
         pid. `exits`: (key, exits file) to which its shell appends `KEY STATUS` as it ends.
         StartError says in one line what is wrong (directory, output file, shell,
-        environment...)."""
+        environment, script...)."""
         self._set_umask(spec.get("umask"))     # before the output directories are made
+        command = self._command(spec)
         try:
-            shell, argv, actions = self._arguments(spec, gate, exits)
+            return self._spawn(spec, command, env, gate, exits)
+        except StartError:
+            self.scripts.remove(spec["id"], spec["attempt"])
+            raise
+
+    def _spawn(self, spec, command, env, gate, exits):
+        try:
+            shell, argv, actions = self._arguments(spec, command, gate, exits)
             job_env = dict(env)
             job_env.update(self._variables(spec))
         except OSError as exc:      # an output directory that cannot be made
@@ -53,6 +63,24 @@ class JobStarter:
             raise StartError(_culprit(shell, spec, exc)) from None
         except Exception as exc:
             raise StartError(_malformed(spec, env, exc)) from None
+
+    def _command(self, spec):
+        """The job's command line: its command, or for a job with a script the line that runs
+        a private copy of it, written now (the spec keeps its path, `script_file`, instead of
+        its text, so the journal stays small)."""
+        if "script" not in spec:
+            return spec.get("command")
+        text, args = spec.pop("script"), spec.get("args", [])
+        if not isinstance(text, str) or not text:
+            raise StartError("script: missing from the RUN message")
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise StartError("args: not a list of strings")
+        try:
+            spec["script_file"] = self.scripts.write(spec["id"], spec["attempt"], text)
+        except (OSError, UnicodeError) as exc:
+            self.scripts.remove(spec["id"], spec["attempt"])
+            raise StartError(f"script: {_os_error(exc)}") from None
+        return scripts.command_line(spec["script_file"], text, args)
 
     def _enter(self, directory):
         try:
@@ -88,9 +116,13 @@ class JobStarter:
                    "HQ_BATCH_ID": str(spec.get("batch", ""))}
         if spec.get("entry"):
             job_env["HQ_ENTRY"] = spec["entry"]
+        if spec.get("array_index") is not None:
+            job_env["HQ_ARRAY_INDEX"] = str(spec["array_index"])
+        if spec.get("slurm_env"):
+            job_env.update(scripts.slurm_variables(spec))
         return job_env
 
-    def _arguments(self, spec, gate, exits):
+    def _arguments(self, spec, command, gate, exits):
         """(shell, argv, file actions) of a job; the child opens its output files itself."""
         stdout, stderr = spec["stdout"], spec["stderr"]
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -105,9 +137,9 @@ class JobStarter:
                 self._make_directory(os.path.dirname(path))
         shell = spec.get("shell") or "/bin/sh"
         if exits is not None:
-            argv = jobfiles.wrap(shell, spec["command"], *exits, GATE)
+            argv = jobfiles.wrap(shell, command, *exits, GATE)
         else:
-            argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, spec["command"]]
+            argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, command]
         return shell, argv, actions
 
     def _make_directory(self, directory):

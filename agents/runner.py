@@ -13,6 +13,7 @@ from agents.jobstart import OPEN, JobStarter, StartError
 from agents.leftovers import Leftovers
 from agents.logfile import write_logfile
 from agents.outputs import output_trouble
+from agents.scripts import ScriptFiles
 
 log = logging.getLogger("hq.runner")
 
@@ -21,7 +22,7 @@ class Runner(Adoption):
     def __init__(self, host_name, files=None):
         self.host_name = host_name
         self.files = files        # JobFiles: lets a restarted agent adopt running jobs
-        self.starter = JobStarter(host_name)
+        self.starter = JobStarter(host_name, _script_files(files))
         self.database_id = files.database_id() if files is not None else None
         self.waiting = {}         # key -> (spec, env, database id): no process yet, in order
         self.ready = {}           # key -> Running: started ahead, waiting behind its gate
@@ -184,6 +185,7 @@ class Runner(Adoption):
                                    time.time())]
 
     def _forget(self, run):
+        self.starter.scripts.remove(*run.key)
         self.by_pid.pop(run.pid, None)
         self.adopted.pop(run.pid, None)
         self.doomed.pop(run.pid, None)
@@ -215,6 +217,7 @@ class Runner(Adoption):
 
     def forget(self, job_id, attempt):
         """The server has recorded the attempt's end: its files can go."""
+        self.starter.scripts.remove(job_id, attempt)
         if self.files is not None:
             self.files.forget(job_id, attempt)
 
@@ -280,6 +283,16 @@ class Runner(Adoption):
         if run.gate is not None:
             os.close(run.gate)
             run.gate = None
+
+
+def _script_files(files):
+    """Where jobs' scripts are written: beside the journal, without the scripts of jobs it
+    does not hold (a dead agent's)."""
+    if files is None:
+        return None
+    script_files = ScriptFiles(os.path.join(files.directory, "scripts"))
+    script_files.sweep({(r["spec"]["id"], r["spec"]["attempt"]) for r in files.records()})
+    return script_files
 
 
 def _is_int(value):

@@ -87,6 +87,7 @@ class Settings:
     default_retries: int = 1
     max_live_jobs_per_user: int = 50000
     outside_load: bool = True
+    slurm_env: bool = True              # jobs also get SLURM_JOB_ID, SLURM_CPUS_PER_TASK, ...
     reserve_after_s: float = 300.0
     placement_limit: int = 5000
     server_key: str = ""
@@ -154,6 +155,7 @@ def load_settings(etc=None):
                                  d.metrics_retention_s),
         job_retention_days=_get(p, path, "server", "job_retention_days", float,
                                 d.job_retention_days),
+        slurm_env=_get(p, path, "server", "slurm_env", bool, d.slurm_env),
         user_server_idle_s=_get(p, path, "user-server", "idle_s", float, d.user_server_idle_s),
         request_timeout_s=_get(p, path, "user-server", "request_timeout_s", float,
                                d.request_timeout_s),

@@ -3,6 +3,8 @@
 Pure data: the server keeps live jobs as `Job` objects; the store writes them as rows.
 """
 
+import functools
+import shlex
 from dataclasses import dataclass, field
 
 HELD, PENDING, DISPATCHED, RUNNING = "held", "pending", "dispatched", "running"
@@ -38,7 +40,15 @@ JOB_OPTIONS = {
     "name": "", "cores": 1, "memory": 0, "priority": 0, "host_req": "", "group_req": "",
     "exclude_hosts": "", "stdout": "", "stderr": "", "logfile": "", "info_text": "",
     "shell": "/bin/sh", "time_limit": 0, "retries": 1, "depends_on": "", "reservation": "",
+    "script": "",
 }
+
+
+@functools.lru_cache(maxsize=256)
+def script_args(command):
+    """The arguments of a job with a script: the shell words of its `command` after the first
+    (the script's name), as `shlex.join` wrote them. ValueError if it is not such a line."""
+    return tuple(shlex.split(command)[1:])
 
 
 @dataclass(slots=True)

@@ -13,6 +13,7 @@ from hq.errors import BAD_FRAME, BAD_REQUEST, TOO_LARGE, UNKNOWN_KIND, HQError
 TAG = b"HQ1"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 INT_LIMIT = 1 << 63                   # every integer must fit a signed 64-bit column
+MAX_SCRIPT = 1 << 20                  # bytes of a job's batch script (UTF-8) in a SUBMIT
 LONE_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]")   # cheap pre-check of `\uD800`-like
 
 # Replies

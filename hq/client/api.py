@@ -95,7 +95,10 @@ class Client:
 
     def submit_many(self, commands, hold=False, cwd=None, env=None, umask=None, **options):
         """Submit many commands with the same options as one batch; returns their ids in
-        order. A command may also be a dict {"command": ..., "entry": ...} (HQ_ENTRY)."""
+        order. A command may also be a dict {"command": ..., "entry": ...} (HQ_ENTRY), and
+        {"command": ..., "array_index": N} (HQ_ARRAY_INDEX). With `script=TEXT` every job runs
+        TEXT as a batch script (its #! interpreter), with the shell words of its command
+        after the first as arguments: `submit_many(["job.sh 'a b' c"], script=text)`."""
         ids = []
         for _, chunk_ids in self.submit_stream(chunked(commands, CHUNK), hold, cwd, env,
                                                umask=umask, **options):

@@ -119,8 +119,11 @@ class Core:
         if missing:
             self.envs.update(store.batch_envs(missing))
         jobs = [job_from_row(r) for r in rows]
+        scripts = {}            # one copy of a script its batch's jobs share, as when submitted
         for job in jobs:
             self.jobs[job.id] = job
+            if job.script:
+                job.script = scripts.setdefault(job.script, job.script)
         ended = {d for job in jobs for d in dependencies(job) if d not in self.jobs}
         ended = {r["id"]: r["state"] for r in store.get_jobs(sorted(ended))} if ended else {}
         waiting = [job for job in jobs if job.state in (PENDING, HELD)]
@@ -538,9 +541,13 @@ def job_from_row(row):
 
 
 def job_path(job, name):
-    """stdout, stderr or logfile of a job with %j replaced by its id (in memory the path
-    keeps %j: one string for the whole batch instead of one per job)."""
-    return getattr(job, name).replace("%j", str(job.id))
+    """stdout, stderr or logfile of a job with %j replaced by its id, and for an array job %a
+    by its index and %A by its batch (in memory the path keeps them: one string for the whole
+    batch instead of one per job)."""
+    path = getattr(job, name).replace("%j", str(job.id))
+    if job.array_index is not None and "%" in path:
+        path = path.replace("%a", str(job.array_index)).replace("%A", str(job.batch))
+    return path
 
 
 def user_from_row(row):

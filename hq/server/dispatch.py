@@ -8,10 +8,13 @@ import logging
 import time
 
 from hq import protocol as p
+from hq.model import script_args
 from hq.server.core import job_path
 from hq.server.scheduler import place
 
 log = logging.getLogger("hq.dispatch")
+
+SCRIPT_CHARS_PER_RUN = 8 << 20     # script text in one RUN before the next RUN starts
 
 
 def schedule(core):
@@ -71,26 +74,61 @@ def _ahead(core, disabled):
 
 
 def send_runs(core, assignments):
-    """Record each attempt and queue one RUN per agent (each batch's environment once)."""
+    """Record each attempt and queue RUNs, one per agent (each batch's environment and each
+    script text once in it; another RUN for the same agent once its scripts reach
+    SCRIPT_CHARS_PER_RUN, so no message grows past the agent's limit)."""
     runs = {}
     for job, host_name in assignments:
         core.dispatch(job, host_name, core.now)
         host = core.hosts[host_name]
         identity = host.agents[job.user]
-        body, envs = runs.setdefault(identity, ({"jobs": [], "slots": host.slots,
-                                                 "database_id": core.database_id}, {}))
-        body["jobs"].append(run_spec(job, core.umasks.get(job.batch)))
-        if job.batch not in envs:
-            envs[job.batch] = core.env_json(job.batch)
-    for identity, (body, envs) in runs.items():
-        text = "{" + ",".join(f'"{batch}":{env}' for batch, env in envs.items()) + "}"
-        core.outbox.send_frames(identity, p.RUN, p.encode_with_json(p.RUN, body, envs=text))
+        messages = runs.setdefault(identity, [])
+        if not messages or messages[-1].script_chars >= SCRIPT_CHARS_PER_RUN:
+            messages.append(_Run(host.slots, core.database_id))
+        messages[-1].add(core, job)
+    for identity, messages in runs.items():
+        for run in messages:
+            core.outbox.send_frames(identity, p.RUN, run.frames())
 
 
-def run_spec(job, umask=None):
-    """What an agent needs to run one attempt (see RUN in docs/architecture.md)."""
-    return {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
-            "cwd": job.cwd, "stdout": job_path(job, "stdout"), "stderr": job_path(job, "stderr"),
-            "logfile": job_path(job, "logfile"), "cores": job.cores,
-            "time_limit": job.time_limit, "batch": job.batch, "name": job.name,
-            "host": job.host, "entry": job.entry, "umask": umask}
+class _Run:
+    """One RUN message being filled: its jobs, their batches' environments, their scripts."""
+
+    def __init__(self, slots, database_id):
+        self.body = {"jobs": [], "slots": slots, "database_id": database_id}
+        self.envs = {}
+        self.scripts = {}           # script text -> its index in the RUN's `scripts`
+        self.script_chars = 0
+
+    def add(self, core, job):
+        spec = run_spec(job, core.umasks.get(job.batch), core.settings.slurm_env)
+        if job.script:
+            spec["script"] = self.scripts.get(job.script)
+            if spec["script"] is None:
+                spec["script"] = self.scripts[job.script] = len(self.scripts)
+                self.script_chars += len(job.script)
+        self.body["jobs"].append(spec)
+        if job.batch not in self.envs:
+            self.envs[job.batch] = core.env_json(job.batch)
+
+    def frames(self):
+        if self.scripts:
+            self.body["scripts"] = list(self.scripts)
+        text = "{" + ",".join(f'"{batch}":{env}' for batch, env in self.envs.items()) + "}"
+        return p.encode_with_json(p.RUN, self.body, envs=text)
+
+
+def run_spec(job, umask=None, slurm_env=False):
+    """What an agent needs to run one attempt (see RUN in docs/architecture.md); a job with a
+    script also gets its `args` (and `script`, its text's index in the RUN: see _Run)."""
+    spec = {"id": job.id, "attempt": job.attempt, "command": job.command, "shell": job.shell,
+            "cwd": job.cwd, "stdout": job_path(job, "stdout"),
+            "stderr": job_path(job, "stderr"), "logfile": job_path(job, "logfile"),
+            "cores": job.cores, "time_limit": job.time_limit, "batch": job.batch,
+            "name": job.name, "host": job.host, "entry": job.entry, "umask": umask,
+            "slurm_env": slurm_env}
+    if job.script:
+        spec["args"] = list(script_args(job.command))
+    if job.array_index is not None:
+        spec["array_index"] = job.array_index
+    return spec

@@ -1,7 +1,10 @@
-"""hq-submit: submit a command (or one per line of a file or standard input) to hq.
+"""hq-submit: submit a command or a batch script (or one command per line of a file or
+standard input) to hq.
 
 Usage:
   hq-submit [options] COMMAND...
+  hq-submit [options] SCRIPT [ARGS...]
+  hq-submit [options] --script=FILE [ARGS...]
   hq-submit [options] (- | -f FILE)
   hq-submit [options] --each-line=FILE COMMAND...
   hq-submit (-h | --help)
@@ -12,13 +15,18 @@ in input order as each chunk is accepted. All jobs of one submission share a bat
 on standard error; see 'hq-client list --batch ID'). A line that cannot be submitted stops the
 submission: the jobs printed before it stay submitted, and the exit status is 1.
 
+A first word that names a readable file starting with '#!' is a batch SCRIPT (--script says
+so for any file): its text is read now and runs with its #! interpreter and ARGS, so the file
+may change or go once hq-submit returns. Its '#HQ' lines (these options) and '#SBATCH' lines
+(Slurm's options) at the top set options; the command line wins. See README "Coming from Slurm".
+
 Exit status: 0 when submitted (with --wait: the worst exit code of the jobs, 128+N for a job
 killed by signal N); 1 when refused or on bad input, with one line on standard error:
 'hq-submit: MESSAGE [CODE]'.
 
 Options:
   -n NAME, --name=NAME              Job name.
-  -c N, --slots=N                   Cores (slots) on one host [default: 1].
+  -c N, --slots=N                   Cores (slots) on one host (default: 1).
   -m SIZE, --mem=SIZE               Memory the job needs: 500M, 4G (plain number: MB).
   -o FILE, --stdout=FILE            Standard output file; %j is the job id
                                     (default: $HQ_HOME/output/%j.out).
@@ -26,12 +34,12 @@ Options:
   -O FILE                           Same as -e (the original hq's letter).
   -l FILE, --logfile=FILE           Command, host, times, stdout and stderr in one file.
   -d DIR, --dir=DIR                 Working directory (default: the current directory).
-  -p N, --priority=N                Higher runs first [default: 0].
+  -p N, --priority=N                Higher runs first (default: 0).
   -g GROUP, --group=GROUP           Run on a host of this group.
   --host=HOST                       Run on this host.
   -E HOSTS, --exclude-hosts=HOSTS   Comma-separated hosts not to use.
   -i TEXT, --info-text=TEXT         Free text kept with the job.
-  -S SHELL, --shell=SHELL           Shell that runs the command [default: /bin/sh].
+  -S SHELL, --shell=SHELL           Shell that runs the command (default: /bin/sh).
   -t SECONDS, --time-limit=SECONDS  Kill the job after this many seconds.
   -r N, --retries=N                 Times to requeue the job if its host is lost.
   -a IDS, --after=IDS               Start only after these jobs (comma-separated ids)
@@ -41,6 +49,9 @@ Options:
   --each-line=FILE                  One job per line of FILE ('-': standard input): COMMAND
                                     with {} replaced by the line, which the job also
                                     finds in $HQ_ENTRY.
+  --script=FILE                     FILE is a batch script (see above).
+  --array=SPEC                      One job per index: 1-10, 0-100:5 (step), 1,3,7; each
+                                    gets $HQ_ARRAY_INDEX (%a in -o/-e paths).
   --hold                            Submit held: runs after 'hq-client release'.
   -w, --wait                        Wait for the job(s); exit with the (worst) exit code.
                                     Shows a progress bar when standard error is a terminal.
@@ -63,8 +74,8 @@ def job_options(args):
     if directory is not None and not os.path.isdir(directory):
         usage_error(f"-d {directory}: no such directory")
     options = {
-        "name": args["--name"], "cores": parse_int(args["--slots"], "-c/--slots", 1),
-        "priority": parse_int(args["--priority"], "-p/--priority", -1 << 30),
+        "name": args["--name"], "cores": parse_int(args["--slots"] or 1, "-c/--slots", 1),
+        "priority": parse_int(args["--priority"] or 0, "-p/--priority", -1 << 30),
         "stdout": args["--stdout"], "stderr": args["--stderr"] or args["-O"],
         "logfile": args["--logfile"], "group_req": args["--group"],
         "host_req": args["--host"], "exclude_hosts": args["--exclude-hosts"],
@@ -90,14 +101,18 @@ def submit(args):
     client = Client()
     if args["COMMAND"] == ["-"] and not args["--each-line"]:
         args["-"], args["COMMAND"] = True, []     # docopt takes a lone '-' for COMMAND
-    if args["-"] or args["-f"] or args["--each-line"]:
+    from hq.client.cli import script
+    if script.wanted(args):
+        ids = script.submit(client, args, job_options)
+    elif args["-"] or args["-f"] or args["--each-line"]:
         return submit_stream(client, args, options, cwd)
-    command = " ".join(args["COMMAND"])
-    ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, **options)
+    else:
+        command = " ".join(args["COMMAND"])
+        ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, **options)
     if args["--json"] and not args["--wait"]:
         print_json(client.details(ids, events=False))
     elif not args["--quiet"]:
-        print(ids[0], flush=True)
+        print("\n".join(map(str, ids)), flush=True)
     if args["--wait"]:
         with progress_display(args) as progress:
             jobs = client.wait(ids, progress=progress)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from hq import protocol as p
 from hq.server.handlers import reservations
 from hq.errors import BAD_REQUEST, NO_HOST_FITS, UNKNOWN_HOST, UNKNOWN_JOB, HQError
-from hq.model import JOB_OPTIONS
+from hq.model import JOB_OPTIONS, script_args
 from hq.server.scheduler import can_ever_run
 from hq.store.writes import Writes
 
@@ -18,7 +18,7 @@ MAX_ENV = 1 << 20
 INT32_LIMIT = 1 << 31                 # INT columns
 SHORT_TEXT, LONG_TEXT = 255, 65535    # VARCHAR(255) columns; path and text columns
 SHORT_OPTIONS = {"name", "host_req", "group_req", "exclude_hosts", "shell", "reservation"}
-PER_JOB = frozenset({"command", "entry"})     # fields a job of a chunk has beside the defaults
+PER_JOB = frozenset({"command", "entry", "array_index"})  # a job's fields beside the defaults
 DEFERRED = object()         # a handler's answer when the reply follows the commit
 
 
@@ -51,9 +51,12 @@ def validate_options(raw, where, settings):
                               f"to {limit - 1}")
         elif not isinstance(value, str) or "\0" in value:
             raise HQError(BAD_REQUEST, f"{where}: {name} must be a string without NUL")
-        elif len(value) > (SHORT_TEXT if name in SHORT_OPTIONS else LONG_TEXT):
+        elif name != "script" and len(value) > (SHORT_TEXT if name in SHORT_OPTIONS
+                                                else LONG_TEXT):
             raise HQError(BAD_REQUEST, f"{where}: {name} is too long")
         spec[name] = value
+    if len(spec["script"]) * 4 > p.MAX_SCRIPT and len(spec["script"].encode()) > p.MAX_SCRIPT:
+        raise HQError(BAD_REQUEST, f"{where}: script is larger than {p.MAX_SCRIPT} bytes")
     if spec["cores"] < 1:
         raise HQError(BAD_REQUEST, f"{where}: cores must be at least 1")
     deps = [d.strip() for d in spec["depends_on"].split(",") if d.strip()]
@@ -102,7 +105,22 @@ def validate_spec(raw, index, settings, defaults=None):
     spec["entry"] = check_text(raw.get("entry"), "entry", where, index, False)
     if len(spec["entry"]) > LONG_TEXT:
         raise HQError(BAD_REQUEST, f"{where}: entry is longer than {LONG_TEXT} characters", index)
+    spec["array_index"] = raw.get("array_index")
+    if spec["array_index"] is not None and not p.is_int(spec["array_index"], 0, INT32_LIMIT):
+        raise HQError(BAD_REQUEST, f"{where}: array_index must be a whole number from 0 to "
+                      f"{INT32_LIMIT - 1}", index)
+    if spec["script"]:
+        _check_script_command(spec["command"], where, index)
     return spec
+
+
+def _check_script_command(command, where, index):
+    """A job with a script runs it with the words of `command` after the first (its name)."""
+    try:
+        script_args(command)
+    except ValueError as exc:
+        raise HQError(BAD_REQUEST, f"{where}: the command of a job with a script must be its "
+                      f"name and arguments as shell words ({exc})", index) from None
 
 
 def check_fits(core, user, specs):

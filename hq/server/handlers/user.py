@@ -8,7 +8,7 @@ import logging
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
-from hq.jobview import event_json, job_json
+from hq.jobview import add_scripts, event_json, job_json
 from hq.model import HELD, PENDING, STATES, TERMINAL
 from hq.server import fleet
 from hq.server.handlers.views import jobs_json
@@ -97,6 +97,7 @@ def details(core, peer, body):
         raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user "
                       f"{peer.user}")
     jobs = jobs_json(core, rows)
+    add_scripts(jobs, sorted(rows, key=lambda r: r["id"]))
     if p.field(body, "events", bool, True) and len(jobs) <= MAX_EVENTS_JOBS:
         events = {}
         for e in core.store.job_events([j["id"] for j in jobs]):
