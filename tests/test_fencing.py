@@ -131,6 +131,17 @@ def test_an_end_reported_after_the_requeue_counts_while_the_retry_waits(h):
     assert row["state"] == "done" and row["attempt"] == 1 and row["host"] == "h1"
 
 
+def test_an_unknown_outcome_after_the_requeue_does_not_count(h):
+    """Catches a requeued job failed by its adopted attempt's `unknown outcome` (the agent was
+    killed with its jobs; a successor found them gone without a status): the retry runs."""
+    job = running_job(h, retries=1)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    h.register("alice", reported=[[job, 1]])
+    h.report("alice", "finished", job, 1, exit_code=None, error="unknown outcome")
+    assert (job, 2) in h.runs_to("alice") and h.state(job) == "dispatched"
+
+
 def test_a_retry_waits_for_an_awaited_result_only_so_long(h):
     """Catches a retry held back for ever when the promised report never comes."""
     job = running_job(h, retries=1)

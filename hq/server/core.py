@@ -361,12 +361,13 @@ class Core:
         """Apply a finished report (protocol.Report) from the agent on `host`. Returns the job's
         new state, or None when it is stale (another attempt, or the job already ended). An
         attempt requeued while its host was cut off that ended there (before its agent's lease
-        ran out) counts if its retry still waits: the retry is dropped, the job ran once."""
+        ran out) counts if its retry still waits: the retry is dropped, the job ran once; not
+        an attempt that did not run or whose outcome is unknown (`error`), nor a fenced one."""
         job_id, attempt = report.job, report.attempt
         self.free_slots(job_id, attempt)
         job = self.jobs.get(job_id)
         if (job is not None and host and self.requeued.get(job_id) == (attempt, host)
-                and not (report.reason or "").startswith(p.FENCED)):
+                and report.error is None and not (report.reason or "").startswith(p.FENCED)):
             self.set_state(job, DISPATCHED, now, f"attempt {attempt} ended on {host} before "
                            "its requeue was known there: its result counts, no retry",
                            host=host, reason="")
