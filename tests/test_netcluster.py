@@ -154,7 +154,7 @@ def test_long_partition_fences_the_isolated_attempt_before_the_retry_starts(box,
                    == "running", 30, 0.5, "30 s of partition with the retry running")
     finally:
         box.tool("heal", host)
-    print(f"\n{host} cut off: its attempt fenced after {fenced}s, requeued after "
+    print(f"\n{host} cut off: its attempt fenced after {fenced:.1f}s, requeued after "
           f"{requeued_after:.1f}s, healed after {time.monotonic() - cut:.1f}s")
     assert fenced is not None and fenced < requeued_after and retry_host != host
     box.hq("hq-client", "wait", str(job), timeout=60, check=True)
