@@ -1,11 +1,12 @@
 # hq: `make` sets up .venv (hq installed in it) and .hqrc, `make run` starts a one-host cluster,
-# `make test` tests, `make doc` builds docs/_build/html, `make sql` starts a private MariaDB.
+# `make test` tests, `make doc` builds docs/_build/html, `make sql` starts a private MariaDB,
+# `sudo make cluster` a 3-host cluster in a box (network namespaces, an sshd each).
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast doc sql sql-stop sql-status clean
+.PHONY: all run test test-fast doc sql sql-stop sql-status cluster clean
 
 all: $(VENV)/.installed .hqrc
 
@@ -47,6 +48,11 @@ sql-stop: all
 
 sql-status: all
 	@$(PY) tools/private_mysql.py status --dir $(HQ_HOME)/mysql $(SQL_ARGS)
+
+# Three hosts (network namespaces with their own address, name and sshd) and hq-server on their
+# bridge, in the foreground; Ctrl-C removes them (tools/netcluster.py down does it too).
+cluster: all
+	@$(PY) tools/netcluster_try.py
 
 clean:
 	rm -rf $(VENV) .hqrc .pytest_cache docs/_build

@@ -39,6 +39,7 @@ import zmq
 
 from agents import metrics, scripts
 from agents.jobfiles import JobFiles, default_directory, safe_database_id
+from agents.lease import RENEWING, Lease
 from agents.runner import Runner
 from hq import logs, protocol as p, security
 from hq.errors import HQError
@@ -79,6 +80,7 @@ class Agent:
         self.next_heartbeat = 0.0
         self.backoff = BACKOFF_START_S
         self.reconnect_at = None
+        self.lease = Lease()      # fencing: jobs are killed once the server cannot vouch for us
 
     # -- connection -------------------------------------------------------------------------
     def connect(self):
@@ -91,6 +93,7 @@ class Agent:
         if self.curve_keys:
             security.make_client_socket(self.socket, *self.curve_keys)
         self.socket.connect(self.server)
+        self.lease.new_connection()
         self.register()
         self.last_heard = time.time()
 
@@ -111,7 +114,8 @@ class Agent:
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
                 **self.facts, **self.sampler.sample(self.runner.adopted)}
         self.registered = False
-        self.send(p.REGISTER, body)
+        if self.send(p.REGISTER, body):
+            self.lease.request_sent("register")
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
 
@@ -162,10 +166,13 @@ class Agent:
         return dropped
 
     def send(self, kind, body):
+        """Send or drop (no connection yet); True if sent."""
         try:
             self.socket.send_multipart(p.encode(kind, body), zmq.NOBLOCK)
+            return True
         except zmq.Again:
             log.debug("send of %s deferred: server not connected", kind.decode())
+            return False
 
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
@@ -191,6 +198,7 @@ class Agent:
             if now >= self.next_heartbeat:
                 self.heartbeat(now)
             self.check_server(now)
+            self.check_lease()
             self.check_idle(now)
         self.runner.kill_all()
 
@@ -238,6 +246,9 @@ class Agent:
             until.append(self.reconnect_at)
         if self.runner.adopted:           # not our children: no SIGCHLD, so look often
             until.append(time.time() + ADOPTED_POLL_S)
+        remaining = self.lease.remaining()
+        if remaining is not None and self.runner.unfenced():
+            until.append(time.time() + remaining)
         return max(0.0, min(until) - time.time()) * 1000
 
     def read_messages(self):
@@ -295,7 +306,10 @@ class Agent:
                 if event["type"] == "finished":
                     self.runner.forget(event["job"], event["attempt"])
         elif kind == p.OK and body.get("req") == "register":
+            self.lease.answered("register", True, body)
             self.on_registered(body)
+        elif kind == p.OK and body.get("req") == "heartbeat":
+            self.lease.answered("heartbeat", True)
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -304,6 +318,8 @@ class Agent:
             else:
                 self.last_busy = time.time()
         elif kind == p.ERROR:
+            if body.get("req") in RENEWING:
+                self.lease.answered(body.get("req"), False)
             if body.get("code") == "UNKNOWN_AGENT":
                 log.info("server does not know this agent: registering again")
                 self.register()
@@ -329,8 +345,18 @@ class Agent:
 
     def heartbeat(self, now):
         self.next_heartbeat = now + self.heartbeat_s
-        self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                "reported": self.reported_pairs(), **self.sampler.sample(self.runner.adopted)})
+        if self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
+                                "reported": self.reported_pairs(),
+                                **self.sampler.sample(self.runner.adopted)}):
+            self.lease.request_sent("heartbeat")
+
+    def check_lease(self):
+        """Fencing: once the lease has expired the server may requeue our jobs at any time, so
+        none may run here any more: they are killed (and waiting ones dropped) at once, and
+        reported as fenced when the server is back (it requeues them unless it already has)."""
+        if self.lease.expired() and self.runner.unfenced():
+            self.outgoing.extend(self.runner.fence(
+                f"{p.FENCED}: no answer from hq-server within the lease ({self.lease.lease_s:g}s)"))
 
     def check_server(self, now):
         """Paranoid Pirate: reconnect with backoff when the server has gone silent."""

@@ -271,6 +271,31 @@ class Runner(Adoption):
             times.append(self.leftovers.due())
         return min(times) if times else None
 
+    def fence(self, reason):
+        """Stop everything at once (the lease expired: these jobs may be running elsewhere
+        soon): waiting jobs dropped, running ones and what they started SIGKILLed. The events
+        of the dropped ones; the killed ones are reported with `reason` when they are reaped.
+        True if anything was left to stop."""
+        events = [self.drop(*key, reason=reason) for key in [*self.waiting, *self.ready]]
+        runs = [run for run in self.by_job.values() if not run.fenced]
+        now = time.time()
+        for run in runs:
+            run.fenced, run.deadline = True, None
+            run.reason = run.reason or reason
+            if not run.adopted:
+                self.leftovers.terminate_tree(run.pid, run.key, now)
+            signal_group(run.pid, signal.SIGKILL)
+        self.leftovers.kill_all()
+        if runs or events:
+            log.warning("fenced: %d jobs killed, %d waiting jobs dropped (%s)", len(runs),
+                        len(events), reason)
+        return [event for event in events if event]
+
+    def unfenced(self):
+        """Whether a job is held that a fence has not stopped yet."""
+        return bool(self.waiting or self.ready
+                    or any(not run.fenced for run in self.by_job.values()))
+
     def kill_all(self):
         for run in list(self.ready.values()):
             self._close_gate(run)

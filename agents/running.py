@@ -26,6 +26,7 @@ class Running:
     database_id: str = None     # the database the job belongs to (None: unknown)
     generation: int = 0         # the exits file its shell appends its status to
     doomed: bool = False        # another database's job: killed, never reported
+    fenced: bool = False        # killed because the agent's lease expired
 
     @property
     def key(self):

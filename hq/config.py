@@ -80,6 +80,7 @@ class Settings:
     agent_idle_s: float = 600.0
     spawn_retry_s: float = 15.0
     requeue_grace_s: float = 10.0
+    lease_s: float = 0.0                # agents' lease (fencing); 0: agent_lease_s below
     commit_interval_s: float = 0.03
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
@@ -101,6 +102,19 @@ class Settings:
     @property
     def server_address(self):
         return f"tcp://{self.server_host}:{self.port}"
+
+    @property
+    def requeue_after_s(self):
+        """The least time from the last message the server heard from an agent to the requeue
+        of its jobs: 3 heartbeats of silence, then the grace."""
+        return 3 * self.heartbeat_s + self.requeue_grace_s
+
+    @property
+    def agent_lease_s(self):
+        """How long an agent may go on running jobs after a request the server answered: its
+        jobs are killed at the end, before the server may requeue them. Default: 3 heartbeats
+        and half the grace (11 s of the 16 s), the other half a margin for clock rates."""
+        return self.lease_s or 3 * self.heartbeat_s + self.requeue_grace_s / 2
 
 
 def _read_ini(path, required=False):
@@ -147,6 +161,7 @@ def load_settings(etc=None):
                                     d.max_live_jobs_per_user),
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
         requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
+        lease_s=_get(p, path, "server", "lease_s", float, d.lease_s),
         commit_interval_s=_get(p, path, "server", "commit_interval_s", float,
                                d.commit_interval_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
@@ -180,6 +195,12 @@ def load_settings(etc=None):
     if not 0 <= s.commit_interval_s <= 1:
         raise HQError(CONFIG_ERROR, f"{path}: [server] commit_interval_s must be between 0 and "
                       f"1 (seconds), not {s.commit_interval_s}")
+    if s.lease_s and not 3 * s.heartbeat_s < s.lease_s < s.requeue_after_s:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] lease_s must be longer than 3 heartbeats "
+                      f"({3 * s.heartbeat_s:g}s) and shorter than 3 heartbeats + requeue_grace_s "
+                      f"({s.requeue_after_s:g}s: the agent must kill its jobs before the server "
+                      f"requeues them), not {s.lease_s:g}; 0 chooses "
+                      f"{3 * s.heartbeat_s + s.requeue_grace_s / 2:g}")
     if s.ssh_unknown_host_keys not in ("reject", "accept-new"):
         raise HQError(CONFIG_ERROR, f"{path}: [ssh] unknown_host_keys must be reject or "
                       f"accept-new, not {s.ssh_unknown_host_keys!r}")

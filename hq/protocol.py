@@ -37,6 +37,7 @@ UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be start
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
 HEARTBEAT = b"HEARTBEAT"  # agent -> server: metrics and running job ids
+FENCED = "fenced"         # how a `finished` report's reason starts when the agent's lease expired
 BYE = b"BYE"              # agent -> server: idle, may I exit? (OK {bye: true|false})
 EVENTS = b"EVENTS"        # agent -> server: started/finished reports (acked)
 RUN = b"RUN"              # server -> agent: assignments

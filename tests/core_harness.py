@@ -52,6 +52,8 @@ class CoreHarness:
             dispatch.schedule(core)
         self.store.apply(core.writes, *(s.writes for s in core.staged))
         core.after_commit(core.staged, core.now)
+        for identity, frames in core.outbox.take_now():     # heartbeat replies (no commit)
+            self.sent.append((identity, p.OK, p.decode(frames, p.ALL_KINDS)[1]))
         replies, messages = core.outbox.take()
         for identity, req, fields, _ in replies:
             self.sent.append((identity, p.OK, {"req": req, **fields}))

@@ -75,6 +75,9 @@ class Core:
         self.next_job_id = 1
         self.next_batch_id = 1
         self.cancelled_attempts = set()  # (job id, attempt) killed by a cancel
+        self.requeued = {}             # job id -> (attempt, host) of a retry not yet dispatched
+        self.awaiting = {}             # job id -> until when that retry waits for the attempt's
+                                       # result, which its returning agent is about to report
         self.broken_batches = set()    # batches whose later chunks are refused (error, cancel)
         self.cancelled_batches = set()  # batches cancelled as a whole
         self.user_servers = {}         # user -> routing identity of that user's user-server
@@ -289,6 +292,8 @@ class Core:
             setattr(job, name, value)
         if old == PENDING:
             self.pending.remove(job.id)
+            self.requeued.pop(job.id, None)
+            self.awaiting.pop(job.id, None)
         if new == PENDING and job.id not in self.deps_left:
             self.pending.add(job)
         if new in TERMINAL:
@@ -365,16 +370,25 @@ class Core:
         self.set_state(job, RUNNING, now, f"pid {pid}", started=when)
         return True
 
-    def job_finished(self, report, now):
-        """Apply a finished report (protocol.Report). Returns the job's new state, or None
-        when it is stale (another attempt, or the job already ended)."""
+    def job_finished(self, report, now, host=None):
+        """Apply a finished report (protocol.Report) from the agent on `host`. Returns the job's
+        new state, or None when it is stale (another attempt, or the job already ended). An
+        attempt requeued while its host was cut off that ended there (before its agent's lease
+        ran out) counts if its retry still waits: the retry is dropped, the job ran once; not
+        an attempt that did not run or whose outcome is unknown (`error`), nor a fenced one."""
         job_id, attempt = report.job, report.attempt
         self.free_slots(job_id, attempt)
         job = self.jobs.get(job_id)
+        if (job is not None and host and self.requeued.get(job_id) == (attempt, host)
+                and report.error is None and not (report.reason or "").startswith(p.FENCED)):
+            self.set_state(job, DISPATCHED, now, f"attempt {attempt} ended on {host} before "
+                           "its requeue was known there: its result counts, no retry",
+                           host=host, reason="")
         columns = {"finished": report.time or now, "exit_code": report.exit_code,
                    "signal": report.signal, "max_rss": report.max_rss}
         if job is None or job.attempt != attempt or job.state not in (DISPATCHED, RUNNING):
             self._late_result(job_id, attempt, columns, now)
+            self._stop_awaiting(job_id)
             return None
         if job.state == DISPATCHED:
             self.set_state(job, RUNNING, now, "start implied by finish",
@@ -400,8 +414,10 @@ class Core:
         if job is None or job.attempt != attempt:
             return
         if job.attempt <= job.retries:
+            host = job.host
             self.set_state(job, PENDING, now, f"requeued: {why}", host="",
                            reason=f"requeued: {why}")
+            self.requeued[job_id] = (attempt, host)
         else:
             self.set_state(job, LOST, now, why, finished=now, reason=f"lost: {why}")
 
@@ -409,6 +425,39 @@ class Core:
         """A time before which every message now being read was sent: when the loop last
         found its socket empty (a loop behind its messages reads ones sent long ago)."""
         return now if self.drained_at is None else min(now, self.drained_at)
+
+    def await_result(self, job_id, attempt, host, until):
+        """The agent on `host` came back with the end of `attempt` among its reports: the
+        job's retry waits (out of the scheduler's queue) for that report, at most `until`."""
+        job = self.jobs.get(job_id)
+        if job is not None and job.state == PENDING and self.requeued.get(job_id) == (attempt,
+                                                                                   host):
+            self.pending.remove(job_id)
+            self.awaiting[job_id] = until
+
+    def release_awaited(self, now):
+        """Retries whose awaited result did not come in time may be dispatched (tick)."""
+        for job_id in [j for j, until in self.awaiting.items() if now >= until]:
+            self._stop_awaiting(job_id)
+
+    def _stop_awaiting(self, job_id):
+        """The retry of `job_id` waits no more: back in the scheduler's queue."""
+        if self.awaiting.pop(job_id, None) is None:
+            return
+        job = self.jobs.get(job_id)
+        if job is not None and job.state == PENDING and job.id not in self.deps_left:
+            self.pending.add(job)
+            self.changed = True
+
+    def attempt_fenced(self, report, host, now):
+        """The agent on `host` killed (or dropped) the attempt when its lease ran out: requeued
+        (or lost) as if its host were gone, unless the server did that first (a stale result)."""
+        job = self.jobs.get(report.job)
+        if job is not None and job.attempt == report.attempt and job.state in (DISPATCHED,
+                                                                               RUNNING):
+            self.attempt_gone(report.job, report.attempt, now, f"{report.reason} on {host}")
+        else:
+            self.job_finished(report, now)
 
     def reconcile(self, host_name, user, known, now, grace):
         """Attempts this host's agent of `user` should run but does not know (`known`: pairs it

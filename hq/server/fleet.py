@@ -253,6 +253,10 @@ def undeliverable(core, identity, now):
     agent = core.agents.get(identity)
     if agent is not None:
         agent_gone(core, agent, now, "cannot be reached")
+        key = (agent.user, agent.host)
+        if key in core.gone:    # the grace counts from when silence would have made it gone:
+            core.gone[key] = max(now, agent.last_seen    # the agent's lease (fencing) holds
+                                 + SILENT_HEARTBEATS * core.settings.heartbeat_s)  # until then
     for user, known in list(core.user_servers.items()):
         if known == identity:
             del core.user_servers[user]     # its successor will say HELLO

@@ -127,6 +127,8 @@ class Loop:
             self.handle(frames)
         else:
             self.again = True
+        for identity, frames in core.outbox.take_now():     # heartbeat replies: no commit
+            self.send(identity, frames)
         ticked = core.now >= self.next_tick
         if ticked:
             self.tick()
@@ -165,6 +167,7 @@ class Loop:
     def tick(self):
         core = self.core
         fleet.check_liveness(core, core.now)
+        core.release_awaited(core.now)
         fleet.request_agents(core)
         core.parking.refill(core.now, core.cancelled_batches)
         self.ticks += 1

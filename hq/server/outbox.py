@@ -2,6 +2,7 @@
 
 Replies to user requests are kept apart from other messages, so that when the commit fails the
 loop can answer them at once (DATABASE_ERROR) while RUN, KILL and agents' acknowledgements wait.
+Heartbeat replies need no commit: they leave right after the burst (`now`), outage or not.
 """
 
 from hq import protocol as p
@@ -11,6 +12,7 @@ class Outbox:
     def __init__(self):
         self.replies = []       # (identity, req, fields, read_only): answers to user requests
         self.messages = []      # (identity, kind, frames): everything else, in order
+        self.now = []           # (identity, frames): sent before the commit (heartbeat replies)
 
     def reply(self, identity, req, fields, read_only=False):
         self.replies.append((identity, req, fields, read_only))
@@ -20,6 +22,13 @@ class Outbox:
 
     def send_frames(self, identity, kind, frames):
         self.messages.append((identity, kind, frames))
+
+    def send_now(self, identity, frames):
+        self.now.append((identity, frames))
+
+    def take_now(self):
+        now, self.now = self.now, []
+        return now
 
     def take(self):
         """Everything to send now (replies first), emptying the outbox."""

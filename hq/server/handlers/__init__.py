@@ -30,11 +30,16 @@ class Peer:
 
 
 def handle(core, peer, kind, body):
-    """Handle one message; the reply goes to the outbox (sent after the commit)."""
+    """Handle one message; the reply goes to the outbox (sent after the commit). A heartbeat's
+    reply records nothing and leaves at once: it renews the agent's lease (fencing) even while
+    the database is out."""
     req = body.get("req")
     if kind in AGENT_REQUESTS:
         reply = AGENT_REQUESTS[kind](core, peer, body)
-        core.outbox.send_frames(peer.identity, p.OK, p.ok(req, **reply))
+        if kind == p.HEARTBEAT:
+            core.outbox.send_now(peer.identity, p.ok(req, **reply))
+        else:
+            core.outbox.send_frames(peer.identity, p.OK, p.ok(req, **reply))
         return
     if kind in (p.OK, p.ERROR):
         return

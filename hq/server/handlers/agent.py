@@ -14,6 +14,7 @@ log = logging.getLogger("hq.agents")
 UNKNOWN_AGENT = "UNKNOWN_AGENT"   # heartbeat/events from an agent that must register again
 INT32_LIMIT = 1 << 31
 OS_TEXT = 255
+AWAIT_RESULT_S = 10.0     # a requeued job waits this long for its returning agent's report
 
 
 def register(core, peer, body):
@@ -32,7 +33,10 @@ def register(core, peer, body):
     log.info("agent of %s registered on host %s (%d cores)", peer.user, host_name, host.cores)
     if same_database:       # an agent's records of another database are its own to drop
         _kill_unwanted(core, peer, host, p.field(body, "running", list, []))
-    return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id}
+        for entry in p.field(body, "reported", list, []):    # ends it reports next: a retry
+            core.await_result(*_pair(entry), host.name, core.now + AWAIT_RESULT_S)  # waits
+    return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id,
+            "lease_s": core.settings.agent_lease_s}
 
 
 def _kill_unwanted(core, peer, host, running):
@@ -86,18 +90,22 @@ def events(core, peer, body):
                                     report.pid, core.now):
                 core.outbox.send(peer.identity, p.KILL, {"jobs": [[report.job,
                                                                    report.attempt]]})
+        elif (report.reason or "").startswith(p.FENCED):
+            core.attempt_fenced(report, agent.host, core.now)
         else:
-            core.job_finished(report, core.now)
+            core.job_finished(report, core.now, agent.host)
             if report.started is not None and report.time is not None:
                 core.ahead.finished(agent.host, report.time - report.started)
     return {"seq": body.get("seq")}
 
 
 def _ours(core, agent, job_id, attempt):
-    """A report may only touch a job of the agent's user that was sent to the agent's host."""
+    """A report may only touch a job of the agent's user that was sent to the agent's host (a
+    report of an earlier attempt, or of one requeued from there, is kept as stale at most)."""
     job = core.jobs.get(job_id)
     if job is not None:
-        return job.user == agent.user and job.host == agent.host
+        return job.user == agent.user and (job.host == agent.host or attempt < job.attempt
+                                           or core.requeued.get(job_id) == (attempt, agent.host))
     held = core.attempts.get((job_id, attempt))
     return held is None or (held.host == agent.host and held.user == agent.user)
 

@@ -1,0 +1,155 @@
+"""Fencing without processes: the agent's lease (agents/lease.py) and the server's side of it
+(lease granted, heartbeats answered before the commit, fenced and late reports) on a core."""
+
+import pytest
+
+from agents.lease import Lease
+from hq import protocol as p
+from hq.config import Settings, load_settings
+from hq.errors import HQError
+from hq.server import handlers
+from tests.core_harness import CoreHarness
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_lease_runs_from_when_the_answered_request_left():
+    """Catches a lease renewed from when the reply came (a slow reply would stretch it past
+    the server's requeue) and an ERROR or another kind's reply renewing it."""
+    clock = Clock()
+    lease = Lease(clock)
+    lease.request_sent("register")
+    clock.t = 103
+    lease.answered("register", True, {"lease_s": 11})
+    assert lease.until == 111 and not lease.expired()
+    lease.request_sent("heartbeat")          # t=103
+    clock.t = 105
+    lease.request_sent("heartbeat")          # t=105, its reply lost
+    lease.answered("heartbeat", False)       # UNKNOWN_AGENT: no renewal
+    assert lease.until == 111
+    clock.t = 106
+    lease.request_sent("heartbeat")
+    lease.answered("heartbeat", True)        # answers the one of t=105 (in order)
+    assert lease.until == 116
+    clock.t = 116
+    assert lease.expired()
+
+
+def test_no_lease_granted_means_no_fencing_and_a_new_connection_forgets_requests():
+    """Catches an agent that fences under a server that grants no lease (older servers, the
+    tests' play servers), and replies counted for requests lost with an old socket."""
+    clock = Clock()
+    lease = Lease(clock)
+    lease.request_sent("register")
+    lease.answered("register", True, {"heartbeat_s": 2})
+    clock.t = 10 ** 6
+    assert not lease.expired() and lease.remaining() is None
+    lease.request_sent("heartbeat")
+    lease.new_connection()
+    lease.answered("heartbeat", True)        # nothing in flight: ignored
+    assert lease.until is None
+
+
+def test_default_lease_ends_before_the_requeue_and_bad_ones_are_refused(tmp_path):
+    """Catches a lease that outlives the server's patience (two attempts at once) or that
+    ends before the server even misses the agent."""
+    s = Settings()
+    assert 3 * s.heartbeat_s < s.agent_lease_s == 11 < s.requeue_after_s == 16
+    (tmp_path / "hq.cfg").write_text("[server]\nlease_s = 17\n")
+    with pytest.raises(HQError, match="lease_s must be"):
+        load_settings(str(tmp_path))
+    (tmp_path / "hq.cfg").write_text("[server]\nlease_s = 9\n")
+    assert load_settings(str(tmp_path)).agent_lease_s == 9
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path, outside_load=False)
+    yield harness
+    harness.close()
+
+
+def running_job(h, **defaults):
+    h.register("alice")
+    (job,) = h.submit("alice", "sleep 100", **defaults)
+    h.report("alice", "started", job, 1, pid=4242)
+    assert h.state(job) == "running"
+    return job
+
+
+def test_register_grants_the_lease_and_heartbeats_are_answered_before_the_commit(h):
+    """Catches heartbeat replies held for the group commit: during a database outage agents
+    would hear nothing and fence every job."""
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=4, os="Linux")
+    assert h.messages(p.OK, b"agent:alice@h1")[-1]["lease_s"] == h.core.settings.agent_lease_s
+    handlers.handle(h.core, handlers.Peer(b"agent:alice@h1", "alice"), p.HEARTBEAT,
+                    {"req": "heartbeat", "running": []})
+    (identity, frames), = h.core.outbox.take_now()
+    assert identity == b"agent:alice@h1" and p.decode(frames, p.ALL_KINDS)[1]["req"] == \
+        "heartbeat"
+    assert not h.core.outbox.messages
+
+
+def test_a_fenced_report_requeues_the_attempt_and_a_late_one_is_stale(h):
+    """Catches a fenced attempt counted as failed (its job not retried) and a fenced report
+    after the requeue taken as the job's end."""
+    job = running_job(h, retries=1)
+    h.report("alice", "finished", job, 1, signal=9, reason="fenced: no answer")
+    assert h.state(job) in ("pending", "dispatched")
+    assert h.store.get_jobs([job])[0]["attempt"] in (1, 2)
+    (late,) = h.submit("alice", "sleep 100", retries=1)
+    h.report("alice", "started", late, 1, pid=4243)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(late) == "pending"
+    h.register("alice")                       # back: the retry goes to it
+    assert (late, 2) in h.runs_to("alice")
+    h.report("alice", "finished", late, 1, signal=9, reason="fenced: no answer")
+    row = h.store.get_jobs([late])[0]
+    assert row["state"] == "dispatched" and row["attempt"] == 2
+    assert [e["state"] for e in h.store.job_events([late])][-1] == "stale"
+
+
+def test_an_end_reported_after_the_requeue_counts_while_the_retry_waits(h):
+    """Catches a job run again although its cut-off attempt ended (before its agent's lease
+    expired) and its result comes back before the retry was dispatched: the returning agent
+    lists it in REGISTER, so the retry is held back until the report arrives."""
+    job = running_job(h, retries=1)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(job) == "pending"
+    h.register("alice", reported=[[job, 1]])       # back, the end of attempt 1 unacknowledged
+    assert (job, 2) not in h.runs_to("alice")
+    h.report("alice", "finished", job, 1, exit_code=0)
+    row = h.store.get_jobs([job])[0]
+    assert row["state"] == "done" and row["attempt"] == 1 and row["host"] == "h1"
+
+
+def test_an_unknown_outcome_after_the_requeue_does_not_count(h):
+    """Catches a requeued job failed by its adopted attempt's `unknown outcome` (the agent was
+    killed with its jobs; a successor found them gone without a status): the retry runs."""
+    job = running_job(h, retries=1)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    h.register("alice", reported=[[job, 1]])
+    h.report("alice", "finished", job, 1, exit_code=None, error="unknown outcome")
+    assert (job, 2) in h.runs_to("alice") and h.state(job) == "dispatched"
+
+
+def test_a_retry_waits_for_an_awaited_result_only_so_long(h):
+    """Catches a retry held back for ever when the promised report never comes."""
+    job = running_job(h, retries=1)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    h.register("alice", reported=[[job, 1]])
+    assert (job, 2) not in h.runs_to("alice")
+    h.at(h.now + 11)
+    h.core.release_awaited(h.now)
+    h.heartbeat("alice", reported=[[job, 1]])
+    assert (job, 2) in h.runs_to("alice")
