@@ -124,7 +124,7 @@ class Cluster:
     def _set_cfg(self):
         self.set_config("server", "heartbeat_s", str(self.heartbeat_s))
         self.set_config("server", "spawn_retry_s", "2")
-        self.set_config("server", "requeue_grace_s", "2")
+        self.set_config("server", "requeue_grace_s", "4")   # agents' lease: 3.5 s
         self.set_config("user-server", "connect_timeout_s", "2")
         self.set_config("user-server", "request_timeout_s", "5")
         self.set_config("scheduler", "outside_load", "yes" if self.outside_load else "no")
