@@ -1,0 +1,89 @@
+"""Helpers of the fault tests: real faults from tools/faults.py (tmpfs, filler, ledger) and a
+private MariaDB, skipped with a printed reason unless CI=true, and waits that tolerate outages."""
+
+import contextlib
+import os
+import time
+
+import pytest
+
+from hq.errors import HQError
+from tests.helpers import wait_until
+from tools import faults
+from tools.faults import fill, free, is_full, ledger_command, ledger_counts, ledger_lines
+
+__all__ = ["fill", "free", "is_full", "ledger_command", "ledger_counts", "ledger_lines",
+           "small_tmpfs", "private_mysql", "settled", "wait_settled", "holds_for",
+           "log_has"]
+
+TERMINAL = {"done", "failed", "cancelled", "lost"}
+
+
+def unavailable(reason):
+    """Skip with a printed reason; under CI=true the test must run, so fail instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)
+    print(f"\nskipping: {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.contextmanager
+def small_tmpfs(size="8m", path=None):
+    """A tmpfs of `size` at `path` (or a new directory) for the `with` body, unmounted after."""
+    why = faults.can_mount()
+    if why:
+        unavailable(why)
+    try:
+        mount = faults.tmpfs(size, None if path is None else str(path))
+        mounted = mount.__enter__()
+    except faults.FaultError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield mounted
+    finally:
+        mount.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def private_mysql():
+    """A throw-away private MariaDB (tools/private_mysql.py) that the test may stop."""
+    from tools.private_mysql import PrivateMysql, available
+    if not available():
+        unavailable("mariadb-install-db/mariadbd not installed")
+    db = PrivateMysql()
+    try:
+        db.install()
+        db.start()
+        yield db
+    finally:
+        db.close()
+
+
+def settled(client, ids):
+    """The jobs' details once every one of them has ended, else None (also while the server
+    or its database cannot answer)."""
+    try:
+        jobs = client.details(ids)
+    except HQError:
+        return None
+    return jobs if all(job["state"] in TERMINAL for job in jobs) else None
+
+
+def wait_settled(client, ids, timeout=40):
+    return wait_until(lambda: settled(client, ids), timeout, 0.2, f"jobs {ids} to end")
+
+
+def holds_for(seconds, condition, message):
+    """Assert that `condition()` stays true for `seconds` (polled): what must keep working
+    while a fault lasts."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert condition(), message
+        time.sleep(0.1)
+
+
+def log_has(path_or_text, text):
+    if os.path.exists(path_or_text):
+        with open(path_or_text, errors="replace") as handle:
+            return text in handle.read()
+    return False

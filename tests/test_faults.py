@@ -1,0 +1,94 @@
+"""Issue 12, nothing lost: database outages (SQLite on a full tmpfs, a private MariaDB stopped),
+a full $HQ_HOME under a killed agent, and a reset database with an old exits file. Every job
+appends "ID PID" to a ledger: each must run once and end in the right state."""
+
+import os
+import re
+import signal
+
+import psutil
+import pytest
+
+from tests.faults import (fill, free, holds_for, ledger_command, ledger_counts, ledger_lines,
+                          private_mysql, settled, small_tmpfs, wait_settled)
+from tests.helpers import Cluster, kill_pid, pid_alive, read_pid, wait_until
+
+pytestmark = pytest.mark.slow
+
+ONE_HOST = (("localhost", "4", "-", "127.0.0.1"),)
+SQLITE_FULL = "database or disk is full"
+MYSQL_DOWN = re.compile(r"\b(2003|2013|2006)\b|Can't connect|Lost connection|gone away")
+
+
+def commit_failures(cluster):
+    return cluster.server_log().count("commit failed")
+
+
+def running_pids(ledger, ids):
+    """Pids of the jobs `ids` (from their ledger lines) once each has written one."""
+    pids = {job: pid for job, pid in ledger_lines(ledger) if job in ids}
+    return pids if len(pids) == len(ids) else None
+
+
+# -- 1, 2: database outages ---------------------------------------------------------------
+def outage_scenario(cluster, ledger, begin, end, cause):
+    """Jobs running, jobs dispatched and a job released during an outage that `begin()`
+    starts and `end()` ends; `cause`: a regex for what the refused requests must name."""
+    client = cluster.client()
+    run = lambda cmd, **kw: client.submit(ledger_command(ledger, cmd), retries=0, **kw)  # noqa
+    long_job, victim = run("sleep 9"), run("sleep 9")
+    short = [run("sleep 2.5"), run("sleep 2.5")]
+    queued = run("true")                               # waits for a slot
+    held = run("true", hold=True, priority=10)         # released during the outage
+    pids = wait_until(lambda: running_pids(ledger, [long_job, victim, *short]), 20, 0.05,
+                      "four jobs to run")
+    failures = commit_failures(cluster)
+    begin()
+    wait_until(lambda: commit_failures(cluster) > failures, 10, 0.05, "a commit to fail")
+    for words in (("release", str(held)), ("cancel", str(victim))):
+        answer = cluster.run("hq-client", *words)
+        assert answer.returncode != 0 and "[DATABASE_ERROR]" in answer.stderr, answer.stderr
+        assert cause.search(answer.stderr), answer.stderr
+        assert "will be recorded" in answer.stderr, answer.stderr
+    # the short jobs end; the released job and the queued one take their slots (in memory)
+    log = f"job {held} pending -> dispatched"
+    wait_until(lambda: log in cluster.server_log(), 15, 0.05, "the released job's dispatch")
+    holds_for(3.5, lambda: pid_alive(pids[long_job]) and cluster.server.poll() is None,
+              "a job or hq-server died during the outage")     # > reconciliation's 2 s
+    assert "does not know" not in cluster.server_log()
+    end()
+    jobs = {job["id"]: job for job in wait_settled(client, [long_job, victim, *short, queued,
+                                                            held], 40)}
+    states = {i: (jobs[i]["state"], jobs[i]["exit_code"]) for i in jobs}
+    assert states == {long_job: ("done", 0), victim: ("cancelled", None),
+                      short[0]: ("done", 0), short[1]: ("done", 0), queued: ("done", 0),
+                      held: ("done", 0)}, states
+    assert [len(jobs[i]["attempts"]) for i in (held, queued)] == [1, 1]
+    assert ledger_counts(ledger) == {i: 1 for i in jobs}
+
+
+def test_sqlite_outage_on_a_full_disk_loses_no_released_job(tmp_path):
+    """Catches the server deciding on uncommitted state: the job released (and the one
+    dispatched) while SQLite's disk is full used to be requeued 'agent does not know attempt
+    1', then lost, since its RUN waited for the commit; release and cancel must answer
+    DATABASE_ERROR naming the cause (not SERVER_UNREACHABLE), jobs must run on, and all end
+    once the space is back, each run once."""
+    ledger = tmp_path / "ledger"
+    with small_tmpfs("8m") as disk:
+        cluster = Cluster(f"sqlite:///{disk}/hq.sqlite", hosts=ONE_HOST)
+        with cluster.running():
+            outage_scenario(cluster, ledger, lambda: fill(disk), lambda: free(disk),
+                            re.compile(SQLITE_FULL))
+
+
+@pytest.mark.mysql
+def test_mysql_outage_loses_no_released_job(tmp_path):
+    """The same on MySQL: a private MariaDB stopped during the run and started again
+    (same data, same port). Catches the released job lost as above, requests answered with
+    SERVER_UNREACHABLE instead of DATABASE_ERROR naming the cause, and a job run twice."""
+    ledger = tmp_path / "ledger"
+    with private_mysql() as db:
+        cluster = Cluster(db.url, hosts=ONE_HOST)
+        with cluster.running():
+            outage_scenario(cluster, ledger, lambda: db.kill(signal.SIGTERM), db.start,
+                            MYSQL_DOWN)
