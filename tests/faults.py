@@ -3,6 +3,7 @@ private MariaDB, skipped with a printed reason unless CI=true, and waits that to
 
 import contextlib
 import os
+import shutil
 import time
 
 import pytest
@@ -13,8 +14,7 @@ from tools import faults
 from tools.faults import fill, free, is_full, ledger_command, ledger_counts, ledger_lines
 
 __all__ = ["fill", "free", "is_full", "ledger_command", "ledger_counts", "ledger_lines",
-           "small_tmpfs", "private_mysql", "settled", "wait_settled", "holds_for",
-           "log_has"]
+           "small_tmpfs", "home_on_tmpfs", "private_mysql", "settled", "wait_settled", "holds_for"]
 
 TERMINAL = {"done", "failed", "cancelled", "lost"}
 
@@ -42,6 +42,18 @@ def small_tmpfs(size="8m", path=None):
         yield mounted
     finally:
         mount.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def home_on_tmpfs(cluster, size="16m"):
+    """The cluster's $HQ_HOME on a tmpfs of `size` for the `with` body (the cluster runs in
+    it); the cluster's directory is removed after the unmount."""
+    try:
+        with small_tmpfs(size, cluster.home) as home:
+            with cluster.running():
+                yield home
+    finally:
+        shutil.rmtree(cluster.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -81,9 +93,3 @@ def holds_for(seconds, condition, message):
         assert condition(), message
         time.sleep(0.1)
 
-
-def log_has(path_or_text, text):
-    if os.path.exists(path_or_text):
-        with open(path_or_text, errors="replace") as handle:
-            return text in handle.read()
-    return False

@@ -9,7 +9,7 @@ import signal
 import psutil
 import pytest
 
-from tests.faults import (fill, free, holds_for, ledger_command, ledger_counts, ledger_lines,
+from tests.faults import (fill, free, holds_for, home_on_tmpfs, ledger_command, ledger_counts, ledger_lines,
                           private_mysql, settled, small_tmpfs, wait_settled)
 from tests.helpers import Cluster, kill_pid, pid_alive, read_pid, wait_until
 
@@ -92,3 +92,52 @@ def test_mysql_outage_loses_no_released_job(tmp_path):
         with cluster.running():
             outage_scenario(cluster, ledger, lambda: db.kill(signal.SIGTERM), db.start,
                             MYSQL_DOWN)
+
+
+# -- 3: a full $HQ_HOME under a killed agent ----------------------------------------------
+def agent_pid(cluster, host="localhost"):
+    return read_pid(os.path.join(cluster.home, "run", f"agent-{host}.pid"))
+
+
+def replaced_agent(cluster, old):
+    new = agent_pid(cluster)
+    return new if new and new != old and pid_alive(new) else None
+
+
+def ended_sensibly(job):
+    """Done once, or failed saying why (`unknown outcome`, `output: ...`): never an empty
+    reason, never lost nor requeued."""
+    if job["state"] == "done":
+        return job["exit_code"] == 0
+    return job["state"] == "failed" and bool(job["reason"])
+
+
+def test_full_home_and_a_killed_agent_run_no_job_twice(tmp_path):
+    """Catches the agent started after a kill -9 on a full $HQ_HOME dying at once (OSError
+    ENOSPC while rewriting its journal), after which the server requeued the running job and
+    ran it a second time. The new agent must live, adopt the job, and every job must end
+    once: done, or failed with a reason (`unknown outcome` when its exit status could not be
+    written); a job submitted on the full disk too."""
+    ledger = tmp_path / "ledger"
+    cluster = Cluster(f"sqlite:///{tmp_path}/hq.sqlite", hosts=ONE_HOST)
+    with home_on_tmpfs(cluster) as home:
+        client = cluster.client()
+        job = client.submit(ledger_command(ledger, "sleep 7"))
+        pid = wait_until(lambda: running_pids(ledger, [job]), 20, 0.05, "the job to run")[job]
+        old = agent_pid(cluster)
+        fill(home)
+        kill_pid(old, signal.SIGKILL)
+        new = wait_until(lambda: replaced_agent(cluster, old), 20, 0.1, "a new agent")
+        late = client.submit(ledger_command(ledger, "true"))     # on the full disk
+        holds_for(2, lambda: pid_alive(new), "the new agent died on the full disk")
+        wait_until(lambda: not pid_alive(pid), 15, 0.1, "the adopted job to end")
+        holds_for(1, lambda: pid_alive(new), "the new agent died when its job ended")
+        free(home)
+        after = client.submit(ledger_command(ledger, "true"))
+        jobs = wait_settled(client, [job, late, after])
+        assert all(ended_sensibly(j) for j in jobs), [(j["state"], j["reason"]) for j in jobs]
+        assert [len(j["attempts"]) for j in jobs] == [1, 1, 1]
+        assert jobs[2]["state"] == "done"
+        assert agent_pid(cluster) == new and pid_alive(new)
+        counts = ledger_counts(ledger)
+        assert counts[job] == 1 and counts[after] == 1 and counts[late] <= 1, counts
