@@ -141,3 +141,49 @@ def test_full_home_and_a_killed_agent_run_no_job_twice(tmp_path):
         assert agent_pid(cluster) == new and pid_alive(new)
         counts = ledger_counts(ledger)
         assert counts[job] == 1 and counts[after] == 1 and counts[late] <= 1, counts
+
+
+# -- 4: a reset database and an old exits file ----------------------------------------------
+def exits_lines(cluster, host="localhost"):
+    directory = os.path.join(cluster.home, "run", f"jobs-{host}")
+    lines = []
+    for name in sorted(os.listdir(directory)):
+        if name.startswith("exits"):
+            with open(os.path.join(directory, name)) as handle:
+                lines += handle.read().split("\n")
+    return lines
+
+
+def crash_agent_and_jobs(cluster, job_pids):
+    """kill -9 the agent, then its jobs' process groups: nobody sees them end."""
+    kill_pid(agent_pid(cluster), signal.SIGKILL)
+    for pid in job_pids:
+        os.killpg(pid, signal.SIGKILL)
+
+
+def test_reset_database_never_reports_the_old_databases_exit_codes(tmp_path):
+    """Catches an agent that keys exit statuses by job and attempt only: after the tables are
+    dropped and made again (ids start at 1 again), new jobs 1 and 2 killed with their agent
+    were adopted with the exit codes that the old database's jobs 1 and 2 left in the exits
+    file (a SIGKILLed `sleep 20` recorded `done`, exit 0; another `failed`, exit 3). They
+    must fail with `unknown outcome`, each run once."""
+    ledger = tmp_path / "ledger"
+    cluster = Cluster(f"sqlite:///{tmp_path}/hq.sqlite", hosts=ONE_HOST)
+    with cluster.running():
+        client = cluster.client()
+        old = client.submit_many(["true", "exit 3", "true", "exit 3"])
+        assert [j["exit_code"] for j in wait_settled(client, old)] == [0, 3, 0, 3]
+        old_exit = re.compile(r"2\.1(\.\w+)? 3$")      # what job 2 left: its key, status 3
+        assert any(old_exit.match(line) for line in exits_lines(cluster)), exits_lines(cluster)
+        cluster.stop_server()
+        cluster.setup_database()                # --drop-tables --yes --create-tables ...
+        cluster.start_server()
+        new = client.submit_many([ledger_command(ledger, "sleep 20")] * 2)
+        assert new == old[:2]
+        pids = wait_until(lambda: running_pids(ledger, new), 20, 0.05, "the new jobs to run")
+        crash_agent_and_jobs(cluster, pids.values())
+        jobs = wait_settled(client, new)
+        assert [(j["state"], j["exit_code"], j["reason"]) for j in jobs] == [
+            ("failed", None, "unknown outcome")] * 2
+        assert [len(j["attempts"]) for j in jobs] == [1, 1]
+        assert ledger_counts(ledger) == {i: 1 for i in new}
