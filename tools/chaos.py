@@ -1,8 +1,8 @@
 """Bounded soak: N short jobs on a local two-host cluster while faults strike at random moments:
 kill -9 of hq-server, agents, the user-server and, with --faults, full disks and database outages.
 
-Usage: .venv/bin/python tools/chaos.py [--jobs N] [--kills K] [--faults disk,db] [--outages M]
-                                       [--runs R] [--backend sqlite|mysql] [--seed S]
+Usage: .venv/bin/python tools/chaos.py [--jobs N] [--sleep S] [--kills K] [--faults disk,db]
+                                       [--outages M] [--runs R] [--backend sqlite|mysql] [--seed S]
 
 --faults adds kinds to the kills (default: kills only): `disk`, $HQ_HOME on a tmpfs filled for a
 few seconds, then freed; `db`, the database out for a few seconds (SQLite: its file on a tmpfs
@@ -41,8 +41,9 @@ def counts(client):
         return None
 
 
-def done_count(client):
-    return (counts(client) or {}).get("done", 0)
+def ended_count(client):
+    c = counts(client) or {}
+    return sum(c.get(s, 0) for s in TERMINAL)
 
 
 @contextlib.contextmanager
@@ -99,7 +100,7 @@ def soak(cluster, outages, args, rng, ledger):
     """Submit the jobs, strike the faults at random points of progress, wait for the end:
     (ids, fault tally)."""
     client = cluster.client()
-    ids = client.submit_many([ledger_command(ledger, f"sleep 0.0{rng.randint(1, 9)}")
+    ids = client.submit_many([ledger_command(ledger, f"sleep {rng.uniform(0.01, args.sleep):.2f}")
                               for _ in range(args.jobs)])
     kills = Kills([h[0] for h in HOSTS])
     events = [None] * args.kills + [o for o in outages for _ in range(args.outages)]
@@ -107,7 +108,7 @@ def soak(cluster, outages, args, rng, ledger):
     tally = collections.Counter()
     for event in events:
         target = rng.uniform(0.1, 0.9) * args.jobs
-        wait_until(lambda: done_count(client) >= target, 300, 0.05, "progress")
+        wait_until(lambda: ended_count(client) >= target, 300, 0.05, "progress")
         if event is None:
             tally[f"kill {kills.strike(cluster, rng)}"] += 1
         else:
@@ -122,10 +123,17 @@ def soak(cluster, outages, args, rng, ledger):
     return client.details(ids), tally
 
 
+def reason_kind(reason):
+    """A failure's reason without the path it names (`...: No space left on device`)."""
+    if not reason:
+        return "(no reason)"
+    return reason.split(": /", 1)[0]
+
+
 def figures(jobs, seen):
     """The run's figures from the jobs' details and the ledger."""
     states = collections.Counter(j["state"] for j in jobs)
-    failed = collections.Counter(j["reason"] or "(no reason)" for j in jobs
+    failed = collections.Counter(reason_kind(j["reason"]) for j in jobs
                                  if j["state"] == "failed")
     return {"jobs": len(jobs), "done": states["done"], "failed": states["failed"],
             "unknown outcome": failed.pop(UNKNOWN_OUTCOME, 0),
@@ -182,6 +190,7 @@ def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--sleep", type=float, default=0.09, help="longest job (seconds)")
     parser.add_argument("--faults", default="", type=lambda s: [k for k in s.split(",") if k],
                         help="kinds added to the kills: disk, db (comma-separated)")
     parser.add_argument("--outages", type=int, default=2, help="strikes of each --faults kind")
