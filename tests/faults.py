@@ -14,7 +14,8 @@ from tools import faults
 from tools.faults import fill, free, is_full, ledger_command, ledger_counts, ledger_lines
 
 __all__ = ["fill", "free", "is_full", "ledger_command", "ledger_counts", "ledger_lines",
-           "small_tmpfs", "home_on_tmpfs", "private_mysql", "settled", "wait_settled", "holds_for"]
+           "need_mounts", "small_tmpfs", "home_on_tmpfs", "private_mysql", "settled",
+           "wait_settled", "holds_for"]
 
 TERMINAL = {"done", "failed", "cancelled", "lost"}
 
@@ -27,12 +28,17 @@ def unavailable(reason):
     pytest.skip(reason)
 
 
-@contextlib.contextmanager
-def small_tmpfs(size="8m", path=None):
-    """A tmpfs of `size` at `path` (or a new directory) for the `with` body, unmounted after."""
+def need_mounts():
+    """Skip (or fail under CI=true) where this process cannot mount a tmpfs."""
     why = faults.can_mount()
     if why:
         unavailable(why)
+
+
+@contextlib.contextmanager
+def small_tmpfs(size="8m", path=None):
+    """A tmpfs of `size` at `path` (or a new directory) for the `with` body, unmounted after."""
+    need_mounts()
     try:
         mount = faults.tmpfs(size, None if path is None else str(path))
         mounted = mount.__enter__()

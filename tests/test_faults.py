@@ -5,13 +5,14 @@ appends "ID PID" to a ledger: each must run once and end in the right state."""
 import os
 import re
 import signal
+import subprocess
+import sys
 
-import psutil
 import pytest
 
-from tests.faults import (fill, free, holds_for, home_on_tmpfs, ledger_command, ledger_counts, ledger_lines,
-                          private_mysql, settled, small_tmpfs, wait_settled)
-from tests.helpers import Cluster, kill_pid, pid_alive, read_pid, wait_until
+from tests.faults import (fill, free, holds_for, home_on_tmpfs, ledger_command, ledger_counts,
+                          ledger_lines, need_mounts, private_mysql, small_tmpfs, wait_settled)
+from tests.helpers import REPO, Cluster, kill_pid, pid_alive, read_pid, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +188,27 @@ def test_reset_database_never_reports_the_old_databases_exit_codes(tmp_path):
             ("failed", None, "unknown outcome")] * 2
         assert [len(j["attempts"]) for j in jobs] == [1, 1]
         assert ledger_counts(ledger) == {i: 1 for i in new}
+
+
+# -- 5: the chaos run with disk and database faults -----------------------------------------
+def chaos_figures(output):
+    """name -> value of the table tools/chaos.py prints last."""
+    rows = (re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in output.splitlines())
+    return {row[0]: row[1] for row in rows if len(row) == 2}
+
+
+def test_chaos_with_disk_and_db_faults_runs_no_job_twice():
+    """tools/chaos.py --faults=disk,db, short and seeded (jobs 0.01-0.5 s, kill -9s, a full
+    $HQ_HOME, SQLite's disk full, some with a kill while they last). Catches a job run twice
+    or lost, a job `done` without running, faults that do not strike, and the tool itself
+    hanging or leaving mounts behind."""
+    need_mounts()
+    command = [sys.executable, os.path.join(REPO, "tools", "chaos.py"), "--jobs=120",
+               "--sleep=0.5", "--kills=2", "--faults=disk,db", "--outages=1", "--seed=12"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=100)
+    figures = chaos_figures(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert figures["faults: disk"] == "1" and figures["faults: db"] == "1", figures
+    assert figures["ran twice"] == "0" and figures["lost"] == "0", figures
+    assert figures["done but not in ledger"] == "0", figures
+    assert "hqfs" not in open("/proc/mounts").read()
