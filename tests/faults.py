@@ -11,9 +11,9 @@ import pytest
 from hq.errors import HQError
 from tests.helpers import wait_until
 from tools import faults
-from tools.faults import fill, free, is_full, ledger_command, ledger_counts, ledger_lines
+from tools.faults import fill, free, ledger_command, ledger_counts, ledger_lines
 
-__all__ = ["fill", "free", "is_full", "ledger_command", "ledger_counts", "ledger_lines",
+__all__ = ["fill", "free", "ledger_command", "ledger_counts", "ledger_lines",
            "need_mounts", "small_tmpfs", "home_on_tmpfs", "private_mysql", "settled",
            "wait_settled", "holds_for"]
 

@@ -1,6 +1,5 @@
-"""Issue 12, nothing lost: database outages (SQLite on a full tmpfs, a private MariaDB stopped),
-a full $HQ_HOME under a killed agent, and a reset database with an old exits file. Every job
-appends "ID PID" to a ledger: each must run once and end in the right state."""
+"""Issue 12 with real faults: database outages, a full $HQ_HOME under a killed agent, a reset
+database, chaos. Jobs append "ID PID" to a ledger: each must run once and end rightly."""
 
 import os
 import re

@@ -72,11 +72,6 @@ def free(directory):
         os.unlink(os.path.join(directory, FILLER))
 
 
-def is_full(directory):
-    stat = os.statvfs(directory)
-    return stat.f_bavail == 0
-
-
 def ledger_lines(path):
     """(job id, pid of its shell) for each line of the ledger at `path`."""
     try:
