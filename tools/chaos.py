@@ -1,14 +1,23 @@
-"""Bounded soak: N short jobs on a local two-host cluster while hq-server, agents and the
-user-server are killed (-9) at random moments; prints submitted, done, requeued, lost, duplicated.
+"""Bounded soak: N short jobs on a local two-host cluster while faults strike at random moments:
+kill -9 of hq-server, agents, the user-server and, with --faults, full disks and database outages.
 
-Usage: .venv/bin/python tools/chaos.py [--jobs N] [--kills K] [--backend sqlite|mysql] [--seed S]
+Usage: .venv/bin/python tools/chaos.py [--jobs N] [--sleep S] [--kills K] [--faults disk,db]
+                                       [--outages M] [--runs R] [--backend sqlite|mysql] [--seed S]
+
+--faults adds kinds to the kills (default: kills only): `disk`, $HQ_HOME on a tmpfs filled for a
+few seconds, then freed; `db`, the database out for a few seconds (SQLite: its file on a tmpfs
+filled, then freed; MySQL: a private MariaDB stopped, then started). Each kind strikes M times a
+run; half of the outages also see a kill -9 while they last. Needs root for the tmpfs mounts.
+Every job appends "ID PID" to a ledger: prints jobs, done, failed (`unknown outcome` and other
+reasons), lost, requeued attempts and jobs that ran twice (which must be 0: exit status 1).
 """
 
 import argparse
 import collections
+import contextlib
 import os
 import random
-import signal
+import shutil
 import sys
 import tempfile
 import time
@@ -16,9 +25,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hq.errors import HQError  # noqa: E402
-from tools.cluster import Cluster, MysqlDatabase, kill_pid, read_pid, wait_until  # noqa: E402
+from tools.chaos_faults import DiskFull, Kills, MysqlDown, SqliteFull  # noqa: E402
+from tools.cluster import Cluster, MysqlDatabase, wait_until  # noqa: E402
+from tools.faults import ledger_command, ledger_counts, tmpfs  # noqa: E402
 
 HOSTS = [("alpha", "2", "-", "127.0.0.1"), ("beta", "2", "-", "localhost")]
+TERMINAL = ("done", "failed", "lost", "cancelled")
+UNKNOWN_OUTCOME = "unknown outcome"
 
 
 def counts(client):
@@ -28,89 +41,185 @@ def counts(client):
         return None
 
 
-def kill_server(cluster):
-    cluster.server.send_signal(signal.SIGKILL)
-    cluster.server.wait(10)
-    cluster.server = None
-    cluster.start_server()
+def ended_count(client):
+    c = counts(client) or {}
+    return sum(c.get(s, 0) for s in TERMINAL)
 
 
-def kill_agent(cluster, rng):
-    pid = read_pid(os.path.join(cluster.home, "run", f"agent-{rng.choice(HOSTS)[0]}.pid"))
-    kill_pid(pid, signal.SIGKILL)
+@contextlib.contextmanager
+def installation(args, tmp):
+    """A cluster (not started) on the backend, with the faults' file systems and database:
+    (cluster, the outages it can suffer)."""
+    with contextlib.ExitStack() as stack:
+        outages, db_dir = [], tmp
+        if "db" in args.faults and args.backend == "sqlite":
+            db_dir = stack.enter_context(tmpfs("16m"))
+            outages.append(SqliteFull(db_dir))
+        if args.backend == "mysql" and "db" in args.faults:
+            from tools.private_mysql import PrivateMysql
+            private = PrivateMysql()
+            stack.callback(private.close)
+            private.install()
+            private.start()
+            url = private.url
+            outages.append(MysqlDown(private))
+        elif args.backend == "mysql":
+            database = MysqlDatabase()
+            stack.callback(database.drop)
+            url = database.url
+        else:
+            url = f"sqlite:///{db_dir}/hq.sqlite"
+        cluster = Cluster(url, hosts=HOSTS)
+        stack.callback(shutil.rmtree, cluster.root, True)
+        if "disk" in args.faults:
+            outages.append(DiskFull("disk", stack.enter_context(tmpfs("32m", cluster.home))))
+        cluster.set_config("server", "requeue_grace_s", str(args.grace))
+        stack.callback(cluster.close)
+        yield cluster, outages
 
 
-def kill_user_server(cluster):
-    kill_pid(cluster.user_server_pid(), signal.SIGKILL)
+def outage(cluster, fault, kills, rng, tally):
+    """`fault` for 2-5 s; half the time something is killed -9 while it lasts (hq-server is
+    restarted once the database is back: it cannot start without it)."""
+    fault.begin()
+    tally[fault.name] += 1
+    try:
+        if rng.random() < 0.5:
+            time.sleep(rng.uniform(0.3, 2.0))
+            target = kills.strike(cluster, rng, restart_server=not fault.database)
+            tally[f"kill {target}"] += 1
+            tally[f"kill during {fault.name}"] += 1
+        time.sleep(rng.uniform(2.0, 5.0))
+    finally:
+        fault.end()
+    if cluster.server is None:
+        cluster.start_server()
 
 
-def soak(cluster, jobs, kills, rng, ledger):
+def soak(cluster, outages, args, rng, ledger):
+    """Submit the jobs, strike the faults at random points of progress, wait for the end:
+    (ids, fault tally)."""
     client = cluster.client()
-    ids = client.submit_many([f"sleep 0.0{rng.randint(1, 9)}; echo $HQ_JOB_ID >> {ledger}"
-                              for _ in range(jobs)])
-    done_kills = collections.Counter()
-    actions = [("server", kill_server), ("agent", lambda c: kill_agent(c, rng)),
-               ("user-server", kill_user_server)]
-    for _ in range(kills):
-        target = rng.uniform(0.1, 0.9) * jobs
-        wait_until(lambda: (counts(client) or {}).get("done", 0) >= target or
-                   (counts(client) or {}).get("done", 0) >= jobs, 300, 0.05, "progress")
-        name, action = rng.choice(actions)
-        action(cluster)
-        done_kills[name] += 1
+    ids = client.submit_many([ledger_command(ledger, f"sleep {rng.uniform(0.01, args.sleep):.2f}")
+                              for _ in range(args.jobs)])
+    kills = Kills([h[0] for h in HOSTS])
+    events = [None] * args.kills + [o for o in outages for _ in range(args.outages)]
+    rng.shuffle(events)
+    tally = collections.Counter()
+    for event in events:
+        target = rng.uniform(0.1, 0.9) * args.jobs
+        wait_until(lambda: ended_count(client) >= target, 300, 0.05, "progress")
+        if event is None:
+            tally[f"kill {kills.strike(cluster, rng)}"] += 1
+        else:
+            outage(cluster, event, kills, rng, tally)
         client.close()
         client = cluster.client()
-    final = wait_until(lambda: (lambda c: c if c and sum(c[s] for s in ("done", "failed", "lost",
-                       "cancelled")) >= jobs else None)(counts(client)), 600, 0.2, "the end")
-    return client, ids, final, done_kills
+
+    def ended():
+        c = counts(client)
+        return c if c and sum(c[s] for s in TERMINAL) >= len(ids) else None
+    wait_until(ended, 600, 0.2, "every job to end")
+    return client.details(ids), tally
 
 
-def main():
+def reason_kind(reason):
+    """A failure's reason without the path it names (`...: No space left on device`)."""
+    if not reason:
+        return "(no reason)"
+    return reason.split(": /", 1)[0]
+
+
+def figures(jobs, seen):
+    """The run's figures from the jobs' details and the ledger."""
+    states = collections.Counter(j["state"] for j in jobs)
+    failed = collections.Counter(reason_kind(j["reason"]) for j in jobs
+                                 if j["state"] == "failed")
+    return {"jobs": len(jobs), "done": states["done"], "failed": states["failed"],
+            "unknown outcome": failed.pop(UNKNOWN_OUTCOME, 0),
+            "lost": states["lost"], "cancelled": states["cancelled"],
+            "requeued attempts": sum(1 for j in jobs for a in j["attempts"]
+                                     if a["outcome"] == "pending"),
+            "job runs (ledger lines)": sum(seen.values()),
+            "ran twice": sum(1 for j in jobs if seen[j["id"]] > 1),
+            "done but not in ledger": sum(1 for j in jobs if j["state"] == "done"
+                                          and not seen[j["id"]]),
+            "other failures": failed}
+
+
+def one_run(args, seed):
+    rng = random.Random(seed)
+    tmp = tempfile.mkdtemp(prefix="hqchaos")
+    ledger = os.path.join(tmp, "ledger")
+    open(ledger, "w").close()
+    try:
+        with installation(args, tmp) as (cluster, outages):
+            cluster.setup_database()
+            cluster.start_server()
+            jobs, tally = soak(cluster, outages, args, rng, ledger)
+            result = figures(jobs, ledger_counts(ledger))
+            if os.environ.get("HQ_CHAOS_SHOW"):
+                show_twice(jobs, ledger_counts(ledger))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result, tally
+
+
+def show_twice(jobs, seen):
+    for job in jobs:
+        if seen[job["id"]] > 1:
+            for e in job["events"]:
+                print("  ", job["id"], e["time"], e["state"], e["attempt"], e["host"],
+                      e["detail"])
+
+
+def report(args, totals, tally, failures, seconds):
+    rows = [("seed", args.seed), ("backend", args.backend),
+            ("faults", ", ".join(["kill", *args.faults])),
+            ("heartbeat, grace", f"0.5 s, {args.grace:g} s"), ("runs", args.runs),
+            *[(f"faults: {name}", n) for name, n in sorted(tally.items())],
+            *totals.items(),
+            ("other failures", "; ".join(f"{n} {why}" for why, n in failures.most_common(5))
+             or "none"),
+            ("seconds", round(seconds, 1))]
+    for name, value in rows:
+        print(f"{name:<30} {value}")
+
+
+def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--kills", type=int, default=6)
+    parser.add_argument("--sleep", type=float, default=0.09, help="longest job (seconds)")
+    parser.add_argument("--faults", default="", type=lambda s: [k for k in s.split(",") if k],
+                        help="kinds added to the kills: disk, db (comma-separated)")
+    parser.add_argument("--outages", type=int, default=2, help="strikes of each --faults kind")
+    parser.add_argument("--runs", type=int, default=1, help="runs, seeds S, S+1, ...")
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--grace", type=float, default=10.0,
                         help="requeue_grace_s of the server (the shipped default: 10)")
-    args = parser.parse_args()
-    rng = random.Random(args.seed)
-    mysql = MysqlDatabase() if args.backend == "mysql" else None
-    tmp = tempfile.mkdtemp(prefix="hqchaos")
-    ledger = os.path.join(tmp, "ledger")
-    open(ledger, "w").close()
-    cluster = Cluster(mysql.url if mysql else f"sqlite:///{tmp}/hq.sqlite", hosts=HOSTS)
-    cluster.set_config("server", "requeue_grace_s", str(args.grace))
+    args = parser.parse_args(argv)
+    unknown = set(args.faults) - {"disk", "db", "kill"}
+    if unknown:
+        parser.error(f"unknown --faults kind: {', '.join(sorted(unknown))} (disk, db)")
+    args.faults = [k for k in ("disk", "db") if k in args.faults]
+    return args
+
+
+def main(argv=None):
+    args = parse(argv)
     started = time.monotonic()
-    try:
-        cluster.setup_database()
-        cluster.start_server()
-        client, ids, final, kills = soak(cluster, args.jobs, args.kills, rng, ledger)
-        jobs = client.details(ids)
-    finally:
-        cluster.close()
-        if mysql:
-            mysql.drop()
-    seen = collections.Counter(int(x) for x in open(ledger).read().split())
-    requeued = sum(1 for j in jobs for a in j["attempts"] if a["outcome"] == "pending")
-    lost_mid_run = {j["id"] for j in jobs if len(j["attempts"]) > 1}
-    duplicated = [i for i, n in seen.items() if n > 1 and i not in lost_mid_run]
-    rows = [("seed", args.seed), ("backend", args.backend), ("heartbeat, grace", f"0.5 s, {args.grace:g} s"),
-            ("kills", ", ".join(f"{k} {n}" for k, n in sorted(kills.items()))),
-            ("jobs submitted", len(ids)), ("done", final["done"]), ("failed", final["failed"]),
-            ("lost", final["lost"]), ("requeued attempts", requeued),
-            ("ran twice (requeued mid-run)", sum(1 for i in lost_mid_run if seen[i] > 1)),
-            ("duplicated", len(duplicated)),
-            ("done but not in ledger", sum(1 for j in jobs if j["state"] == "done"
-                                           and not seen[j["id"]])),
-            ("seconds", round(time.monotonic() - started, 1))]
-    for name, value in rows:
-        print(f"{name:<30} {value}")
-    for job in jobs:
-        if job["id"] in lost_mid_run and seen[job["id"]] > 1 and os.environ.get("HQ_CHAOS_SHOW"):
-            for e in job["events"]:
-                print("  ", job["id"], e["time"], e["state"], e["attempt"], e["host"], e["detail"])
-    return 1 if duplicated else 0
+    totals, tally, failures = collections.Counter(), collections.Counter(), collections.Counter()
+    for run in range(args.runs):
+        result, run_tally = one_run(args, args.seed + run)
+        failures.update(result.pop("other failures"))
+        totals.update(result)
+        tally.update(run_tally)
+        print(f"run {run + 1}/{args.runs} (seed {args.seed + run}): "
+              + ", ".join(f"{k} {v}" for k, v in result.items()), flush=True)
+    report(args, totals, tally, failures, time.monotonic() - started)
+    return 1 if totals["ran twice"] or totals["done but not in ledger"] else 0
 
 
 if __name__ == "__main__":

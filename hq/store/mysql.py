@@ -53,7 +53,20 @@ class MysqlStore(SqlStore):
             c = self.config
             where = getattr(c, "source", "") or "hq-db.cfg"
             return f"access denied for {c.user}@{c.host}: wrong password in {where}?"
+        if _code(exc) == 0:     # a dead connection: the pool swallowed why it cannot reconnect
+            exc = self._why_unreachable() or exc
         return super().error_message(exc)
+
+    def _why_unreachable(self):
+        """The error of a new connection to the server (its refusal), or None if one can be
+        made."""
+        c = self.config
+        try:
+            pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                            database=c.database, connect_timeout=2).close()
+        except pymysql.MySQLError as exc:
+            return exc
+        return None
 
     @contextlib.contextmanager
     def connection(self):

@@ -176,8 +176,11 @@ def _change_jobs(core, user, ids, action):
     if len(ids) > MAX_IDS:
         raise HQError(BAD_REQUEST, f"at most {MAX_IDS} ids in one request")
     core.parking.unpark(user, ids, core.now)
-    rows = {r["id"]: r for r in core.store.get_jobs(ids, user)}
-    missing = [i for i in ids if i not in rows and not _live_of(core, i, user)]
+    # only jobs not live in memory are read: a change to live jobs needs no database (during
+    # an outage it is kept and committed later)
+    dead = [i for i in ids if not _live_of(core, i, user)]
+    rows = {r["id"]: r for r in core.store.get_jobs(dead, user)} if dead else {}
+    missing = [i for i in dead if i not in rows]
     if missing:
         raise HQError(UNKNOWN_JOB, f"no job {', '.join(map(str, missing[:20]))} of user {user}")
     changed, unchanged = [], {}
