@@ -17,6 +17,8 @@ from agents.scripts import ScriptFiles
 
 log = logging.getLogger("hq.runner")
 
+JOURNAL_RETRY_S = 1.0     # a journal that a full disk refused is tried again this often
+
 
 class Runner(Adoption):
     def __init__(self, host_name, files=None):
@@ -26,6 +28,7 @@ class Runner(Adoption):
         self.database_id = files.database_id() if files is not None else None
         self.waiting = {}         # key -> (spec, env, database id): no process yet, in order
         self.ready = {}           # key -> Running: started ahead, waiting behind its gate
+        self.journal_retry_at = 0.0   # while the journal cannot be written, slots wait till then
         self.by_pid = {}          # pid -> Running: every child process (and adopted job)
         self.by_job = {}          # key -> Running: jobs that have their slot
         self.adopted = {}         # pid -> Running, for jobs that are not our children
@@ -68,7 +71,7 @@ class Runner(Adoption):
         """Give free slots to queued jobs in order, then start the next ones ahead behind their
         gates; the events (started, or finished with a start error)."""
         events, now = [], time.time()
-        while self.ready or self.waiting:
+        while (self.ready or self.waiting) and now >= self.journal_retry_at:
             queue = self.ready or self.waiting      # jobs started ahead come first
             key = next(iter(queue))
             spec = queue[key].spec if queue is self.ready else queue[key][0]
@@ -76,8 +79,13 @@ class Runner(Adoption):
                 break
             run = self.ready.pop(key) if queue is self.ready else self._launch(
                 *self.waiting.pop(key), now, events)
-            if run is not None:
-                events.append(self._give_slot(run, now))
+            if run is None:
+                continue
+            started = self._give_slot(run, now)
+            if started is None:         # the journal cannot take it: it waits behind its gate
+                self.ready = {key: run, **self.ready}
+                break
+            events.append(started)
         while self.waiting and len(self.ready) < max(1, self.slots):
             key = next(iter(self.waiting))
             run = self._launch(*self.waiting.pop(key), now, events)
@@ -116,16 +124,16 @@ class Runner(Adoption):
 
     def _give_slot(self, run, now):
         """A job gets its slot: journalled, then its gate opens; its started event. A job the
-        journal cannot take does not run (its finished event, with the reason)."""
+        journal cannot take (a full disk) does not run yet: None, and no job gets a slot
+        until JOURNAL_RETRY_S later (jobs wait; none is failed for the agent's own disk)."""
         spec = run.spec
         if self.files is not None:
             try:
                 self.files.record(spec, run.pid, now, run.spawned, run.database_id,
                                   run.generation)
-            except jobfiles.JournalError as exc:
-                run.dropped = True          # its shell sees the gate closed and exits
-                self._close_gate(run)
-                return self._start_failed(spec, str(exc), now)
+            except jobfiles.JournalError:
+                self.journal_retry_at = now + JOURNAL_RETRY_S
+                return None                 # it runs once the journal takes it
         if run.gate is not None:
             self._open_gate(run)
         run.started = now
@@ -265,6 +273,8 @@ class Runner(Adoption):
     def next_deadline(self):
         times = [t for run in (*self.by_job.values(), *self.doomed.values())
                  for t in (run.deadline, run.kill_at) if t]
+        if self.journal_retry_at and (self.ready or self.waiting):
+            times.append(self.journal_retry_at)
         if self.leftovers.killing:
             times.append(self.leftovers.next_deadline())
         if self.leftovers.pending:
