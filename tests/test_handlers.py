@@ -269,3 +269,92 @@ def test_listings_are_paged(h):
     newest = h.request("alice", p.LIST, limit=50000)        # clamped to the maximum page
     assert len(newest["jobs"]) == 2500 and newest["more"] is False
     assert h.request("bob", p.LIST)["jobs"] == []
+
+
+def test_after_a_cancelled_or_lost_parent_fails_the_child(h):
+    """Issue 14: catches dependents released unless the parent failed (a cancelled or lost
+    parent let its child run). The parents are live when the children are submitted (the
+    release path) and one is already cancelled (the settle path); checked by putting back
+    `ended_state != FAILED` in Core._release_dependents and `state == FAILED` in
+    settle_dependencies: each fails this test."""
+    lost_parent = running_job(h, retries=0)
+    (cancelled_parent,) = h.submit("alice", "sleep 100", host_req="h1", hold=True)
+    (done_parent,) = h.submit("alice", "sleep 1")
+    children = [h.submit("alice", "true", depends_on=str(parent))[0]
+                for parent in (lost_parent, cancelled_parent, done_parent)]
+    (grandchild,) = h.submit("alice", "true", depends_on=str(children[1]))
+    assert [h.state(c) for c in children + [grandchild]] == ["pending"] * 4
+    h.request("alice", p.CANCEL, ids=[cancelled_parent])
+    h.at(h.now + 7).turn(tick=True)                         # the agent went silent ...
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(lost_parent) == "lost"                   # ... its jobs are lost
+    h.register("alice")
+    h.report("alice", "finished", done_parent, h.store.get_jobs([done_parent])[0]["attempt"],
+             exit_code=0)
+    rows = h.store.get_jobs(children + [grandchild])
+    assert [(r["state"], r["reason"]) for r in rows] == [
+        ("failed", "dependency"), ("failed", "dependency"), ("dispatched", ""),
+        ("failed", "dependency")]
+    (late,) = h.submit("alice", "true", depends_on=str(cancelled_parent))
+    assert h.store.get_jobs([late])[0]["reason"] == "dependency"     # already ended
+    (after_done,) = h.submit("alice", "true", depends_on=str(done_parent))
+    assert h.state(after_done) == "dispatched"
+
+
+def test_another_users_jobs_and_batches_are_unknown_to_a_user(h):
+    """Issue 14: a user must not learn about another's jobs. Catches a missing owner check in
+    STATUS/LIST of a batch (`wait --batch`, `list --batch`), HOLD, RELEASE, DETAILS and
+    `--after` (which told bob whether alice's job exists and how it ended, through his job's
+    reason): each answers as for a job that does not exist, and alice's jobs do not change.
+    Checked by removing each owner check: the matching assertion fails."""
+    h.request("root", p.ADMIN, command="deactivate")
+    (waiting, held) = h.submit("alice", "true", "true")
+    h.request("alice", p.HOLD, ids=[held])
+    (ended,) = h.submit("alice", "true")
+    h.request("alice", p.CANCEL, ids=[ended])
+    batch = h.store.get_jobs([waiting])[0]["batch"]
+    nowhere = 10 ** 6
+    for kind, body in ((p.STATUS, {"batch": batch}), (p.LIST, {"batch": batch}),
+                       (p.CANCEL, {"batch": batch}), (p.HOLD, {"ids": [waiting]}),
+                       (p.RELEASE, {"ids": [held]}), (p.CANCEL, {"ids": [waiting]}),
+                       (p.DETAILS, {"ids": [waiting]}),
+                       (p.DETAILS, {"ids": [ended], "finished_only": True})):
+        with pytest.raises(HQError) as refused:
+            h.request("bob", kind, **body)
+        assert refused.value.code == UNKNOWN_JOB, (kind, body)
+    answers = []
+    for parent in (waiting, ended, nowhere):
+        with pytest.raises(HQError) as refused:
+            h.submit("bob", "true", depends_on=str(parent))
+        assert refused.value.code == UNKNOWN_JOB
+        answers.append(str(refused.value).replace(str(parent), "N"))
+    assert answers[0] == answers[1] == answers[2], "bob can tell alice's jobs from none"
+    assert [h.state(i) for i in (waiting, held, ended)] == ["pending", "held", "cancelled"]
+    assert h.request("alice", p.STATUS, batch=batch)["counts"]["held"] == 1
+
+
+def test_an_agent_is_gone_after_three_silent_heartbeats_not_before(h):
+    """Issue 14: catches SILENT_HEARTBEATS changed (3 -> 30 left a dead agent's jobs running
+    for a minute; 3 -> 2 forgets agents that are only late). heartbeat_s is 2 s here: still
+    there after 5.9 s of silence, gone after 6.1 s. Checked with 30 and with 2."""
+    job = running_job(h)
+    start = h.now
+    h.at(start + 5.9).turn(tick=True)
+    assert "alice" in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "up"
+    h.at(start + 6.1).turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "down"
+    assert h.state(job) == "running"
+
+
+def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):
+    """Issue 14: catches the finished report's max_rss (and signal) not written to the job's
+    row, also for a cancelled job whose process ends after the cancel. Checked by dropping
+    max_rss from job_finished's columns and from _late_result."""
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0, max_rss=12345)
+    assert h.store.get_jobs([job])[0]["max_rss"] == 12345
+    other = running_job(h)
+    h.request("alice", p.CANCEL, ids=[other])
+    h.report("alice", "finished", other, 1, exit_code=None, signal=15, max_rss=777)
+    row = h.store.get_jobs([other])[0]
+    assert (row["state"], row["max_rss"], row["term_signal"]) == ("cancelled", 777, 15)
