@@ -358,3 +358,16 @@ def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):
     h.report("alice", "finished", other, 1, exit_code=None, signal=15, max_rss=777)
     row = h.store.get_jobs([other])[0]
     assert (row["state"], row["max_rss"], row["term_signal"]) == ("cancelled", 777, 15)
+
+
+def test_only_an_admin_registers_keys(h):
+    """Issue 14: catches `adduser` without the role check (a user registering a key for
+    another name, or for themselves as someone else). Checked by adding adduser to
+    FOR_EVERYONE in handlers/admin.py."""
+    key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    with pytest.raises(HQError) as refused:
+        h.request("bob", p.ADMIN, command="adduser", arg="mallory", key=key)
+    assert refused.value.code == PERMISSION_DENIED and "mallory" not in h.core.users
+    assert h.request("root", p.ADMIN, command="adduser", arg="mallory", key=key)["roles"] == \
+        ["USER"]
+    assert h.core.users["mallory"]["key"] == key and h.core.keys_changed
