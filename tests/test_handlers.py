@@ -7,6 +7,7 @@ import pytest
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
+from hq.server import fleet
 from tests.core_harness import CoreHarness
 
 
@@ -371,3 +372,51 @@ def test_only_an_admin_registers_keys(h):
     assert h.request("root", p.ADMIN, command="adduser", arg="mallory", key=key)["roles"] == \
         ["USER"]
     assert h.core.users["mallory"]["key"] == key and h.core.keys_changed
+
+
+def test_retries_requeue_a_job_lost_with_its_host_up_to_n_times(h):
+    """Issue 14: `-r N` with N > 1. Catches retries counted as one whatever N, or requeued
+    without end: with retries=2, attempts 1 and 2 lost with their agent are requeued (each
+    runs again as a new attempt), attempt 3 ends the job `lost`. Checked with
+    `job.attempt <= 1` in Core.attempt_gone: the job is lost at attempt 2."""
+    job = running_job(h, retries=2)
+    grace = h.core.settings.requeue_grace_s
+    for attempt, after in ((1, "pending"), (2, "pending"), (3, "lost")):
+        if attempt > 1:
+            h.register("alice")
+            assert (job, attempt) in h.runs_to("alice")
+        h.at(h.now + 7).turn(tick=True)
+        h.at(h.now + grace).turn(tick=True)
+        row = h.store.get_jobs([job])[0]
+        assert (row["state"], row["attempt"]) == (after, attempt)
+    assert h.core.user_slots["alice"] == 0
+
+
+def test_after_a_restart_an_agent_that_never_comes_back_gives_up_its_jobs(h, tmp_path):
+    """Issue 14: a server restart where an agent never comes back. Catches attempts held
+    forever (the host `up` and its slots taken for good) and a restarted server giving up
+    before 3 heartbeats and the grace: reloaded attempts hold their slots, the host counts as
+    up; after 3 heartbeats (6 s) it is down, after the grace the job with a retry left is
+    requeued and the other lost. Checked with fleet.expect_agents emptied: nothing ends."""
+    again = running_job(h, retries=1)
+    (once,) = h.submit("alice", "sleep 9", retries=0)
+    assert h.state(once) == "dispatched"
+    h.close()
+    server = CoreHarness(tmp_path, outside_load=False)      # kill -9, start: same database
+    try:
+        start = h.now + 100
+        server.at(start)
+        fleet.expect_agents(server.core, start)
+        host = server.core.hosts["h1"]
+        assert host.status == "up" and host.slots_used == 2
+        grace = server.core.settings.requeue_grace_s
+        server.at(start + 5.9).turn(tick=True)
+        assert host.status == "up"
+        server.at(start + 6.1 + grace - 0.5).turn(tick=True)
+        assert host.status == "down" and host.slots_used == 2
+        assert (server.state(again), server.state(once)) == ("running", "dispatched")
+        server.at(start + 6.1 + grace + 0.5).turn(tick=True)
+        assert (server.state(again), server.state(once)) == ("pending", "lost")
+        assert host.slots_used == 0 and server.core.user_slots["alice"] == 0
+    finally:
+        server.close()
