@@ -1,6 +1,7 @@
 """Properties of placement (hq/scheduler.py) checked with hypothesis on random clusters and
 queues, plus dependencies and reasons through the server's in-memory state (hq/state.py)."""
 
+import os
 from collections import Counter
 
 from hypothesis import given, settings, strategies as st
@@ -12,6 +13,14 @@ from hq.server.core import Core
 from hq.store.writes import Writes
 
 GB = 1 << 30
+# `make mutate` runs the properties with a tenth of their examples (HQ_HYPOTHESIS_SCALE=0.1), so
+# that each of hundreds of mutants costs seconds; a normal run uses them all.
+SCALE = float(os.environ.get("HQ_HYPOTHESIS_SCALE", "1"))
+
+
+def examples(count):
+    return max(10, int(count * SCALE))
+
 USERS = ("ann", "bob", "cy")
 
 
@@ -63,7 +72,7 @@ def build_jobs(specs):
             for i, (user, cores, prio, mem, host_req, group, exclude) in enumerate(specs)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(hosts_strategy, jobs_strategy, st.booleans())
 def test_placements_respect_slots_memory_state_and_requests(hosts, specs, outside_load):
     hosts = named(hosts)
@@ -89,7 +98,7 @@ def test_placements_respect_slots_memory_state_and_requests(hosts, specs, outsid
     assert result.examined <= len(placed) + len(index_of(jobs).queues)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(-3, 3), min_size=1, max_size=80), st.integers(1, 5),
        st.integers(1, 6))
 def test_higher_priority_placed_first(priorities, n_hosts, slots):
@@ -104,7 +113,7 @@ def test_higher_priority_placed_first(priorities, n_hosts, slots):
             assert job.priority <= lowest_placed
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(1, 6), st.integers(1, 8),
        st.integers(0, 5))
 def test_fair_share_between_two_users(n_ann, n_bob, n_hosts, slots, already):
@@ -133,7 +142,7 @@ def test_fair_share_holds_when_a_user_has_jobs_of_several_shapes():
     assert got == {"ann": 6, "bob": 6}
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.integers(0, 3), min_size=1, max_size=40), st.integers(1, 40),
        st.integers(1, 16))
 def test_fair_share_with_random_shapes(shapes, n_bob, slots):
@@ -220,7 +229,7 @@ def run_pass(state, now):
     return result.assignments
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.lists(st.integers(0, 30), max_size=3), min_size=1, max_size=30),
        st.lists(st.booleans(), min_size=30, max_size=30), st.integers(1, 4))
 def test_dependency_order_kept(dep_choices, outcomes, slots):
@@ -290,7 +299,7 @@ def test_reserved_slots_only_for_jobs_with_the_code():
     assert again.assignments == []
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(hosts_strategy, jobs_strategy, st.integers(0, 3), st.integers(0, 3))
 def test_reservations_never_oversubscribe(hosts, specs, reserved, used_by_code):
     hosts = named(hosts)
