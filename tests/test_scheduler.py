@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings, strategies as st
 
 from hq.model import ACTIVE, DONE, FAILED, HELD, INACTIVE, PENDING, UP, DOWN, Host, Job
-from hq.server.scheduler import PendingIndex, memory_free, offer, place, usable
+from hq.server.scheduler import PendingIndex, host_fits, memory_free, offer, place, usable
 from hq.protocol import Report
 from hq.server.core import Core
 from hq.store.writes import Writes
@@ -96,6 +96,16 @@ def test_placements_respect_slots_memory_state_and_requests(hosts, specs, outsid
     # a pass looks at each placed job and at most one blocked head per queue: no scan
     # (issue 14: the bound was placed + 60 per user, which no list of 60 jobs can exceed)
     assert result.examined <= len(placed) + len(index_of(jobs).queues)
+    # and a pass places all it can: no job left waiting fits where slots and memory are left
+    # (catches a job refused by a host that fits it: mutants of HostPool._ok and find)
+    free = {h.name: offer(h, outside_load) - cores[h.name] for h in hosts if usable(h)}
+    left = {h.name: memory_free(h) - memory[h.name] for h in hosts if usable(h)}
+    for job in jobs:
+        if job.id not in placed:
+            for name in free:
+                fits = host_fits(job, by_name[name], job.user) and free[name] >= job.cores \
+                    and (not job.memory or left[name] >= job.memory)
+                assert not fits, f"job {job.id} waits though {name} could take it"
 
 
 @settings(max_examples=examples(200), deadline=None)
