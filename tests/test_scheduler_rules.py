@@ -8,7 +8,8 @@ hq.server.scheduler.*: they survived before and are killed now)."""
 import pytest
 
 from hq.model import INACTIVE, DOWN
-from hq.server.scheduler import PendingIndex, explain, memory_free, place
+from hq.server.scheduler import (PendingIndex, explain, held_back, host_fits, memory_free,
+                                  offer, place)
 from tests.test_scheduler import GB, index_of, make_host, make_job
 
 
@@ -85,6 +86,8 @@ def test_a_coded_job_needs_memory_and_the_users_agent_like_any_other():
     host = reserved_host(4, 2, mem_total=8 * GB)
     assert len(place(index_of([coded(1, memory=8 * GB)]), [host], {}).assignments) == 1
     assert place(index_of([coded(1, memory=9 * GB)]), [host], {}).assignments == []
+    short = reserved_host(4, 2, mem_total=8 * GB, mem_available=2 * GB)
+    assert place(index_of([coded(1, memory=4 * GB)]), [short], {}).assignments == []
     stranger = reserved_host(4, 2, users=("bob",))
     assert place(index_of([coded(1)]), [stranger], {}).assignments == []
 
@@ -129,12 +132,73 @@ def test_claims_one_per_user_at_most_a_tenth_of_the_hosts_where_the_user_has_an_
         hosts = [make_host(f"h{i:02}", 4, used=1, **host_args) for i in range(n_hosts)]
         return place(index_of(jobs), hosts, {}, now=1000.0, reserve_after_s=300).claims
     two_users = [overdue(1, "ann"), overdue(2, "ann"), overdue(3, "bob"), overdue(4, "cy")]
+    two_users[1].memory = GB                      # another queue of ann's: still one claim
     assert sorted(claims(20, two_users)) == [1, 3]
     assert sorted(claims(25, two_users)) == [1, 3]
     assert sorted(claims(10, two_users)) == [1]
-    stranger = [make_host("a", 4, used=1, users=("bob",)), make_host("b", 4, used=2)]
+    stranger = [make_host("b", 4, used=2), make_host("c", 4, used=1, users=("bob",))]
     result = place(index_of([overdue(1, "ann")]), stranger, {}, now=1000.0, reserve_after_s=300)
     assert result.claims == {1: "b"}
+
+
+def test_only_wide_jobs_that_waited_reserve_after_s_claim_a_host():
+    """Catches a one-slot job claiming a host, a two-slot one not claiming, and the wait
+    compared with `<` (a job that waited exactly reserve_after_s claims) (_place_level 55,
+    56, 57)."""
+    def claims(job):
+        return place(index_of([job]), [make_host("h", 4, used=3)], {}, now=1000.0,
+                     reserve_after_s=300).claims
+    assert claims(make_job(1, cores=2, submitted=700.0)) == {1: "h"}
+    assert claims(make_job(1, cores=2, submitted=700.5)) == {}
+    full = make_host("h", 4, used=4)
+    assert place(index_of([make_job(1, submitted=0.0)]), [full], {}, now=1000.0,
+                 reserve_after_s=300).claims == {}
+
+
+def test_claims_of_jobs_no_longer_pending_are_dropped():
+    """Catches claims kept for jobs that left the queue (place 8: it raised)."""
+    result = place(index_of([make_job(1)]), [make_host("h", 4)], {}, claims={99: "h"})
+    assert result.claims == {} and [j.id for j, _ in result.assignments] == [1]
+
+
+def test_a_user_without_slots_goes_before_one_with_slots():
+    """Catches the fair-share key of a user without slots starting above 0 (bob, with one
+    slot and the older job, got the only free slot) (_place_level 12)."""
+    jobs = [make_job(1, "bob"), make_job(2, "ann")]
+    result = place(index_of(jobs), [make_host("h", 2, used=1)], {"bob": 1})
+    assert [j.id for j, _ in result.assignments] == [2]
+
+
+def test_best_fit_follows_the_free_slots_left_during_the_pass():
+    """Catches the buckets of free slots not updated when a job takes slots (for all hosts
+    or for a group), so the next job misses the fullest host; and a crash there (take 25,
+    26, 27, 28). A pinned job makes `a` the fullest host; the next job must go there."""
+    for group in ("", "g"):
+        hosts = [make_host("a", 4, groups=["g"]), make_host("b", 3, groups=["g"])]
+        jobs = [make_job(1, group_req=group), make_job(2, cores=3, host_req="a"),
+                make_job(3, group_req=group)]
+        result = place(index_of(jobs), hosts, {})
+        assert [(j.id, name) for j, name in result.assignments] == [(1, "b"), (2, "a"),
+                                                                    (3, "a")], group
+
+
+def test_offer_held_back_and_outside_load():
+    """Catches unused reserved slots added instead of taken off, counted with a floor of 1
+    or plus the used ones, `reserved` defaulting to False, and an outside load below one
+    core ignored (offer 2, 4, 6, 13; held_back 8, 9, 10)."""
+    host = make_host("h", 8, used=1)
+    host.reserved, host.reserved_used = {"R": 3, "S": 2}, {"R": 1, "S": 2}
+    assert held_back(host) == 2
+    assert offer(host) == 8 - 1 - 2 and offer(host, reserved=False) == 7
+    assert offer(make_host("h", 4, cores=4, foreign=0.6)) == 3
+
+
+def test_excluded_hosts_and_memory_beyond_the_total():
+    """Catches a job with --exclude-hosts fitting nowhere, and one asking more memory than a
+    host has fitting it (host_fits 7, 17)."""
+    job = make_job(1, exclude="a")
+    assert not host_fits(job, make_host("a", 4)) and host_fits(job, make_host("b", 4))
+    assert not host_fits(make_job(2, memory=9 * GB), make_host("b", 4, mem_total=8 * GB))
 
 
 def test_queues_are_put_back_in_id_order_between_passes():
@@ -164,6 +228,7 @@ def test_explain_no_host_and_hosts_that_are_not_up():
     gone = make_host("b", 4)
     gone.in_config = False
     assert why(job, [gone]) == "no host fits"
+    assert why(make_job(9, memory=9 * GB), [make_host("m", 4, mem_total=8 * GB)]) == "no host fits"
     down = [make_host(f"h{i}", 4, state=INACTIVE) for i in (6, 2, 4, 0, 1, 5, 3)]
     assert why(job, down) == ("host inactive: every host that fits is inactive or down "
                               "(h0, h1, h2, h3, h4)")
@@ -210,6 +275,11 @@ def test_explain_priority_and_resources():
     loaded = [make_host("a", 4, cores=4, foreign=3.0)]
     assert why(job, loaded) == "resources: needs 2 slots; hosts that fit have at most 1 free"
     assert why(job, loaded, outside_load=False).startswith("priority: jobs ahead")
+    assert explain(job, loaded, index_of([]), {}).startswith("resources:")   # the default
+    busy = [make_host("a", 4, used=3, cores=4, foreign=2.0)]
+    assert why(job, busy, outside_load=False) == (
+        "resources: needs 2 slots; hosts that fit have at most 1 free")
+    assert why(job, busy) == "resources: needs 2 slots; hosts that fit have at most 0 free"
     exact = make_job(2, cores=2, memory=4 * GB)
     assert why(exact, [make_host("a", 4, mem_available=4 * GB)]).startswith("priority:")
     big = make_job(3, cores=2, memory=8 * GB)
