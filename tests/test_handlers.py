@@ -420,3 +420,121 @@ def test_after_a_restart_an_agent_that_never_comes_back_gives_up_its_jobs(h, tmp
         assert host.slots_used == 0 and server.core.user_slots["alice"] == 0
     finally:
         server.close()
+
+
+def test_reload_adds_hosts_drains_removed_ones_and_follows_the_users_file(tmp_path):
+    """Catches `hq-admin reload` not adding a new host (with its slots and groups), not
+    draining a removed one, or not following roles changed in etc/users (mutmut: reload's
+    fleet.configure_hosts and Core.users_configured were run by no fast test). Checked with the
+    groups dropped in configure_hosts: fails."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "cluster.tab").write_text("h1\t4\t-\t127.0.0.1\nh2\t8\tbig,gpu\t127.0.0.1\n")
+    (etc / "users").write_text("alice USER,ADMIN\nbob USER\ncarol USER\n")
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h0", 2)), outside_load=False, etc=str(etc))
+    try:
+        reply = h.request("root", p.ADMIN, command="reload")
+        assert reply["removed"] == ["h0"] and reply["hosts"] == 2
+        new = h.core.hosts["h2"]
+        assert (new.max_slots, new.groups, new.in_config) == (8, ("big", "gpu"), True)
+        assert h.core.hosts["h0"].in_config is False and h.core.hosts["h1"].in_config
+        assert h.core.users["alice"]["roles"] == {"USER", "ADMIN"}
+        assert h.core.users["carol"]["enabled"] is True
+        assert h.core.users["root"]["roles"] == {"USER", "ADMIN"}
+        assert {r["name"] for r in h.store.load_hosts()} >= {"h0", "h1", "h2"}
+        assert h.store.load_users()["alice"]["roles"] == "USER,ADMIN"
+        assert h.request("root", p.ADMIN, command="reload")["removed"] == []
+    finally:
+        h.close()
+
+
+def test_a_restarted_server_knows_its_reservations(h, tmp_path):
+    """Catches reservations lost or changed by a restart: code, owner, users, slots per host
+    held back (Core._reservation_loaded was run by no fast test). Checked by skipping the
+    reservations in Core.load: the coded job is refused after the restart."""
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 3]],
+                     users=["alice", "bob"])["code"]
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        held = again.core.reservations[code]
+        assert (held["user"], held["users"], held["hosts"]) == ("root", {"alice", "bob"},
+                                                                 {"h1": 3})
+        assert again.core.hosts["h1"].reserved == {code: 3}
+        again.register("bob")
+        (job,) = again.submit("bob", "true", reservation=code)
+        assert again.state(job) == "dispatched"
+        with pytest.raises(HQError) as refused:
+            again.submit("root", "true", reservation=code)
+        assert refused.value.code == PERMISSION_DENIED
+    finally:
+        again.close()
+
+
+def test_deactivated_host_gets_no_new_work_until_activated(h):
+    """Catches `deactivatehost` not stopping new work or not recorded, and `activatehost`
+    not bringing it back (fleet.set_host_state ran in no fast test)."""
+    h.register("alice")
+    h.request("root", p.ADMIN, command="deactivatehost", arg="h1")
+    assert h.store.load_hosts()[0]["state"] == "inactive"
+    (job,) = h.submit("alice", "true")
+    assert h.state(job) == "pending"
+    h.request("root", p.ADMIN, command="activatehost", arg="h1")
+    assert h.state(job) == "dispatched" and h.core.hosts["h1"].state == "active"
+
+
+def test_cleanup_stops_idle_agents_only_and_a_lost_route_forgets_the_agent(h):
+    """Catches `hq-client cleanup` stopping an agent with work (its jobs would be lost) or
+    not stopping an idle one, and an agent that cannot be reached kept (fleet.stop_agent,
+    fleet.undeliverable ran in no fast test)."""
+    job = running_job(h)
+    reply = h.request("alice", p.AGENTS, action="stop")
+    assert reply == {"req": reply["req"], "stopped": [], "busy": ["h1"]}
+    h.report("alice", "finished", job, 1, exit_code=0)
+    reply = h.request("alice", p.AGENTS, action="stop")
+    assert reply["stopped"] == ["h1"] and "alice" not in h.core.hosts["h1"].agents
+    assert h.messages(p.STOP, b"agent:alice@h1") == [{}]
+    bob = h.register("bob")
+    h.hello("bob")
+    fleet.undeliverable(h.core, bob, h.now)
+    assert "bob" not in h.core.hosts["h1"].agents and bob not in h.core.agents
+    fleet.undeliverable(h.core, b"us:bob", h.now)
+    assert "bob" not in h.core.user_servers
+
+
+def test_an_unreachable_host_says_why_until_an_agent_registers(h):
+    """Catches the user-server's UNREACHABLE report lost (lscluster shows no reason) or kept
+    once an agent runs there (fleet.host_unreachable ran in no fast test)."""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="ssh: connection refused")
+    assert h.core.hosts["h1"].status_reason == "alice: ssh: connection refused"
+    with pytest.raises(HQError):
+        h.request("alice", p.UNREACHABLE, host="nowhere", reason="x")
+    h.register("alice")
+    assert h.core.hosts["h1"].status_reason == ""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="later")
+    assert h.core.hosts["h1"].status_reason == ""          # up: an agent runs there
+
+
+def test_other_users_hq_jobs_are_not_counted_as_outside_load(h):
+    """Catches the reporting agent's outside load counting other users' hq jobs (it cannot
+    see their processes), which took their slots twice (fleet._others_slots)."""
+    h.register("alice")
+    h.register("bob")
+    (bob_job,) = h.submit("bob", "sleep 9", cores=2)
+    assert h.state(bob_job) == "dispatched"
+    h.heartbeat("alice", foreign_load=2.5)
+    assert h.core.hosts["h1"].foreign_load == 0.5
+    h.heartbeat("alice", foreign_load=1.0)
+    assert h.core.hosts["h1"].foreign_load == 0.0
+
+
+def test_environments_of_ended_batches_are_dropped(h):
+    """Catches the environments of finished batches kept in memory forever
+    (Core.prune_envs ran in no fast test)."""
+    job = running_job(h)
+    (other,) = h.submit("alice", "sleep 9", hold=True)
+    batches = {h.store.get_jobs([i])[0]["batch"] for i in (job, other)}
+    h.core.env_json(min(batches))
+    h.report("alice", "finished", job, 1, exit_code=0)
+    h.core.prune_envs()
+    assert set(h.core.envs) == {max(batches)} and set(h.core.env_texts) <= {max(batches)}
