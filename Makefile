@@ -6,7 +6,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 HQ_HOME ?= $(HOME)/.hq
 
-.PHONY: all run test test-fast doc sql sql-stop sql-status cluster clean
+.PHONY: all run test test-fast mutate doc sql sql-stop sql-status cluster clean
 
 all: $(VENV)/.installed .hqrc
 
@@ -34,6 +34,19 @@ test: all
 
 test-fast: all
 	$(PY) -m pytest -m "not slow and not e2e"
+
+# Mutation testing (mutmut, configured in pyproject.toml [tool.mutmut]) of the modules that hold
+# hq's invariants, driven by their fast unit tests only; then the score per module (see
+# docs/mutation.md). MUTANTS chooses (mutmut's names, globs allowed), JOBS the workers. Results
+# stay in mutants/: a second run checks only what changed. Needs mutmut (requirements.txt).
+MUTANTS ?= 'hq.model.*' 'hq.server.scheduler.*' 'hq.server.core.*' 'hq.server.fleet.*' \
+	'hq.server.handlers.x_*' 'hq.server.handlers.agent.*' 'hq.protocol.x_decode_*' \
+	'hq.protocol.x__finite_*' 'hq.protocol.x__no_constant_*' 'hq.protocol.x__has_lone_surrogate_*'
+JOBS ?= 2
+mutate:
+	@test -x $(VENV)/bin/mutmut || $(MAKE) all
+	HQ_HYPOTHESIS_SCALE=0.1 $(VENV)/bin/mutmut run --max-children $(JOBS) $(MUTANTS) > mutants.log 2>&1 || (tail -20 mutants.log; false)
+	@$(PY) tests/mutation_score.py
 
 doc: all
 	$(PY) -m sphinx -q -b html docs docs/_build/html

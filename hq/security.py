@@ -233,9 +233,10 @@ def start_authenticator(context, keys):
 
 
 def user_keys(users):
-    """{z85 public key (bytes): user} of the enabled users that have a key."""
-    return {info["key"].encode(): name for name, info in users.items()
-            if info.get("key") and info.get("enabled")}
+    """{z85 public key (bytes): user} of the users that have a key, enabled or not: a disabled
+    user only cannot submit (the SUBMIT handler refuses it); their agents still connect and
+    report, and their other requests work (a disabled admin can still act)."""
+    return {info["key"].encode(): name for name, info in users.items() if info.get("key")}
 
 
 def register_local_user(store, home, user, etc=None, warn=None):

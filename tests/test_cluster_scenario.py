@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers import Cluster, wait_until
+from tests.helpers import Cluster, read_pid, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -74,10 +74,11 @@ def test_one_agent_per_local_host_and_forty_jobs_never_oversubscribe(three):
     for host, intervals in by_host.items():
         assert peak_concurrency(intervals) <= SLOTS[host], f"{host} oversubscribed"
     cluster = run_json(three, "hq-admin", "lscluster", "--json")
-    assert {h["name"]: h["max_slots"] for h in cluster["hosts"]} == SLOTS
-    assert all(h["status"] == "up" and h["agents"] for h in cluster["hosts"])
-    pids = three.agent_pids()
-    assert len(pids) == 3 and len(set(pids)) == 3
+    configured = [h for h in cluster["hosts"] if h["in_config"]]   # (not h8 of the reload test)
+    assert {h["name"]: h["max_slots"] for h in configured} == SLOTS
+    assert all(h["status"] == "up" and h["agents"] for h in configured)
+    pids = [read_pid(os.path.join(three.home, "run", f"agent-{name}.pid")) for name in SLOTS]
+    assert all(pids) and len(set(pids)) == 3, pids
 
 
 def test_host_and_group_requests_are_obeyed(three):
@@ -108,19 +109,34 @@ def test_priority_decides_who_gets_a_freed_slot(three, tmp_path):
     assert ended[high]["started"] < ended[low]["started"], "the higher priority ran first"
 
 
-def test_after_chains_run_in_order_and_failure_propagates(three):
+def test_after_chains_run_in_order_and_failure_propagates(three, tmp_path):
+    """Catches a chain run out of order, and a dependent released when its parent failed or
+    was cancelled. The parents still run when their dependents are submitted (issue 14:
+    the failing parent always ended first, so a live parent's failure releasing its child
+    went unnoticed). Checked with `if ended_state == DONE` made `if True` in
+    Core._release_dependents: the skipped job runs."""
+    go = tmp_path / "go"
+    wait_go = f"while [ ! -e {go} ]; do sleep 0.05; done; "
     first, = submit(three, "sleep 0.3")
     second, = submit(three, "--after", str(first), "sleep 0.2")
     third, = submit(three, "--after", f"{first},{second}", "true")
-    bad, = submit(three, "exit 4")
+    bad, = submit(three, wait_go + "exit 4")
+    doomed, = submit(three, wait_go + "true")
     skipped, = submit(three, "--after", str(bad), "true")
     chained, = submit(three, "--after", str(skipped), "true")
-    a, b, c, d, e, f = wait_ended(three, [first, second, third, bad, skipped, chained])
+    orphan, = submit(three, "--after", str(doomed), "true")
+    for job in jobs(three, [bad, doomed, skipped, chained, orphan]):
+        assert job["state"] not in TERMINAL, job
+    three.run("hq-client", "cancel", str(doomed), check=True)
+    go.touch()
+    a, b, c, d, e, f, g = wait_ended(three, [first, second, third, bad, skipped, chained,
+                                             orphan])
     assert [a["state"], b["state"], c["state"]] == ["done"] * 3
     assert a["finished"] <= b["started"] and b["finished"] <= c["started"]
-    assert d["state"] == "failed"
+    assert (d["state"], d["exit_code"]) == ("failed", 4)
     assert (e["state"], e["reason"], e["started"]) == ("failed", "dependency", None)
     assert (f["state"], f["reason"]) == ("failed", "dependency")
+    assert (g["state"], g["reason"], g["started"]) == ("failed", "dependency", None)
     result = three.run("hq-submit", "--after", "999999", "true")
     assert result.returncode != 0 and "UNKNOWN_JOB" in result.stderr
 
@@ -199,7 +215,14 @@ def test_admin_jobs_hostinfo_and_reload(three):
     finally:
         three.write_cluster(HOSTS)
         three.run("hq-admin", "reload", check=True)
-    assert os.path.exists(three.etc)
+    # issue 14: was `os.path.exists(three.etc)`, always true. The reload back brings h1 into
+    # the configuration again (a job pinned to it runs) and drains h8
+    hosts = {h["name"]: h for h in run_json(three, "hq-admin", "lscluster", "--json")["hosts"]}
+    assert hosts["h1"]["in_config"] and not hosts["h8"]["in_config"]
+    back, = submit(three, "--host", "h1", "--wait", "true")
+    assert jobs(three, [back])[0]["host"] == "h1"
+    refused = three.run("hq-submit", "--host", "h8", "true")
+    assert refused.returncode != 0 and "UNKNOWN_HOST" in refused.stderr
 
 
 def test_reserved_slots_go_only_to_jobs_with_the_code(three):
@@ -224,11 +247,13 @@ def test_reserved_slots_go_only_to_jobs_with_the_code(three):
 
 
 def test_original_words(three):
-    ids = submit(three, "-n", "wordy", "-i", "find-me-please", "-", input="true\n" * 3)
+    """Catches the original hq's words answering wrong (the counts use this test's own 12
+    jobs: issue 14, it relied on earlier tests' jobs)."""
+    ids = submit(three, "-n", "wordy", "-i", "find-me-please", "-", input="true\n" * 12)
     wait_ended(three, ids)
-    assert [j["id"] for j in run_json(three, "hq-client", "lsfjobs:2", "--json")] == ids[1:]
-    assert len(run_json(three, "hq-client", "lsfjobs:all", "--json")) > 10
-    assert len(run_json(three, "hq-client", "lsfjobs", "--json")) == 10
+    assert [j["id"] for j in run_json(three, "hq-client", "lsfjobs:2", "--json")] == ids[-2:]
+    assert set(ids) <= {j["id"] for j in run_json(three, "hq-client", "lsfjobs:all", "--json")}
+    assert [j["id"] for j in run_json(three, "hq-client", "lsfjobs", "--json")] == ids[-10:]
     found = run_json(three, "hq-client", "findjobs:me-please", "--json")
     assert sorted(j["id"] for j in found) == ids
     job, = run_json(three, "hq-client", "lajob:" + str(ids[0]), "--json")

@@ -7,6 +7,7 @@ import pytest
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
+from hq.server import fleet
 from tests.core_harness import CoreHarness
 
 
@@ -270,3 +271,271 @@ def test_listings_are_paged(h):
     assert len(newest["jobs"]) == 2000 and newest["more"] is True
     assert newest["jobs"][-1]["id"] == first["jobs"][0]["id"] + 2499
     assert h.request("bob", p.LIST)["jobs"] == []
+
+
+def test_after_a_cancelled_or_lost_parent_fails_the_child(h):
+    """Issue 14: catches dependents released unless the parent failed (a cancelled or lost
+    parent let its child run). The parents are live when the children are submitted (the
+    release path) and one is already cancelled (the settle path); checked by putting back
+    `ended_state != FAILED` in Core._release_dependents and `state == FAILED` in
+    settle_dependencies: each fails this test."""
+    lost_parent = running_job(h, retries=0)
+    (cancelled_parent,) = h.submit("alice", "sleep 100", host_req="h1", hold=True)
+    (done_parent,) = h.submit("alice", "sleep 1")
+    children = [h.submit("alice", "true", depends_on=str(parent))[0]
+                for parent in (lost_parent, cancelled_parent, done_parent)]
+    (grandchild,) = h.submit("alice", "true", depends_on=str(children[1]))
+    assert [h.state(c) for c in children + [grandchild]] == ["pending"] * 4
+    h.request("alice", p.CANCEL, ids=[cancelled_parent])
+    h.at(h.now + 7).turn(tick=True)                         # the agent went silent ...
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(lost_parent) == "lost"                   # ... its jobs are lost
+    h.register("alice")
+    h.report("alice", "finished", done_parent, h.store.get_jobs([done_parent])[0]["attempt"],
+             exit_code=0)
+    rows = h.store.get_jobs(children + [grandchild])
+    assert [(r["state"], r["reason"]) for r in rows] == [
+        ("failed", "dependency"), ("failed", "dependency"), ("dispatched", ""),
+        ("failed", "dependency")]
+    (late,) = h.submit("alice", "true", depends_on=str(cancelled_parent))
+    assert h.store.get_jobs([late])[0]["reason"] == "dependency"     # already ended
+    (after_done,) = h.submit("alice", "true", depends_on=str(done_parent))
+    assert h.state(after_done) == "dispatched"
+
+
+def test_another_users_jobs_and_batches_are_unknown_to_a_user(h):
+    """Issue 14: a user must not learn about another's jobs. Catches a missing owner check in
+    STATUS/LIST of a batch (`wait --batch`, `list --batch`), HOLD, RELEASE, DETAILS and
+    `--after` (which told bob whether alice's job exists and how it ended, through his job's
+    reason): each answers as for a job that does not exist, and alice's jobs do not change.
+    Checked by removing each owner check: the matching assertion fails."""
+    h.request("root", p.ADMIN, command="deactivate")
+    (waiting, held) = h.submit("alice", "true", "true")
+    h.request("alice", p.HOLD, ids=[held])
+    (ended,) = h.submit("alice", "true")
+    h.request("alice", p.CANCEL, ids=[ended])
+    batch = h.store.get_jobs([waiting])[0]["batch"]
+    nowhere = 10 ** 6
+    for kind, body in ((p.STATUS, {"batch": batch}), (p.LIST, {"batch": batch}),
+                       (p.CANCEL, {"batch": batch}), (p.HOLD, {"ids": [waiting]}),
+                       (p.RELEASE, {"ids": [held]}), (p.CANCEL, {"ids": [waiting]}),
+                       (p.DETAILS, {"ids": [waiting]}),
+                       (p.DETAILS, {"ids": [ended], "finished_only": True})):
+        with pytest.raises(HQError) as refused:
+            h.request("bob", kind, **body)
+        assert refused.value.code == UNKNOWN_JOB, (kind, body)
+    answers = []
+    for parent in (waiting, ended, nowhere):
+        with pytest.raises(HQError) as refused:
+            h.submit("bob", "true", depends_on=str(parent))
+        assert refused.value.code == UNKNOWN_JOB
+        answers.append(str(refused.value).replace(str(parent), "N"))
+    assert answers[0] == answers[1] == answers[2], "bob can tell alice's jobs from none"
+    assert [h.state(i) for i in (waiting, held, ended)] == ["pending", "held", "cancelled"]
+    assert h.request("alice", p.STATUS, batch=batch)["counts"]["held"] == 1
+
+
+def test_an_agent_is_gone_after_three_silent_heartbeats_not_before(h):
+    """Issue 14: catches SILENT_HEARTBEATS changed (3 -> 30 left a dead agent's jobs running
+    for a minute; 3 -> 2 forgets agents that are only late). heartbeat_s is 2 s here: still
+    there after 5.9 s of silence, gone after 6.1 s. Checked with 30 and with 2."""
+    job = running_job(h)
+    start = h.now
+    h.at(start + 5.9).turn(tick=True)
+    assert "alice" in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "up"
+    h.at(start + 6.1).turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "down"
+    assert h.state(job) == "running"
+
+
+def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):
+    """Issue 14: catches the finished report's max_rss (and signal) not written to the job's
+    row, also for a cancelled job whose process ends after the cancel. Checked by dropping
+    max_rss from job_finished's columns and from _late_result."""
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0, max_rss=12345)
+    assert h.store.get_jobs([job])[0]["max_rss"] == 12345
+    other = running_job(h)
+    h.request("alice", p.CANCEL, ids=[other])
+    h.report("alice", "finished", other, 1, exit_code=None, signal=15, max_rss=777)
+    row = h.store.get_jobs([other])[0]
+    assert (row["state"], row["max_rss"], row["term_signal"]) == ("cancelled", 777, 15)
+
+
+def test_only_an_admin_registers_keys(h):
+    """Issue 14: catches `adduser` without the role check (a user registering a key for
+    another name, or for themselves as someone else). Checked by adding adduser to
+    FOR_EVERYONE in handlers/admin.py."""
+    key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
+    with pytest.raises(HQError) as refused:
+        h.request("bob", p.ADMIN, command="adduser", arg="mallory", key=key)
+    assert refused.value.code == PERMISSION_DENIED and "mallory" not in h.core.users
+    assert h.request("root", p.ADMIN, command="adduser", arg="mallory", key=key)["roles"] == \
+        ["USER"]
+    assert h.core.users["mallory"]["key"] == key and h.core.keys_changed
+
+
+def test_retries_requeue_a_job_lost_with_its_host_up_to_n_times(h):
+    """Issue 14: `-r N` with N > 1. Catches retries counted as one whatever N, or requeued
+    without end: with retries=2, attempts 1 and 2 lost with their agent are requeued (each
+    runs again as a new attempt), attempt 3 ends the job `lost`. Checked with
+    `job.attempt <= 1` in Core.attempt_gone: the job is lost at attempt 2."""
+    job = running_job(h, retries=2)
+    grace = h.core.settings.requeue_grace_s
+    for attempt, after in ((1, "pending"), (2, "pending"), (3, "lost")):
+        if attempt > 1:
+            h.register("alice")
+            assert (job, attempt) in h.runs_to("alice")
+        h.at(h.now + 7).turn(tick=True)
+        h.at(h.now + grace).turn(tick=True)
+        row = h.store.get_jobs([job])[0]
+        assert (row["state"], row["attempt"]) == (after, attempt)
+    assert h.core.user_slots["alice"] == 0
+
+
+def test_after_a_restart_an_agent_that_never_comes_back_gives_up_its_jobs(h, tmp_path):
+    """Issue 14: a server restart where an agent never comes back. Catches attempts held
+    forever (the host `up` and its slots taken for good) and a restarted server giving up
+    before 3 heartbeats and the grace: reloaded attempts hold their slots, the host counts as
+    up; after 3 heartbeats (6 s) it is down, after the grace the job with a retry left is
+    requeued and the other lost. Checked with fleet.expect_agents emptied: nothing ends."""
+    again = running_job(h, retries=1)
+    (once,) = h.submit("alice", "sleep 9", retries=0)
+    assert h.state(once) == "dispatched"
+    h.close()
+    server = CoreHarness(tmp_path, outside_load=False)      # kill -9, start: same database
+    try:
+        start = h.now + 100
+        server.at(start)
+        fleet.expect_agents(server.core, start)
+        host = server.core.hosts["h1"]
+        assert host.status == "up" and host.slots_used == 2
+        grace = server.core.settings.requeue_grace_s
+        server.at(start + 5.9).turn(tick=True)
+        assert host.status == "up"
+        server.at(start + 6.1 + grace - 0.5).turn(tick=True)
+        assert host.status == "down" and host.slots_used == 2
+        assert (server.state(again), server.state(once)) == ("running", "dispatched")
+        server.at(start + 6.1 + grace + 0.5).turn(tick=True)
+        assert (server.state(again), server.state(once)) == ("pending", "lost")
+        assert host.slots_used == 0 and server.core.user_slots["alice"] == 0
+    finally:
+        server.close()
+
+
+def test_reload_adds_hosts_drains_removed_ones_and_follows_the_users_file(tmp_path):
+    """Catches `hq-admin reload` not adding a new host (with its slots and groups), not
+    draining a removed one, or not following roles changed in etc/users (mutmut: reload's
+    fleet.configure_hosts and Core.users_configured were run by no fast test). Checked with the
+    groups dropped in configure_hosts: fails."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "cluster.tab").write_text("h1\t4\t-\t127.0.0.1\nh2\t8\tbig,gpu\t127.0.0.1\n")
+    (etc / "users").write_text("alice USER,ADMIN\nbob USER\ncarol USER\n")
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h0", 2)), outside_load=False, etc=str(etc))
+    try:
+        reply = h.request("root", p.ADMIN, command="reload")
+        assert reply["removed"] == ["h0"] and reply["hosts"] == 2
+        new = h.core.hosts["h2"]
+        assert (new.max_slots, new.groups, new.in_config) == (8, ("big", "gpu"), True)
+        assert h.core.hosts["h0"].in_config is False and h.core.hosts["h1"].in_config
+        assert h.core.users["alice"]["roles"] == {"USER", "ADMIN"}
+        assert h.core.users["carol"]["enabled"] is True
+        assert h.core.users["root"]["roles"] == {"USER", "ADMIN"}
+        assert {r["name"] for r in h.store.load_hosts()} >= {"h0", "h1", "h2"}
+        assert h.store.load_users()["alice"]["roles"] == "USER,ADMIN"
+        assert h.request("root", p.ADMIN, command="reload")["removed"] == []
+    finally:
+        h.close()
+
+
+def test_a_restarted_server_knows_its_reservations(h, tmp_path):
+    """Catches reservations lost or changed by a restart: code, owner, users, slots per host
+    held back (Core._reservation_loaded was run by no fast test). Checked by skipping the
+    reservations in Core.load: the coded job is refused after the restart."""
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 3]],
+                     users=["alice", "bob"])["code"]
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        held = again.core.reservations[code]
+        assert (held["user"], held["users"], held["hosts"]) == ("root", {"alice", "bob"},
+                                                                 {"h1": 3})
+        assert again.core.hosts["h1"].reserved == {code: 3}
+        again.register("bob")
+        (job,) = again.submit("bob", "true", reservation=code)
+        assert again.state(job) == "dispatched"
+        with pytest.raises(HQError) as refused:
+            again.submit("root", "true", reservation=code)
+        assert refused.value.code == PERMISSION_DENIED
+    finally:
+        again.close()
+
+
+def test_deactivated_host_gets_no_new_work_until_activated(h):
+    """Catches `deactivatehost` not stopping new work or not recorded, and `activatehost`
+    not bringing it back (fleet.set_host_state ran in no fast test)."""
+    h.register("alice")
+    h.request("root", p.ADMIN, command="deactivatehost", arg="h1")
+    assert h.store.load_hosts()[0]["state"] == "inactive"
+    (job,) = h.submit("alice", "true")
+    assert h.state(job) == "pending"
+    h.request("root", p.ADMIN, command="activatehost", arg="h1")
+    assert h.state(job) == "dispatched" and h.core.hosts["h1"].state == "active"
+
+
+def test_cleanup_stops_idle_agents_only_and_a_lost_route_forgets_the_agent(h):
+    """Catches `hq-client cleanup` stopping an agent with work (its jobs would be lost) or
+    not stopping an idle one, and an agent that cannot be reached kept (fleet.stop_agent,
+    fleet.undeliverable ran in no fast test)."""
+    job = running_job(h)
+    reply = h.request("alice", p.AGENTS, action="stop")
+    assert reply == {"req": reply["req"], "stopped": [], "busy": ["h1"]}
+    h.report("alice", "finished", job, 1, exit_code=0)
+    reply = h.request("alice", p.AGENTS, action="stop")
+    assert reply["stopped"] == ["h1"] and "alice" not in h.core.hosts["h1"].agents
+    assert h.messages(p.STOP, b"agent:alice@h1") == [{}]
+    bob = h.register("bob")
+    h.hello("bob")
+    fleet.undeliverable(h.core, bob, h.now)
+    assert "bob" not in h.core.hosts["h1"].agents and bob not in h.core.agents
+    fleet.undeliverable(h.core, b"us:bob", h.now)
+    assert "bob" not in h.core.user_servers
+
+
+def test_an_unreachable_host_says_why_until_an_agent_registers(h):
+    """Catches the user-server's UNREACHABLE report lost (lscluster shows no reason) or kept
+    once an agent runs there (fleet.host_unreachable ran in no fast test)."""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="ssh: connection refused")
+    assert h.core.hosts["h1"].status_reason == "alice: ssh: connection refused"
+    with pytest.raises(HQError):
+        h.request("alice", p.UNREACHABLE, host="nowhere", reason="x")
+    h.register("alice")
+    assert h.core.hosts["h1"].status_reason == ""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="later")
+    assert h.core.hosts["h1"].status_reason == ""          # up: an agent runs there
+
+
+def test_other_users_hq_jobs_are_not_counted_as_outside_load(h):
+    """Catches the reporting agent's outside load counting other users' hq jobs (it cannot
+    see their processes), which took their slots twice (fleet._others_slots)."""
+    h.register("alice")
+    h.register("bob")
+    (bob_job,) = h.submit("bob", "sleep 9", cores=2)
+    assert h.state(bob_job) == "dispatched"
+    h.heartbeat("alice", foreign_load=2.5)
+    assert h.core.hosts["h1"].foreign_load == 0.5
+    h.heartbeat("alice", foreign_load=1.0)
+    assert h.core.hosts["h1"].foreign_load == 0.0
+
+
+def test_environments_of_ended_batches_are_dropped(h):
+    """Catches the environments of finished batches kept in memory forever
+    (Core.prune_envs ran in no fast test)."""
+    job = running_job(h)
+    (other,) = h.submit("alice", "sleep 9", hold=True)
+    batches = {h.store.get_jobs([i])[0]["batch"] for i in (job, other)}
+    h.core.env_json(min(batches))
+    h.report("alice", "finished", job, 1, exit_code=0)
+    h.core.prune_envs()
+    assert set(h.core.envs) == {max(batches)} and set(h.core.env_texts) <= {max(batches)}

@@ -26,13 +26,28 @@ def run(files, job_id, command, database_id=None):
 def test_exit_status_is_appended_by_the_jobs_shell(tmp_path):
     files = JobFiles(str(tmp_path))
     assert run(files, 1, "exit 3")[1] == 3
-    assert run(files, 2, "echo $# $1; false")[1] == 1       # no positional parameters leak
+    assert run(files, 2, "false")[1] == 1
+    assert run(files, 5, "exit 0")[1] == 0
+    statuses = files.read_exits(files.generation)
+    assert (statuses["2.1"], statuses["5.1"]) == (1, 0)
     assert run(files, 3, "kill -TERM $$")[1] == -15           # killed: nothing appended
     assert run(files, 4, "exit 5", "db1")[1] == 5
     statuses = files.read_exits(files.generation)
-    assert statuses == {"1.1": 3, "2.1": 1, "4.1.db1": 5}
+    assert statuses == {"1.1": 3, "2.1": 1, "4.1.db1": 5, "5.1": 0}
     files.record(spec(4), 1, 0.0, database_id="db1", generation=files.generation)
     assert files.exit_status(files.records()[0]) == 5
+
+
+def test_no_positional_parameters_leak_into_the_job(tmp_path):
+    """Issue 14: catches the wrapper's own arguments (exits file, attempt key, command) left
+    as the job's positional parameters: `$#` must be 0 and `$0` the shell. Checked with the
+    `shift 2` removed from jobfiles.TRAP: the job sees 2 (its key and its command)."""
+    files = JobFiles(str(tmp_path))
+    generation, path = files.exits_target()
+    argv = jobfiles.wrap("/bin/sh", 'echo "$# [$1] [$2]"', key_of(7, 1), path)
+    done = subprocess.run(argv, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "0 [] []\n")
+    assert files.read_exits(generation) == {"7.1": 0}
 
 
 def test_journal_keeps_live_attempts_across_agents(tmp_path):

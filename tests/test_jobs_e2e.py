@@ -125,7 +125,11 @@ def test_unknown_job_and_bad_options_fail_cleanly(cluster):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "-c/--slots must be a whole number" in result.stderr
     assert cluster.run("hq-submit", "--wait", "true").returncode == 0  # cores now known
-    result = cluster.run("hq-submit", "-c", "64", "true")
+    # one slot more than the host has, whatever this machine's core count (issue 14: 64 fits
+    # a machine of 64 cores)
+    hosts = json.loads(cluster.run("hq-admin", "lscluster", "--json", check=True).stdout)
+    slots = max(h["max_slots"] for h in hosts["hosts"])
+    result = cluster.run("hq-submit", "-c", str(slots + 1), "true")
     assert result.returncode != 0 and "NO_HOST_FITS" in result.stderr
 
 

@@ -38,3 +38,13 @@ def test_host_slots_default_to_cores():
     assert Host("a", cores=8).slots == 8
     assert Host("a", cores=8, max_slots=4, slots_used=3).free_slots == 1
     assert Host("a", cores=2, slots_used=5).free_slots == 0
+
+
+def test_an_unknown_state_is_refused_with_a_message_naming_both_states():
+    """Catches check_transition answering an unknown old state with a TypeError (the rule
+    looked up with a default of None) instead of StateError, and an empty message (mutmut
+    hq.model x_check_transition 3, 5, 6 survived before)."""
+    with pytest.raises(StateError, match=r"job state bogus -> done is not allowed"):
+        check_transition("bogus", "done")
+    with pytest.raises(StateError, match=r"job state done -> pending is not allowed"):
+        check_transition("done", "pending")

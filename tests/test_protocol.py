@@ -59,3 +59,46 @@ def test_field_checks_types_and_values():
         p.int_list({"ids": [1, "2"]}, "ids")
     with pytest.raises(HQError):
         p.field(body, "n", int, check=lambda v: v > 10)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a": "\\ud800"}', b'{"a": ["ok", {"b": "\\uDFFF"}]}', b'{"\\udc00": 1}',
+    b'{"a": {"b": ["x", "\\ud83d"]}}',
+])
+def test_a_lone_surrogate_anywhere_is_a_bad_frame(raw):
+    """Issue 14: catches a string that cannot be stored (lone surrogate) let through in a
+    value, a key, or nested in lists and objects (mutmut found _has_lone_surrogate run by no
+    fast test)."""
+    assert code_of([b"HQ1", b"SUBMIT", raw]) == BAD_FRAME
+
+
+def test_valid_unicode_escapes_and_numbers_pass_and_non_finite_ones_do_not():
+    """Catches a surrogate pair (a valid character) refused, NaN/Infinity accepted, and a
+    float too large for a double accepted as infinity (_no_constant, _finite)."""
+    kind, body = p.decode([b"HQ1", b"SUBMIT", b'{"a": "\\ud83d\\ude00", "f": 1.5e300}'])
+    assert body == {"a": "\U0001F600", "f": 1.5e300}
+    for raw in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}', b'{"a": 1e999}'):
+        assert code_of([b"HQ1", b"SUBMIT", raw]) == BAD_FRAME, raw
+    with pytest.raises(HQError, match="is not a number hq accepts"):
+        p.decode([b"HQ1", b"SUBMIT", b'{"a": NaN}'])
+    with pytest.raises(HQError, match="too large"):
+        p.decode([b"HQ1", b"SUBMIT", b'{"a": 1e999}'])
+
+
+def test_decode_messages_name_what_is_wrong():
+    """Catches the error texts of decode changed or emptied (they reach the peer's log)."""
+    cases = (([b"HQ1", b"SUBMIT"], "expected 3 frames, got 2"),
+             ([b"HQ2", b"SUBMIT", b"{}"], "unknown protocol tag b'HQ2'"),
+             ([b"HQ1", b"BOGUS", b"{}"], "unknown message kind b'BOGUS'"),
+             ([b"HQ1", b"SUBMIT", b"[1]"], "body must be a JSON object"),
+             ([b"HQ1", b"SUBMIT", b"{x"], "body is not JSON: "),
+             ([b"HQ1", b"SUBMIT", b"[" * 100000], "body is nested too deeply"),
+             ([b"HQ1", b"SUBMIT", b'{"a":"\\ud800"}'], "lone surrogate"))
+    for frames, text in cases:
+        with pytest.raises(HQError) as info:
+            p.decode(frames)
+        assert text in str(info.value), (frames[:2], str(info.value))
+    with pytest.raises(HQError) as info:
+        p.decode([b"HQ1", b"SUBMIT", b"{}" + b" " * 10], max_body=11)
+    assert "message body of 12 bytes exceeds 11" in str(info.value)
+    assert p.decode([b"HQ1", b"SUBMIT", b"{}" + b" " * 9], max_body=11)[1] == {}

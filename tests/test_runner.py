@@ -255,3 +255,26 @@ def test_umask_per_job(tmp_path, make_runner):
     [bad] = [e for e in events if e["job"] == 4]
     assert bad["error"] == "cannot start: umask: '022' is not an integer from 0 to 0o777"
     assert os.umask(own) == own, "the agent's own umask changed"
+
+
+@pytest.mark.slow
+def test_a_job_that_traps_term_gets_kill_five_seconds_later(tmp_path, make_runner):
+    """Issue 14: cancel and time limits send SIGTERM, then SIGKILL 5 s later. Catches SIGTERM
+    sent twice instead (the job below never ends: its shell and its sleep inherit `trap ''
+    TERM`), and a KILL sent at once or long after the grace. Checked with SIGTERM in
+    Runner.enforce's second signal: the wait times out."""
+    import time
+    from agents.running import KILL_GRACE_S
+    runner = make_runner()
+    runner.assign(spec(tmp_path, 1, "trap '' TERM; sleep 60", time_limit=1), {}, slots=1)
+    start(runner, 1)
+    ended = []
+
+    def progress():
+        runner.enforce(time.time())
+        ended.extend(runner.reap())
+        return ended
+    [event] = wait_until(progress, 15, 0.05, "the job to be killed")
+    assert (event["signal"], event["reason"]) == (9, "time limit")
+    took = event["time"] - event["started"]
+    assert 1 + KILL_GRACE_S - 0.2 <= took <= 1 + KILL_GRACE_S + 1.5, took

@@ -116,9 +116,14 @@ def test_users_see_and_cancel_only_their_own_jobs(sqlite_cluster):
     bob_key = security.cert_paths(env["HQ_HOME"], security.USER_CERT)[0]
     security.ensure_keypair(env["HQ_HOME"], security.USER_CERT)
     try:
-        result = c.run("hq-admin", "adduser", "bob", f"--key={bob_key}", env=env)
-        assert result.returncode != 0 and "Traceback" not in result.stderr  # bob: not yet
         c.run("hq-admin", "adduser", "bob", f"--key={bob_key}", check=True)
+        # issue 14: bob's key is registered now, so it is the role check that refuses him
+        # (before, bob's unregistered key was refused and the role check never ran)
+        result = c.run("hq-admin", "adduser", "mallory", f"--key={bob_key}", env=env)
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert "'adduser' needs the ADMIN role; user bob" in result.stderr, result.stderr
+        users = json.loads(c.run("hq-admin", "lsusers", "--json", check=True).stdout)["users"]
+        assert "mallory" not in {u["name"] for u in users}
         alice_job = submit(c, "sleep 60")
         wait_until(lambda: details(c, alice_job)["state"] == "running", 20,
                    message="the admin's job to run")
@@ -257,3 +262,36 @@ def test_no_server_key_anywhere_is_one_clear_line(sqlite_cluster):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "no hq-server public key at" in lines[0]
     assert "etc/server.key" in lines[0] and "hq-dbadmin --add-standard-entries" in lines[0]
+
+
+def test_a_disabled_user_keeps_their_key_across_a_restart(sqlite_cluster):
+    """Issue 14: catches the ZAP key set made of enabled users only (security.user_keys): after
+    a server restart a disabled user's key was refused, so their agent could not report the
+    job it ran and every request of theirs was PERMISSION_DENIED for an unregistered key.
+    Disabled, bob cannot submit, but his other requests work and his agent connects again
+    and reports his running job. Checked with the `enabled` filter put back: bob's `list`
+    fails with the adduser hint and his job never ends."""
+    c = sqlite_cluster
+    env = bob_env(c)
+    bob_key = security.cert_paths(env["HQ_HOME"], security.USER_CERT)[0]
+    security.ensure_keypair(env["HQ_HOME"], security.USER_CERT)
+    go = os.path.join(c.root, "go")
+    try:
+        c.run("hq-admin", "adduser", "bob", f"--key={bob_key}", check=True)
+        job = submit(c, f"while [ ! -e {go} ]; do sleep 0.05; done", env=env)
+        wait_until(lambda: details(c, job, env)["state"] == "running", 20,
+                   message="bob's job to run")
+        c.run("hq-admin", "disableuser:bob", check=True)
+        c.stop_server()
+        c.start_server()
+        listed = c.run("hq-client", "list", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [j["id"] for j in json.loads(listed.stdout)] == [job]
+        refused = c.run("hq-submit", "true", env=env)
+        assert refused.returncode != 0 and "PERMISSION_DENIED" in refused.stderr
+        assert "adduser" not in refused.stderr, "refused as disabled, not for the key"
+        open(go, "w").close()
+        wait_until(lambda: details(c, job, env)["state"] == "done", 30,
+                   message="bob's agent to report the end of his job after the restart")
+    finally:
+        stop_user_server(env["HQ_HOME"])

@@ -167,14 +167,15 @@ class _Probe:
         self.__dict__.update(spec)
 
 
-def ended_dependencies(core, specs):
-    """States of the --after jobs that are no longer live; HQError for unknown ids."""
+def ended_dependencies(core, user, specs):
+    """States of the --after jobs that are no longer live; HQError for unknown ids. Another
+    user's job is unknown too (the same answer: nobody learns whether it exists or how it
+    ended)."""
     wanted = {int(d) for spec in specs for d in spec["depends_on"].split(",") if d}
+    theirs = [d for d in wanted if d in core.jobs and core.jobs[d].user != user]
     gone = sorted(d for d in wanted if d not in core.jobs)
-    if not gone:
-        return {}
-    ended = {r["id"]: r["state"] for r in core.store.get_jobs(gone)}
-    missing = [d for d in gone if d not in ended]
+    ended = {r["id"]: r["state"] for r in core.store.get_jobs(gone, user)} if gone else {}
+    missing = sorted(theirs + [d for d in gone if d not in ended])
     if missing:
         raise HQError(UNKNOWN_JOB, f"--after: no job {', '.join(map(str, missing))}")
     return ended
@@ -216,7 +217,7 @@ def submit(core, peer, body):
         check_batch(core, peer.user, batch)
     try:
         clean = validate_chunk(core, peer.user, body)
-        ended = ended_dependencies(core, clean)
+        ended = ended_dependencies(core, peer.user, clean)
     except HQError:
         if batch is not None:
             core.broken_batches.add(batch)
