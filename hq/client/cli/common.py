@@ -44,10 +44,12 @@ def parse_args(doc, argv, name, **options):
         raise HQError(BAD_USAGE, f"cannot parse {given[:200]!r}; see '{name} --help'") from None
 
 
-def main(name, doc, body, argv=None, **options):
-    """A command line's main(): parse, then run body(args) with one-line errors."""
+def main(name, doc, body, argv=None, quick=None, **options):
+    """A command line's main(): parse (`quick(argv)` first, if given: None leaves the command
+    line to docopt), then run body(args) with one-line errors."""
     def parsed():
-        return body(parse_args(doc, argv, name, **options))
+        args = quick(sys.argv[1:] if argv is None else list(argv)) if quick else None
+        return body(args if args is not None else parse_args(doc, argv, name, **options))
     return run(name, parsed)
 
 

@@ -86,6 +86,10 @@ def job_options(args):
 
 def submit(args):
     from hq.client.api import Client
+    if args["COMMAND"][:1] == ["--"]:           # `hq-submit -w -- ls /tmp`: end of options
+        args["COMMAND"] = args["COMMAND"][1:]
+        if not args["COMMAND"] and not (args["-f"] or args["-"]):
+            usage_error("no command after '--'")
     options, cwd = job_options(args)
     client = Client()
     if args["COMMAND"] == ["-"] and not args["--each-line"]:
@@ -188,8 +192,16 @@ def exit_status(job):
     return 0 if job["state"] == "done" else 1
 
 
+def quick(argv):
+    """The usual `hq-submit [options] COMMAND...` parsed without docopt (None: not usual)."""
+    from hq.client.cli.quick import parse
+    args = parse(__doc__, argv, {"COMMAND": [], "-": False, "-h": False, "--help": False},
+                 positional="COMMAND", options_first=True)
+    return args if args and args["COMMAND"] else None
+
+
 def main(argv=None):
-    return cli_main("hq-submit", __doc__, submit, argv, options_first=True)
+    return cli_main("hq-submit", __doc__, submit, argv, quick=quick, options_first=True)
 
 
 if __name__ == "__main__":
