@@ -36,7 +36,7 @@ class _Table:
         return cls.cache[doc]
 
 
-def take_option(names, args, argv, i):
+def take_option(names, args, seen, argv, i):
     """Read the option at argv[i] into args; the index after it, or None if unusual."""
     word = argv[i]
     if word.startswith("--"):
@@ -45,32 +45,33 @@ def take_option(names, args, argv, i):
             return None
         key, takes = names[flag]
         if not takes:
-            return None if eq else _set(args, key, True, i + 1)
+            return None if eq else _set(args, seen, key, True, i + 1)
         if not eq:
-            if i + 1 >= len(argv):
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
                 return None
             value, i = argv[i + 1], i + 1
-        return _set(args, key, value, i + 1)
+        return _set(args, seen, key, value, i + 1)
     for at in range(1, len(word)):          # -wq, -c4, -c 4
         if "-" + word[at] not in names:
             return None
         key, takes = names["-" + word[at]]
         if not takes:
-            if _set(args, key, True, 0) is None:
+            if _set(args, seen, key, True, 0) is None:
                 return None
             continue
         value = word[at + 1:]
         if not value:
-            if i + 1 >= len(argv):
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
                 return None
             value, i = argv[i + 1], i + 1
-        return _set(args, key, value, i + 1)
+        return _set(args, seen, key, value, i + 1)
     return i + 1
 
 
-def _set(args, key, value, after):
-    if args[key] not in (False, None):      # given twice: docopt's business
+def _set(args, seen, key, value, after):
+    if key in seen:                 # given twice: docopt's business
         return None
+    seen.add(key)
     args[key] = value
     return after
 
@@ -83,7 +84,7 @@ def parse(doc, argv, extra, commands=None, positional=None, options_first=False)
     names, defaults = _Table.of(doc)
     args = dict(defaults, **{k: (list(v) if isinstance(v, list) else v)
                              for k, v in extra.items()})
-    allowed, check, i = None, None, 0
+    allowed, check, i, seen = None, None, 0, set()
     if commands is not None:
         if not argv or argv[0] not in commands:
             return None
@@ -95,7 +96,7 @@ def parse(doc, argv, extra, commands=None, positional=None, options_first=False)
             args[positional] += argv[i:]
             break
         if word.startswith("-") and word not in ("-", "--"):
-            i = take_option(names, args, argv, i)
+            i = take_option(names, args, seen, argv, i)
             if i is None:
                 return None
             continue

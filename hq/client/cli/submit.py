@@ -197,7 +197,8 @@ def quick(argv):
     from hq.client.cli.quick import parse
     args = parse(__doc__, argv, {"COMMAND": [], "-": False, "-h": False, "--help": False},
                  positional="COMMAND", options_first=True)
-    return args if args and args["COMMAND"] else None
+    usual = args and args["COMMAND"] and not (args["-f"] or args["--each-line"])
+    return args if usual else None
 
 
 def main(argv=None):
