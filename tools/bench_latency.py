@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.cluster import BIN, Cluster, MysqlDatabase, kill_pid, wait_until  # noqa: E402
+from tools.cluster import BIN, REPO, Cluster, MysqlDatabase, kill_pid, wait_until  # noqa: E402
 
 WAIT_JOB_S = 0.4        # how long the job of the wait measurement runs
 BULK_JOBS = 1000
@@ -98,6 +98,7 @@ def measure(cluster, runs):
     rows = {
         "floor: python -c pass": walls([py, "-c", "pass"], runs),
         "floor: python -c 'import zmq'": walls([py, "-c", "import zmq"], runs),
+        "floor: python -S -c pass (no site)": walls([py, "-S", "-c", "pass"], runs),
         "hq-submit true": walls([hq("hq-submit"), "true"], runs, env),
         "hq-client details ID --json": walls([hq("hq-client"), "details", str(job_id),
                                              "--json"], runs, env),
@@ -135,6 +136,10 @@ def main():
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
     parser.add_argument("--zmq", action="store_true", help="use the ZeroMQ socket")
     args = parser.parse_args()
+    # as an installation has it (pip compiles; PYTHONDONTWRITEBYTECODE would leave every run
+    # compiling hq's modules anew)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "hq"),
+                    os.path.join(REPO, "agents")], check=True)
     mysql = MysqlDatabase() if args.backend == "mysql" else None
     tmp = tempfile.mkdtemp(prefix="hqlat")
     cluster = Cluster(mysql.url if mysql else f"sqlite:///{tmp}/hq.sqlite", heartbeat_s=2)
