@@ -107,7 +107,7 @@ class JobStarter:
         if exits is not None:
             argv = jobfiles.wrap(shell, spec["command"], *exits, GATE)
         else:
-            argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, spec["command"]]
+            argv = [shell, "-c", GATE + spec["command"], os.path.basename(shell)]
         return shell, argv, actions
 
     def _make_directory(self, directory):
