@@ -15,6 +15,10 @@ GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
 OPEN = b"go\n"
 OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+# Output files are truncated when the job starts, as Slurm's are, unless the submission asked
+# to append (`hq-submit --append`: HQ_OPEN_MODE=append in the job's environment, as Slurm's
+# --open-mode and SLURM_OPEN_MODE).
+TRUNCATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 # Python ignores these; a job must not inherit that (`yes | head` would report EPIPE).
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
@@ -34,7 +38,8 @@ class JobStarter:
         environment...)."""
         self._set_umask(spec.get("umask"))     # before the output directories are made
         try:
-            shell, argv, actions = self._arguments(spec, gate, exits)
+            shell, argv, actions = self._arguments(spec, gate, exits,
+                                                   env.get("HQ_OPEN_MODE") == "append")
             job_env = dict(env)
             job_env.update(self._variables(spec))
         except OSError as exc:      # an output directory that cannot be made
@@ -90,15 +95,16 @@ class JobStarter:
             job_env["HQ_ENTRY"] = spec["entry"]
         return job_env
 
-    def _arguments(self, spec, gate, exits):
+    def _arguments(self, spec, gate, exits, append=False):
         """(shell, argv, file actions) of a job; the child opens its output files itself."""
         stdout, stderr = spec["stdout"], spec["stderr"]
+        flags = OUTPUT_FLAGS if append else TRUNCATE_FLAGS
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
+                   (os.POSIX_SPAWN_OPEN, 1, stdout, flags, 0o666)]
         if stderr == stdout:
             actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
         else:
-            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
+            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, flags, 0o666))
         actions.append((os.POSIX_SPAWN_DUP2, gate, GATE_FD))
         for path in (stdout, stderr):
             if os.path.isabs(path):

@@ -9,7 +9,8 @@ TIME_FIELDS = ("submitted", "started", "finished")
 PUBLIC_FIELDS = ("id", "name", "state", "host", "command", "submitted", "started", "finished",
                  "exit_code", "stdout", "stderr", "user", "batch", "cores", "memory", "priority",
                  "signal", "max_rss", "reason", "attempt", "retries", "cwd", "info_text",
-                 "logfile", "host_req", "group_req", "exclude_hosts", "time_limit", "shell")
+                 "logfile", "host_req", "group_req", "exclude_hosts", "time_limit", "shell",
+                 "depends_on", "reservation", "entry")
 
 
 def iso(seconds):

@@ -122,8 +122,24 @@ def wait(client, args):
         print_json(jobs)
     else:
         for job in jobs:
-            print(f"{job['id']} {job['state']} exit {job['exit_code']}")
+            print(ended_line(job))
     return 0 if all(exit_status(j) == 0 and j["state"] == "done" for j in jobs) else 1
+
+
+def ended_line(job):
+    """`ID STATE exit N`, `ID STATE signal N (SIGNAME)` for a job killed by a signal, else
+    `ID STATE (reason)` (a cancelled or lost job has no exit code)."""
+    head = f"{job['id']} {job['state']}"
+    if job["exit_code"] is not None:
+        return f"{head} exit {job['exit_code']}"
+    if job.get("signal"):
+        import signal
+        try:
+            name = f" ({signal.Signals(job['signal']).name})"
+        except ValueError:
+            name = ""
+        return f"{head} signal {job['signal']}{name}"
+    return f"{head} ({escape(job['reason'])})" if job.get("reason") else head
 
 
 def wait_batch(client, args, timeout, progress):

@@ -64,11 +64,16 @@ def print_json(value):
 
 def table(rows, columns):
     """Print rows (dicts) as aligned columns with a header; cells escaped."""
+    for line in table_lines(rows, columns):
+        print(line)
+
+
+def table_lines(rows, columns):
+    """The lines of `table`: a header, then a line a row."""
     cells = [[str(c).upper() for c in columns]]
     cells += [["-" if r.get(c) is None else escape(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
 
 
 def newest_rows(fetch, limit, name):

@@ -39,15 +39,21 @@ Options:
   --reservation=CODE                Use slots reserved with hq-reservation for CODE.
   -f FILE                           Submit one job per line of FILE.
   --each-line=FILE                  One job per line of FILE ('-': standard input): COMMAND
-                                    with {} replaced by the line, which the job also
-                                    finds in $HQ_ENTRY.
+                                    with {} replaced by the line shell-quoted (as GNU
+                                    parallel does: 'x; rm y' stays one word), which the
+                                    job also finds in $HQ_ENTRY.
+  --raw                             With --each-line: {} is the line as it is (the line
+                                    is shell code: only for input you trust).
+  --append                          Append to the output files (default: truncated when
+                                    the job starts, as Slurm does).
   --hold                            Submit held: runs after 'hq-client release'.
   -w, --wait                        Wait for the job(s); exit with the (worst) exit code.
                                     Shows a progress bar when standard error is a terminal.
   --progress                        Show progress while waiting (plain lines when standard
                                     error is not a terminal).
-  -q, --quiet                       Print nothing.
-  --json                            Print the submitted job(s) as JSON.
+  -q, --quiet                       Print nothing (no job ids, no progress bar).
+  --json                            Print the submitted job(s) as JSON (only JSON on
+                                    standard output; with --wait: the ended jobs).
 """
 
 import os
@@ -97,9 +103,11 @@ def submit(args):
     if args["-"] or args["-f"] or args["--each-line"]:
         return submit_stream(client, args, options, cwd)
     command = " ".join(args["COMMAND"])
-    ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, **options)
-    if args["--json"] and not args["--wait"]:
-        print_json(client.details(ids, events=False))
+    ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, env=job_env(args),
+                             **options)
+    if args["--json"]:
+        if not args["--wait"]:
+            print_json(client.details(ids, events=False))
     elif not args["--quiet"]:
         print(ids[0], flush=True)
     if args["--wait"]:
@@ -117,8 +125,11 @@ def submit_stream(client, args, options, cwd):
     source = args["--each-line"] or args["-f"] or "-"
     template = " ".join(args["COMMAND"]) if args["--each-line"] else None
     if template is not None:
+        import shlex
+        quote = (lambda line: line) if args["--raw"] else shlex.quote
+
         def make_job(line):
-            return {"command": template.replace("{}", line), "entry": line}
+            return {"command": template.replace("{}", quote(line)), "entry": line}
     else:
         def make_job(line):
             return line
@@ -140,7 +151,8 @@ def submit_stream(client, args, options, cwd):
 def submit_chunks(client, args, options, cwd, reader):
     """(batch, number of jobs, ids if --json) after sending every chunk of `reader`."""
     batch, count, ids = None, 0, []
-    stream = client.submit_stream(reader, hold=args["--hold"], cwd=cwd, **options)
+    stream = client.submit_stream(reader, hold=args["--hold"], cwd=cwd, env=job_env(args),
+                                  **options)
     try:
         for number, (batch, chunk_ids) in enumerate(stream):
             reader.forget(number)
@@ -176,11 +188,17 @@ def wait_batch(client, batch, args):
     return max((exit_status(job) for job in failed), default=1)
 
 
+def job_env(args):
+    """The jobs' environment: this one, with HQ_OPEN_MODE=append for --append (None: as is)."""
+    return dict(os.environ, HQ_OPEN_MODE="append") if args["--append"] else None
+
+
 def progress_display(args):
-    """A progress display for --progress, or for --wait on a terminal (a context manager
-    giving None when there is none to show)."""
+    """A progress display for --progress, or for --wait on a terminal, never with -q (a
+    context manager giving None when there is none to show)."""
     from hq.client.cli.progress import Progress
-    return Progress(sys.stderr, shown=args["--progress"] or sys.stderr.isatty())
+    shown = (args["--progress"] or sys.stderr.isatty()) and not args["--quiet"]
+    return Progress(sys.stderr, shown=shown)
 
 
 def exit_status(job):
