@@ -62,7 +62,13 @@ class Executor(RemoteExecutor):
     async def check_active_jobs(
         self, active_jobs: List[SubmittedJobInfo]
     ) -> Generator[SubmittedJobInfo, None, None]:
-        states, unknown = self.hq.states([int(j.external_jobid) for j in active_jobs])
+        try:
+            states, unknown = self.hq.states([int(j.external_jobid) for j in active_jobs])
+        except Exception as exc:   # hq-server restarting, a slow answer: look again later
+            self.logger.warning(f"hq status check failed, trying again: {exc}")
+            for info in active_jobs:
+                yield info
+            return
         for info in active_jobs:
             hq_id = int(info.external_jobid)
             state = states.get(hq_id)
