@@ -20,7 +20,6 @@ import sys
 import time
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from hq import config, logs, protocol as p, security, text
 from hq.user import launch
@@ -243,7 +242,7 @@ class UserServer:
     def handshake_events(self):
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = monitor_event(self.monitor)
             except zmq.Again:
                 return
             if event["event"] == zmq.EVENT_DISCONNECTED:
@@ -338,6 +337,15 @@ class UserServer:
             os.unlink(socket_path(self.home))
         except OSError:
             pass
+
+
+def monitor_event(monitor):
+    """The next event of a socket monitor, as zmq.utils.monitor.recv_monitor_message gives it
+    (that module imports asyncio: a tenth of a second of the user-server's start)."""
+    import struct
+    frames = monitor.recv_multipart(zmq.NOBLOCK)
+    event, value = struct.unpack("=hi", frames[0][:6])
+    return {"event": event, "value": value, "endpoint": frames[1]}
 
 
 REQ_AT_START = re.compile(rb'\{\s*"req"\s*:\s*(-?\d{1,18})\s*[,}]')
