@@ -384,10 +384,8 @@ def connect(home, transport):
 def user_server_running(home):
     """True when a user-server holds the lock on $HQ_HOME/run/user-server.pid."""
     import fcntl
-    from hq import config
     from hq.paths import pid_path
-    config.run_dir(home)
-    try:
+    try:                # no run/ (or no way in): no user-server
         handle = open(pid_path(home), "a+")
     except OSError:
         return False
@@ -405,7 +403,7 @@ def ensure_user_server(home):
     from hq.paths import socket_path
     if os.path.exists(socket_path(home)) and user_server_running(home):
         return
-    from hq.security import open_private, private_home   # here: the common case needs neither
+    from hq.private import open_private, private_home   # here: the common case needs neither
     log_dir = os.path.join(private_home(home), "log")
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

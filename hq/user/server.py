@@ -379,8 +379,12 @@ def take_lock(home):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        from docopt import docopt
+        args = docopt(__doc__, argv=argv)
+    else:           # as clients start it: no docopt to import
+        args = {"--idle": None, "--log-level": "INFO"}
     from hq.proctitle import set_title
     set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()
