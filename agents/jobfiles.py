@@ -12,12 +12,14 @@ import psutil
 log = logging.getLogger("hq.jobfiles")
 
 # The job's shell appends "KEY STATUS" to an exits file from an EXIT trap set before the command
-# is evaluated (the way Slurm's slurmstepd outlives slurmd, without a process of its own). `$0`
-# is the exits file, `$1` the attempt's key, `$2` the command; both are shifted away so the
-# command sees no positional parameters. A job killed by a signal appends nothing: its agent saw
-# the signal. Appending to one file avoids creating a file per job, which costs far more. A
-# full disk loses the line silently (the job's own stderr stays clean).
-TRAP = 'trap \'echo "$k $?" >> "$0" 2>/dev/null\' EXIT; k=$1; c=$2; shift 2; eval "$c"'
+# runs (the way Slurm's slurmstepd outlives slurmd, without a process of its own). The trap and
+# the gate come first on the command's own first line, so the command is the shell's script
+# itself, as with `sh -c COMMAND`: `$0` is the shell's name, no positional parameters, errors
+# read `sh: 1: nosuchcmd: not found` (no internal file, no `eval:`), line numbers are the
+# command's. A job killed by a signal appends nothing: its agent saw the signal. Appending to
+# one file avoids creating a file per job, which costs far more. A full disk loses the line
+# silently (the job's own stderr stays clean).
+TRAP = 'trap {action} EXIT; '
 # The journal is rewritten with only its live attempts once it reaches this size, and again
 # each time it doubles (amortised: each byte appended is rewritten at most once on average).
 COMPACT_BYTES = 1 << 20
@@ -279,9 +281,13 @@ class JobFiles:
 
 
 def wrap(shell, command, key, exits_path, prefix=""):
-    """argv that runs `command` in `shell` (a POSIX shell) after the script `prefix` and
-    appends `KEY STATUS` to `exits_path` when the shell exits."""
-    return [shell, "-c", prefix + TRAP, exits_path, key, command]
+    """argv that runs `command` in `shell` (a POSIX shell) as `sh -c COMMAND` does, after the
+    script `prefix`, and appends `KEY STATUS` to `exits_path` when the shell exits. `key` is
+    made of letters, digits, '.', '-' and '_' (key_of)."""
+    import shlex
+    action = shlex.quote(f'echo "{key} $?" >> {shlex.quote(exits_path)} 2>/dev/null')
+    return [shell, "-c", prefix + TRAP.format(action=action) + command,
+            os.path.basename(shell)]
 
 
 def _line(entry):

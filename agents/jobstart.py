@@ -15,6 +15,10 @@ GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
 OPEN = b"go\n"
 OUTPUT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+# Output files are truncated when the job starts, as Slurm's are, unless the submission asked
+# to append (`hq-submit --append`: HQ_OPEN_MODE=append in the job's environment, as Slurm's
+# --open-mode and SLURM_OPEN_MODE).
+TRUNCATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 # Python ignores these; a job must not inherit that (`yes | head` would report EPIPE).
 DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
@@ -44,7 +48,8 @@ class JobStarter:
 
     def _spawn(self, spec, command, env, gate, exits):
         try:
-            shell, argv, actions = self._arguments(spec, command, gate, exits)
+            shell, argv, actions = self._arguments(spec, command, gate, exits,
+                                                   env.get("HQ_OPEN_MODE") == "append")
             job_env = dict(env)
             job_env.update(self._variables(spec))
         except OSError as exc:      # an output directory that cannot be made
@@ -122,15 +127,16 @@ class JobStarter:
             job_env.update(scripts.slurm_variables(spec))
         return job_env
 
-    def _arguments(self, spec, command, gate, exits):
+    def _arguments(self, spec, command, gate, exits, append=False):
         """(shell, argv, file actions) of a job; the child opens its output files itself."""
         stdout, stderr = spec["stdout"], spec["stderr"]
+        flags = OUTPUT_FLAGS if append else TRUNCATE_FLAGS
         actions = [(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                   (os.POSIX_SPAWN_OPEN, 1, stdout, OUTPUT_FLAGS, 0o666)]
+                   (os.POSIX_SPAWN_OPEN, 1, stdout, flags, 0o666)]
         if stderr == stdout:
             actions.append((os.POSIX_SPAWN_DUP2, 1, 2))
         else:
-            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, OUTPUT_FLAGS, 0o666))
+            actions.append((os.POSIX_SPAWN_OPEN, 2, stderr, flags, 0o666))
         actions.append((os.POSIX_SPAWN_DUP2, gate, GATE_FD))
         for path in (stdout, stderr):
             if os.path.isabs(path):
@@ -139,7 +145,7 @@ class JobStarter:
         if exits is not None:
             argv = jobfiles.wrap(shell, command, *exits, GATE)
         else:
-            argv = [shell, "-c", GATE + 'c=$1; shift; eval "$c"', shell, command]
+            argv = [shell, "-c", GATE + command, os.path.basename(shell)]
         return shell, argv, actions
 
     def _make_directory(self, directory):

@@ -10,7 +10,7 @@ PUBLIC_FIELDS = ("id", "name", "state", "host", "command", "submitted", "started
                  "exit_code", "stdout", "stderr", "user", "batch", "cores", "memory", "priority",
                  "signal", "max_rss", "reason", "attempt", "retries", "cwd", "info_text",
                  "logfile", "host_req", "group_req", "exclude_hosts", "time_limit", "shell",
-                 "array_index")
+                 "array_index", "depends_on", "reservation", "entry")
 SCRIPT_BUDGET = 16 << 20    # script text in one reply; later jobs show `script` null
 
 

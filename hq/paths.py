@@ -10,3 +10,8 @@ def socket_path(home):
 
 def pid_path(home):
     return os.path.join(home, "run", "user-server.pid")
+
+
+def stream_path(home):
+    """The user-server's plain stream socket (hq.client.fast), beside the ZeroMQ one."""
+    return os.path.join(home, "run", "user-stream.sock")

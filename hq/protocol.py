@@ -6,7 +6,6 @@ Pure code (no sockets): a message is `[b"HQ1", KIND, BODY]`, BODY a JSON object 
 import json
 import math
 import re
-from dataclasses import dataclass
 
 from hq.errors import BAD_FRAME, BAD_REQUEST, TOO_LARGE, UNKNOWN_KIND, HQError
 
@@ -33,6 +32,12 @@ PING = b"PING"
 HELLO = b"HELLO"          # user-server announces itself for its user
 AGENTS = b"AGENTS"        # list, start or stop the user's agents (lss, invokeservers, cleanup)
 UNREACHABLE = b"UNREACHABLE"  # user-server: the user's agent could not be started on a host
+WATCH = b"WATCH"          # client -> user-server (not forwarded): push me ENDED and RECHECK
+
+# Pushes (no req): server -> user-server -> the user's watching clients
+ENDED = b"ENDED"          # {jobs: [[id, state, exit_code, batch], ...]}: ended in the last commit
+RECHECK = b"RECHECK"      # user-server -> clients: its link to hq-server is (re)made: look again
+PUSHES = frozenset({ENDED, RECHECK})
 
 # Agent <-> server
 REGISTER = b"REGISTER"    # agent -> server: host facts, jobs it still runs
@@ -49,7 +54,8 @@ CLIENT_KINDS = frozenset({SUBMIT, STATUS, LIST, DETAILS, CANCEL, HOLD, RELEASE, 
                           HELLO, UNREACHABLE, AGENTS})
 AGENT_KINDS = frozenset({REGISTER, HEARTBEAT, EVENTS, BYE})
 SERVER_KINDS = CLIENT_KINDS | AGENT_KINDS | {OK, ERROR}
-ALL_KINDS = SERVER_KINDS | {RUN, KILL, STOP, SPAWN}
+ALL_KINDS = SERVER_KINDS | {RUN, KILL, STOP, SPAWN, ENDED}
+USER_SERVER_KINDS = CLIENT_KINDS | {WATCH}     # what clients may send their user-server
 
 
 def encode(kind, body):
@@ -167,20 +173,26 @@ INT32_LIMIT = 1 << 31
 REPORT_TYPES = ("started", "finished")
 
 
-@dataclass(slots=True)
 class Report:
-    """One event of an agent's EVENTS message: an attempt of a job started or finished."""
-    type: str
-    job: int
-    attempt: int
-    time: float = None          # when it happened (the agent's clock)
-    started: float = None       # finished: when the attempt started
-    pid: int = None
-    exit_code: int = None
-    signal: int = None
-    max_rss: int = None
-    error: str = None           # finished without running: why ("cannot start: ...")
-    reason: str = None          # why it ended (e.g. "time limit")
+    """One event of an agent's EVENTS message: an attempt of a job started or finished.
+    (A plain class: a dataclass would cost every command line the import of dataclasses.)"""
+    __slots__ = ("type", "job", "attempt", "time", "started", "pid", "exit_code", "signal",
+                 "max_rss", "error", "reason")
+    # time: when it happened (the agent's clock); started (finished): when the attempt started;
+    # error: finished without running, why ("cannot start: ..."); reason: why it ended
+
+    def __init__(self, type, job, attempt, time=None, started=None, pid=None, exit_code=None,
+                 signal=None, max_rss=None, error=None, reason=None):
+        self.type, self.job, self.attempt, self.time = type, job, attempt, time
+        self.started, self.pid, self.exit_code, self.signal = started, pid, exit_code, signal
+        self.max_rss, self.error, self.reason = max_rss, error, reason
+
+    def __eq__(self, other):
+        return type(other) is Report and all(getattr(self, n) == getattr(other, n)
+                                             for n in self.__slots__)
+
+    def __repr__(self):
+        return "Report(" + ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__) + ")"
 
     @classmethod
     def parse(cls, event):

@@ -11,58 +11,17 @@ import os
 import zmq
 import zmq.auth
 from zmq.utils import z85
-from zmq.auth.thread import ThreadAuthenticator
 
 from hq import config
 from hq.errors import CONFIG_ERROR, HQError
+from hq.private import (ALWAYS_PRIVATE, PRIVATE_WHEN_MADE, _chmod_own, _mkdir,  # noqa: F401
+                        open_private, private_home)
 
 log = logging.getLogger("hq.security")
 
 SERVER_CERT = "server"
 USER_CERT = "user"
 PUBLISHED_KEY = "server.key"          # in etc/: the server's public key, readable by all
-ALWAYS_PRIVATE = ("", "run", "log", "keys")     # made 0700 even if they exist
-PRIVATE_WHEN_MADE = ("output",)                 # made 0700 when hq creates it
-
-
-def private_home(home):
-    """$HQ_HOME with run/, log/, keys/ and output/, private (0700) whatever the umask; an
-    existing output/ keeps the mode its owner gave it."""
-    for name in ALWAYS_PRIVATE + PRIVATE_WHEN_MADE:
-        path = os.path.join(home, name) if name else home
-        made = _mkdir(path)
-        if made or name in ALWAYS_PRIVATE:
-            _chmod_own(path, 0o700)
-    return home
-
-
-def open_private(path):
-    """`path` opened to append bytes, created 0600 (logs of the user's commands and hosts)."""
-    return os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "ab")
-
-
-def _mkdir(path):
-    """Create `path` (and missing parents) 0700; True if this call created it."""
-    if os.path.isdir(path):
-        return False
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        return False
-    return True
-
-
-def _chmod_own(path, mode):
-    """chmod a file or folder of ours (another user's, e.g. root reading a user's: left)."""
-    try:
-        info = os.stat(path)
-        if info.st_uid == os.geteuid() and info.st_mode & 0o7777 != mode:
-            os.chmod(path, mode)
-    except OSError:
-        pass
-
-
 def keys_dir(home):
     path = os.path.join(home, "keys")
     if not os.path.isdir(path):
@@ -204,29 +163,34 @@ def make_client_socket(socket, server_public, public, secret):
     socket.curve_secretkey = secret
 
 
-class KeyAuthenticator(ThreadAuthenticator):
+def key_authenticator(context, keys):
     """ZAP handler in a thread: accepts registered public keys and names the connection's
-    User-Id after the key's user. `keys` (z85 bytes -> user) is replaced whole on change."""
+    User-Id after the key's user. `keys` (z85 bytes -> user) is replaced whole on change.
+    (pyzmq's ThreadAuthenticator imports asyncio: only the server, which needs it, pays.)"""
+    from zmq.auth.thread import ThreadAuthenticator
 
-    def __init__(self, context, keys):
-        super().__init__(context, log=log)
-        self.keys = dict(keys)
+    class KeyAuthenticator(ThreadAuthenticator):
+        def __init__(self, context, keys):
+            super().__init__(context, log=log)
+            self.keys = dict(keys)
 
-    def callback(self, domain, key):
-        user = self.keys.get(key)
-        if user is None:
-            log.warning("refused connection with unregistered key %s", key.decode()[:12])
-        return user is not None
+        def callback(self, domain, key):
+            user = self.keys.get(key)
+            if user is None:
+                log.warning("refused connection with unregistered key %s", key.decode()[:12])
+            return user is not None
 
-    def curve_user_id(self, client_public_key):
-        return self.keys.get(z85.encode(client_public_key), "")
+        def curve_user_id(self, client_public_key):
+            return self.keys.get(z85.encode(client_public_key), "")
 
-    def set_keys(self, keys):
-        self.keys = dict(keys)
+        def set_keys(self, keys):
+            self.keys = dict(keys)
+
+    return KeyAuthenticator(context, keys)
 
 
 def start_authenticator(context, keys):
-    auth = KeyAuthenticator(context, keys)
+    auth = key_authenticator(context, keys)
     auth.start()
     auth.configure_curve_callback("*", credentials_provider=auth)
     return auth

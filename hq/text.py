@@ -1,7 +1,6 @@
 """User-supplied text made safe to print on a terminal or write to a log: control characters
 become visible escapes (`\\x1b`, `\\n`, `\\t`); printable Unicode is left as it is."""
 
-import logging
 import re
 
 # C0 controls, DEL, C1 controls; line and paragraph separators, the bidirectional controls
@@ -29,9 +28,10 @@ def escape(text):
     return _UNSAFE.sub(_replace, text)
 
 
-class EscapeFilter(logging.Filter):
+class EscapeFilter:
     """A logging filter that escapes each record's message (its arguments included), so that
-    a log line is one line whatever a user sent. Tracebacks are left as they are."""
+    a log line is one line whatever a user sent. Tracebacks are left as they are. (Logging
+    takes any object with a `filter` method: command lines need not import logging.)"""
 
     def filter(self, record):
         if record.args or _UNSAFE.search(str(record.msg)):
@@ -42,6 +42,7 @@ class EscapeFilter(logging.Filter):
 
 def escape_logs(logger=None):
     """Install EscapeFilter on every handler of `logger` (default: the root logger)."""
+    import logging
     for handler in (logger or logging.getLogger()).handlers:
         if not any(isinstance(f, EscapeFilter) for f in handler.filters):
             handler.addFilter(EscapeFilter())

@@ -3,7 +3,7 @@ it: handlers change it, `commit` writes the turn, the outbox shows what would be
 
 from hq import protocol as p
 from hq.config import HostEntry, Settings
-from hq.server import dispatch, fleet, handlers
+from hq.server import dispatch, fleet, handlers, pushes
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store.sqlite import SqliteStore
@@ -21,6 +21,7 @@ class CoreHarness:
         self.core.parking = Parking(self.core, self.store, 1000)
         self.core.load(self.store, self.now)
         self.core.parking.after_load()
+        self.pushes = pushes.attach(self.core)
         self.sent = []              # (identity, kind, body) of every flushed message
 
     # -- driving ---------------------------------------------------------------------------
@@ -50,6 +51,7 @@ class CoreHarness:
         if core.changed or tick:
             core.changed = False
             dispatch.schedule(core)
+        self.pushes.queue()
         self.store.apply(core.writes, *(s.writes for s in core.staged))
         core.after_commit(core.staged, core.now)
         for identity, frames in core.outbox.take_now():     # heartbeat replies (no commit)

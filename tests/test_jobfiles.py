@@ -127,3 +127,19 @@ def test_a_full_disk_refuses_new_records_and_loses_none(tmp_path):
         assert {r["spec"]["id"] for r in third.records()} in (recorded, recorded - {1})
         third.record(spec(200), 1, 0.0)                  # room again: records go in
         assert 200 in {r["spec"]["id"] for r in JobFiles(directory).records()}
+
+
+def test_the_jobs_shell_looks_like_sh_c(tmp_path):
+    """Catches a job whose shell names an internal file (`.../exits: 1: eval: nosuchcmd: not
+    found`, `$0` that path) instead of behaving as `sh -c COMMAND` does."""
+    odd = tmp_path / "it's here"
+    odd.mkdir()
+    files = JobFiles(str(odd))
+    generation, path = files.exits_target()
+    for command in ("nosuchcmd", "echo $0 $#; echo line 2\nnosuchcmd", "exit 4"):
+        argv = jobfiles.wrap("/bin/sh", command, key_of(7, 1), path)
+        got = subprocess.run(argv, capture_output=True, text=True)
+        want = subprocess.run(["sh", "-c", command], capture_output=True, text=True)
+        assert (got.returncode, got.stdout, got.stderr) == \
+            (want.returncode, want.stdout, want.stderr)
+    assert files.read_exits(generation) == {"7.1": 4}

@@ -176,7 +176,7 @@ def test_job_for_ssh_host_runs_there_and_unreachable_host_is_reported(sshd, ssh_
         lscluster(ssh_cluster)), 30, message="deadbox's reason in lscluster")
     assert "cannot connect" in hosts["deadbox"]["status_reason"] and "retry in" in hosts["deadbox"]["status_reason"]
     assert hosts["sshbox"]["status"] == "up" and hosts["sshbox"]["status_reason"] == ""
-    table = ssh_cluster.run("hq-admin", "lscluster", check=True).stdout
+    table = ssh_cluster.run("hq-admin", "lscluster", "--wide", check=True).stdout
     assert "REASON" in table.splitlines()[1] and "cannot connect" in table
     # slowbox's try still hangs: the user-server exits on SIGTERM all the same
     pid = ssh_cluster.user_server_pid()

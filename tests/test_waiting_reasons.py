@@ -1,24 +1,44 @@
-"""Why listed jobs wait (views.live_reasons): one look at every host per shape of job in a
-request, and still each job's own reason (tests/core_harness.py: a Core on real SQLite)."""
+"""Why a pending job waits (scheduler.explain): the reason names what is missing: memory,
+slots taken by outside load, slots held for reservations.
 
-from hq import protocol as p
-from tests.core_harness import CoreHarness
+Each test names in its docstring the bug it catches."""
+
+from hq.server.scheduler import PendingIndex, explain
+from tests.test_scheduler import GB, make_host, make_job
 
 
-def test_jobs_of_other_shapes_in_one_listing_keep_their_own_reasons(tmp_path):
-    """Catches a reason shared by jobs that wait for different things (a memo keyed too
-    coarsely: by user alone, or for the whole request)."""
-    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
-    try:
-        h.register("alice", "h1")
-        h.register("alice", "h2")
-        h.submit("alice", *["sleep 100"] * 8)                    # fill both hosts
-        wide = h.submit("alice", "sleep 1", "sleep 2", cores=4)
-        high = h.submit("alice", "sleep 4", priority=5)
-        listed = h.request("alice", p.DETAILS, ids=wide + high, events=False)["jobs"]
-        reasons = {j["id"]: j["reason"] for j in listed}
-    finally:
-        h.close()
-    assert reasons[wide[0]] == reasons[wide[1]]
-    assert reasons[wide[0]].startswith("priority: 1 pending jobs have a higher priority")
-    assert reasons[high[0]].startswith("resources: needs 1 slots")
+def reason(job, hosts):
+    index = PendingIndex()
+    index.add(job)
+    return explain(job, hosts, index, {})
+
+
+def test_memory_is_named_when_memory_is_missing():
+    """Catches 'at most 4 free' (slots) for a job that waits for memory on an idle host."""
+    host = make_host("h0", 4, mem_total=8 * GB, mem_available=1 * GB)
+    got = reason(make_job(1, memory=2 * GB), [host])
+    assert got == ("resources: needs 2048 MB of memory; hosts with 1 free slots have at most "
+                   "1024 MB free")
+
+
+def test_outside_load_is_named_when_it_takes_the_slots():
+    """Catches a reason that hides why an idle host offers nothing: outside load."""
+    host = make_host("h0", 4, foreign=3.6)
+    got = reason(make_job(1, cores=2), [host])
+    assert got == ("resources: needs 2 slots; hosts that fit have at most 0 free (4 taken by "
+                   "outside load on h0)")
+
+
+def test_reserved_slots_are_named():
+    """Catches a reason that hides slots held back for a reservation code."""
+    host = make_host("h0", 4, used=1)
+    host.reserved = {"R1": 2}
+    got = reason(make_job(1, cores=2), [host])
+    assert got == ("resources: needs 2 slots; hosts that fit have at most 1 free (2 held for "
+                   "reservations on h0)")
+
+
+def test_plain_lack_of_slots():
+    host = make_host("h0", 4, used=3)
+    assert reason(make_job(1, cores=2), [host]) == \
+        "resources: needs 2 slots; hosts that fit have at most 1 free"

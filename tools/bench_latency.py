@@ -1,11 +1,15 @@
-"""Latency of one job on an idle one-host cluster: `hq-submit true` wall time, and
-submit-to-start / submit-to-finished of single `true` jobs (server-side timestamps).
+"""Latency of the command line on an idle one-host cluster (server and user-server up), beside
+floors measured in the same run: `python -c pass` and `python -c 'import zmq'` (medians of N).
 
-Usage: .venv/bin/python tools/bench_latency.py [--runs N] [--backend sqlite|mysql]
+Usage: .venv/bin/python tools/bench_latency.py [--runs N] [--backend sqlite|mysql] [--zmq]
+
+--zmq sends the commands through the ZeroMQ socket of the user-server (HQ_TRANSPORT=zmq)
+instead of the plain stream socket of the fast path.
 """
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -14,7 +18,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tools.cluster import BIN, Cluster, MysqlDatabase  # noqa: E402
+from tools.cluster import BIN, REPO, Cluster, MysqlDatabase, kill_pid, wait_until  # noqa: E402
+
+WAIT_JOB_S = 0.4        # how long the job of the wait measurement runs
+BULK_JOBS = 1000
 
 
 def seconds(iso):
@@ -27,56 +34,129 @@ def pct(values, p):
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
 
 
-def cli_walls(cluster, runs):
-    """Wall times of `hq-submit -q true` once the user-server and agent are up; and a client."""
-    client = cluster.client()
-    client.wait([client.submit("true")], timeout=30)
-    walls = []
+def walls(command, runs, env=None, stdin=None):
+    """Wall times of a command run `runs` times (output discarded); None if it fails."""
+    times = []
     for _ in range(runs):
         started = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "hq-submit"), "-q", "true"], env=cluster.env,
-                       check=True)
-        walls.append(time.perf_counter() - started)
-    return client, walls
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stdin=stdin,
+                              stderr=subprocess.PIPE)
+        times.append(time.perf_counter() - started)
+        if done.returncode not in (0,):
+            print(f"  ({' '.join(command)[:60]} exited {done.returncode}: "
+                  f"{done.stderr.decode().strip()[:200]})", file=sys.stderr)
+            return None
+    return times
+
+
+def hq(name):
+    return os.path.join(BIN, name)
+
+
+def wait_lags(cluster, client, runs):
+    """Seconds from a job's end (the agent's clock) to the exit of `hq-client wait ID`
+    started while the job runs."""
+    lags = []
+    for _ in range(runs):
+        job_id = client.submit(f"sleep {WAIT_JOB_S}")
+        proc = subprocess.Popen([hq("hq-client"), "wait", str(job_id)], env=cluster.env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc.wait(60)
+        returned = time.time()
+        job = client.details([job_id], events=False)[0]
+        lags.append(returned - seconds(job["finished"]))
+    return lags
+
+
+def bulk_status(cluster, client, runs):
+    """`hq-client status --jobs ID,...` for BULK_JOBS ended jobs (None if not supported)."""
+    ids = client.submit_many(["true"] * BULK_JOBS)
+    client.wait(ids, timeout=120)
+    return walls([hq("hq-client"), "status", "--jobs", ",".join(map(str, ids))], runs,
+                 cluster.env)
+
+
+def first_command(cluster, runs):
+    """`hq-client status` when no user-server runs (it starts one)."""
+    times = []
+    for _ in range(runs):
+        kill_pid(cluster.user_server_pid(), signal.SIGTERM)
+        wait_until(lambda: not os.path.exists(os.path.join(cluster.home, "run", "user.sock")),
+                   10, message="the user-server's socket to go")
+        got = walls([hq("hq-client"), "status"], 1, cluster.env)
+        if got is None:
+            return None
+        times += got
+    return times
 
 
 def measure(cluster, runs):
-    client, walls = cli_walls(cluster, runs)
+    py = sys.executable
+    env = cluster.env
+    client = cluster.client()
+    job_id = client.wait([client.submit("true")], timeout=30)[0]["id"]
+    rows = {
+        "floor: python -c pass": walls([py, "-c", "pass"], runs),
+        "floor: python -c 'import zmq'": walls([py, "-c", "import zmq"], runs),
+        "floor: python -S -c pass (no site)": walls([py, "-S", "-c", "pass"], runs),
+        "hq-submit true": walls([hq("hq-submit"), "true"], runs, env),
+        "hq-client details ID --json": walls([hq("hq-client"), "details", str(job_id),
+                                             "--json"], runs, env),
+        "hq-client status": walls([hq("hq-client"), "status"], runs, env),
+        "hq-submit --wait true": walls([hq("hq-submit"), "--wait", "true"], runs, env),
+        "hq-client wait ID: after the end": wait_lags(cluster, client, runs),
+        f"status of {BULK_JOBS} jobs (one call)": bulk_status(cluster, client, runs),
+    }
     to_start, to_finish = [], []
     for _ in range(runs):
         job = client.wait([client.submit("true")], timeout=30)[0]
         to_start.append(seconds(job["started"]) - seconds(job["submitted"]))
         to_finish.append(seconds(job["finished"]) - seconds(job["submitted"]))
-    floor = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(["sh", "-c", "true"], check=True)
-        floor.append(time.perf_counter() - started)
-    return walls, to_start, to_finish, floor
+    rows["submit -> started (server)"] = to_start
+    rows["submit -> finished (server)"] = to_finish
+    client.close()
+    rows["first command, no user-server"] = first_command(cluster, max(5, runs // 3))
+    return rows
+
+
+def report(rows, floor):
+    ms = lambda v: f"{v * 1000:8.1f} ms"  # noqa: E731
+    print(f"{'measure':<38} {'p50':>11} {'p99':>11} {'p50/floor':>10}")
+    for name, values in rows.items():
+        if values is None:
+            print(f"{name:<38} {'n/a':>11}")
+            continue
+        median = statistics.median(values)
+        print(f"{name:<38} {ms(median):>11} {ms(pct(values, 99)):>11} {median / floor:>9.2f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
+    parser.add_argument("--zmq", action="store_true", help="use the ZeroMQ socket")
     args = parser.parse_args()
+    # as an installation has it (pip compiles; PYTHONDONTWRITEBYTECODE would leave every run
+    # compiling hq's modules anew)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(REPO, "hq"),
+                    os.path.join(REPO, "agents")], check=True)
     mysql = MysqlDatabase() if args.backend == "mysql" else None
     tmp = tempfile.mkdtemp(prefix="hqlat")
     cluster = Cluster(mysql.url if mysql else f"sqlite:///{tmp}/hq.sqlite", heartbeat_s=2)
+    if args.zmq:
+        cluster.env["HQ_TRANSPORT"] = "zmq"
     try:
         cluster.setup_database()
         cluster.start_server()
-        walls, to_start, to_finish, floor = measure(cluster, args.runs)
+        rows = measure(cluster, args.runs)
     finally:
         cluster.close()
         if mysql:
             mysql.drop()
-    ms = lambda v: f"{v * 1000:7.1f} ms"  # noqa: E731
-    print(f"backend {args.backend}, {args.runs} runs each")
-    print(f"{'measure':<34} {'p50':>10} {'p90':>10}")
-    for name, values in (("hq-submit true (wall)", walls), ("submit -> started", to_start),
-                         ("submit -> finished", to_finish), ("floor: sh -c true (wall)", floor)):
-        print(f"{name:<34} {ms(statistics.median(values)):>10} {ms(pct(values, 90)):>10}")
+    print(f"backend {args.backend}, transport {'zmq' if args.zmq else 'default'}, "
+          f"{args.runs} runs each (first command: {max(5, args.runs // 3)}); load "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    report(rows, statistics.median(rows["floor: python -c pass"]))
 
 
 if __name__ == "__main__":

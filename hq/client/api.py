@@ -2,19 +2,20 @@
 use), which forwards to hq-server. Every call has a deadline; errors raise HQError."""
 
 import collections
-import fcntl
 import itertools
 import json
 import os
-import sys
 import time
 
-import zmq
-
-from hq import config, protocol as p
-from hq.errors import BAD_REQUEST, TIMEOUT, USER_SERVER_UNREACHABLE, HQError
+from hq import protocol as p
+from hq.client.fast import StreamConnection, ZmqConnection, home_dir
+from hq.errors import BAD_REQUEST, USER_SERVER_UNREACHABLE, HQError
 from hq.text import escape
 
+TRANSPORTS = ("stream", "zmq")    # HQ_TRANSPORT: the plain socket (default) or ZeroMQ
+REPLY_KINDS = frozenset({p.OK, p.ERROR}) | p.PUSHES
+STATES_CHUNK = 10000  # ids per STATUS {ids} request
+QUICK_S = 2.0         # a reply slower than this makes the client read its configured deadline
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 START_TIMEOUT_S = 10.0
 CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
@@ -24,29 +25,42 @@ WINDOW = 2            # chunks in flight at once
 class Client:
     """hq for Python scripts: `Client().submit("echo hi")` returns the job id."""
 
-    def __init__(self, home=None, timeout=None):
-        self.home = os.path.abspath(home) if home else config.home_dir()
-        self.settings = config.load_settings()
-        self.timeout = timeout or self.settings.request_timeout_s + 5
+    def __init__(self, home=None, timeout=None, transport=None):
+        self.home = os.path.abspath(home) if home else home_dir()
+        self._timeout = timeout
+        self._settings = None
+        self.transport = transport or os.environ.get("HQ_TRANSPORT") or "stream"
+        if self.transport not in TRANSPORTS:
+            raise HQError(BAD_REQUEST, f"transport must be {' or '.join(TRANSPORTS)}, not "
+                          f"{self.transport!r} (HQ_TRANSPORT)")
         self._ids = itertools.count(1)
-        self._socket = None
+        self._conn = None
         self._waiting = set()        # req ids sent and not yet answered
         self._replies = {}           # req id -> (kind, body) received, not yet taken
+        self._pushes = []            # (kind, body) pushed by the user-server, not yet taken
+
+    @property
+    def settings(self):
+        """etc/hq.cfg, read when first needed (a quick command never needs it)."""
+        if self._settings is None:
+            from hq import config
+            self._settings = config.load_settings()
+        return self._settings
+
+    @property
+    def timeout(self):
+        return self._timeout or self.settings.request_timeout_s + 5
 
     # -- connection ----------------------------------------------------------------------
     def _connect(self):
-        if self._socket is None:
-            ensure_user_server(self.home)
-            from hq.paths import socket_path
-            self._socket = zmq.Context.instance().socket(zmq.DEALER)
-            self._socket.setsockopt(zmq.LINGER, 0)
-            self._socket.connect(f"ipc://{socket_path(self.home)}")
-        return self._socket
+        if self._conn is None:
+            self._conn = connect(self.home, self.transport)
+        return self._conn
 
     def close(self):
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
         self._waiting.clear()
         self._replies.clear()
 
@@ -64,29 +78,67 @@ class Client:
         """Send a request without waiting; returns its req id for `receive`."""
         req = next(self._ids)
         frames = encode_request(kind, {"req": req, **body})
-        self._connect().send_multipart(frames)
+        try:
+            self._connect().send(frames)
+        except OSError as exc:
+            self.close()
+            raise HQError(USER_SERVER_UNREACHABLE, f"lost hq-user-server: {exc}") from None
         self._waiting.add(req)
         return req
 
     def receive(self, req):
-        """The reply to request `req` (replies to other outstanding requests are kept)."""
-        deadline = time.monotonic() + self.timeout
+        """The reply to request `req` (replies to other outstanding requests, and pushes,
+        are kept). The configured deadline is read only if the answer is slow to come."""
+        started, deadline = time.monotonic(), None
         while req not in self._replies:
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._socket.poll(left * 1000):
+            if deadline is None and time.monotonic() - started >= QUICK_S:
+                deadline = started + self.timeout
+            limit = started + QUICK_S if deadline is None else deadline
+            left = limit - time.monotonic()
+            if deadline is not None and left <= 0:
                 self.close()
                 raise HQError(USER_SERVER_UNREACHABLE,
                               f"no answer from hq-user-server within {self.timeout:g}s "
                               f"(see {os.path.join(self.home, 'log', 'user-server.log')})")
-            kind, reply = p.decode(self._socket.recv_multipart(), kinds={p.OK, p.ERROR})
-            if reply.get("req") in self._waiting:   # else: the late answer to an abandoned one
-                self._replies[reply["req"]] = (kind, reply)
+            self._take(self._recv(max(0.0, left)))
         self._waiting.discard(req)
         kind, reply = self._replies.pop(req)
         if kind == p.ERROR:
             raise HQError(reply.get("code", "ERROR"), reply.get("message", "error"),
                           reply.get("index"))
         return reply
+
+    def _recv(self, timeout):
+        """The next message's frames (None after `timeout` seconds); HQError when the
+        user-server has gone."""
+        try:
+            return self._conn.recv(timeout)
+        except (ConnectionError, OSError) as exc:
+            self.close()
+            raise HQError(USER_SERVER_UNREACHABLE, f"lost hq-user-server: {exc} (see "
+                          f"{os.path.join(self.home, 'log', 'user-server.log')})") from None
+
+    def _take(self, frames):
+        """File a received message: a reply to an outstanding request, or a push."""
+        if frames is None:
+            return
+        kind, body = p.decode(frames, kinds=REPLY_KINDS)
+        if kind in p.PUSHES:
+            self._pushes.append((kind, body))
+        elif body.get("req") in self._waiting:   # else: the late answer to an abandoned one
+            self._replies[body["req"]] = (kind, body)
+
+    def pushes(self, timeout):
+        """Pushes (kind, body) from the user-server (after WATCH): those already here, else
+        the first to come within `timeout` seconds (None: for ever); [] if none came."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._pushes:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return []
+            self._take(self._recv(left))
+        pushes, self._pushes = self._pushes, []
+        return pushes
 
     # -- jobs -----------------------------------------------------------------------------
     def submit(self, command, **options):
@@ -162,6 +214,17 @@ class Client:
     def status(self, batch=None):
         return self.request(p.STATUS, batch=batch)["counts"]
 
+    def states(self, ids):
+        """The state of each job, in one request per 10,000 ids: ({id: state}, [ids that
+        hq-server does not know, or that are not yours])."""
+        ids = [int(i) for i in ids]
+        states, unknown = {}, []
+        for start in range(0, len(ids), STATES_CHUNK):
+            reply = self.request(p.STATUS, ids=ids[start:start + STATES_CHUNK])
+            states.update((int(i), state) for i, state in reply["states"].items())
+            unknown += reply["unknown"]
+        return states, unknown
+
     def list(self, states=None, limit=0, batch=None):
         """Your jobs in id order: all of them, or the `limit` newest."""
         if isinstance(states, str):
@@ -212,31 +275,13 @@ class Client:
             return {"jobs": sorted(jobs, key=lambda job: job["id"])}
         return self.request(p.ADMIN, command=command, arg=arg, **fields)
 
-    # -- waiting ----------------------------------------------------------------------------
+    # -- waiting (hq.client.waiting: woken by the user-server's pushes) ---------------------
     def as_completed(self, ids, timeout=None, progress=None, poll_s=0.02):
         """Yield each job (its JSON form) as it ends, in the order they end. `progress`, if
-        given, is called with counts by state after every poll. HQError TIMEOUT after
+        given, is called with counts by state after every look. HQError TIMEOUT after
         `timeout` seconds."""
-        remaining = dict.fromkeys(int(i) for i in ids)
-        ended = collections.Counter()
-        for delay in _polls(timeout, poll_s):
-            if not remaining:
-                return
-            live = collections.Counter()
-            finished = []
-            for piece in chunked(list(remaining), CHUNK):
-                reply = self.request(p.DETAILS, ids=piece, finished_only=True)
-                finished += reply["jobs"]
-                live.update(reply["live"])
-            for job in finished:
-                remaining.pop(job["id"], None)
-                ended[job["state"]] += 1
-            if progress is not None:
-                progress(dict(ended + live))
-            yield from finished
-            if delay is None and remaining:
-                raise HQError(TIMEOUT, f"{len(remaining)} of {len(remaining) + sum(ended.values())}"
-                              f" jobs still not ended after {timeout:g}s")
+        from hq.client.waiting import as_completed
+        return as_completed(self, ids, timeout, progress, poll_s)
 
     def wait(self, ids, timeout=None, progress=None):
         """Block until every job has ended; returns their JSON forms in the order of `ids`."""
@@ -246,16 +291,8 @@ class Client:
 
     def wait_batch(self, batch, timeout=None, progress=None, poll_s=0.02):
         """Block until every job of a batch has ended; returns its counts by state."""
-        from hq.model import LIVE
-        for delay in _polls(timeout, poll_s):
-            counts = self.status(batch)
-            if progress is not None:
-                progress(counts)
-            if not any(counts.get(state) for state in LIVE):
-                return counts
-            if delay is None:
-                raise HQError(TIMEOUT, f"{sum(counts.get(s, 0) for s in LIVE)} jobs of batch "
-                              f"{batch} still not ended after {timeout:g}s")
+        from hq.client.waiting import wait_batch
+        return wait_batch(self, batch, timeout, progress, poll_s)
 
 
 def encode_request(kind, body):
@@ -318,19 +355,6 @@ def current_umask():
     return old
 
 
-def _polls(timeout, poll_s):
-    """Sleeps between polls, growing to 1 s; yields None for the last poll at the deadline."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        if deadline is not None and time.monotonic() >= deadline:
-            yield None
-            return
-        yield poll_s
-        left = 1.0 if deadline is None else max(0.0, deadline - time.monotonic())
-        time.sleep(min(poll_s, left))
-        poll_s = min(1.0, poll_s * 1.5)
-
-
 def chunked(items, size):
     """Lists of up to `size` items from an iterable (for streaming submissions)."""
     chunk = []
@@ -343,11 +367,28 @@ def chunked(items, size):
         yield chunk
 
 
+def connect(home, transport):
+    """A connection to the user's user-server (started if none runs): the stream socket, or
+    ZeroMQ when asked or when the running user-server has no stream socket (an older one)."""
+    if transport == "stream":
+        try:
+            return StreamConnection(home)
+        except OSError:
+            pass
+    ensure_user_server(home)
+    if transport == "stream":
+        try:
+            return StreamConnection(home)
+        except OSError:
+            pass
+    return ZmqConnection(home)
+
+
 def user_server_running(home):
     """True when a user-server holds the lock on $HQ_HOME/run/user-server.pid."""
+    import fcntl
     from hq.paths import pid_path
-    config.run_dir(home)
-    try:
+    try:                # no run/ (or no way in): no user-server
         handle = open(pid_path(home), "a+")
     except OSError:
         return False
@@ -365,10 +406,11 @@ def ensure_user_server(home):
     from hq.paths import socket_path
     if os.path.exists(socket_path(home)) and user_server_running(home):
         return
-    from hq.security import open_private, private_home   # here: the common case needs neither
+    from hq.private import open_private, private_home   # here: the common case needs neither
     log_dir = os.path.join(private_home(home), "log")
     env = dict(os.environ, HQ_HOME=home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    import sys
     import subprocess    # here: a CLI that finds its user-server running starts faster
     with open(os.devnull, "rb") as null_in, \
             open_private(os.path.join(log_dir, "user-server.log")) as out:

@@ -24,7 +24,7 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
-from hq.server import dispatch, fleet, handlers, limits
+from hq.server import dispatch, fleet, handlers, limits, pushes
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store import open_store
@@ -48,6 +48,7 @@ class Loop:
         self.core.address = bind_address
         self.core.database_id = store.database_id()
         self.core.parking = Parking(self.core, store, max(1, settings.max_live_jobs_per_user))
+        self.pushes = pushes.attach(self.core)     # ENDED to user-servers after each commit
         self.ticks = 0
         self.next_prune = 0.0
         self.retention_cursor = 0   # the last job id looked at by the current retention sweep
@@ -138,6 +139,7 @@ class Loop:
             dispatch.schedule(core)
         if core.keys_changed:
             self.refresh_keys()
+        self.pushes.queue()
         self.commit()
 
     def handle(self, frames):

@@ -342,6 +342,24 @@ def explain(job, hosts, index, claims, outside_load=True):
         return f"priority: {ahead} pending jobs have a higher priority"
     if free:
         return "priority: jobs ahead of it in fair-share order take the free slots"
-    most = max(offer(h, outside_load) for h in with_agent)
-    want = f"{job.cores} slots" + (f" and {job.memory >> 20} MB" if job.memory else "")
-    return f"resources: needs {want}; hosts that fit have at most {most} free"
+    return missing(job, with_agent, outside_load)
+
+
+def missing(job, hosts, outside_load):
+    """What a pending job lacks on the hosts that could run it, named: memory when hosts have
+    its slots free, else slots (with what outside load and reservations keep of them)."""
+    slotted = [h for h in hosts if offer(h, outside_load) >= job.cores]
+    if slotted:
+        most = max(memory_free(h) for h in slotted)
+        return (f"resources: needs {job.memory >> 20} MB of memory; hosts with {job.cores} "
+                f"free slots have at most {most >> 20} MB free")
+    best = max(hosts, key=lambda h: offer(h, outside_load))
+    notes = []
+    outside = offer(best, False) - offer(best, outside_load)
+    if outside:
+        notes.append(f"{outside} taken by outside load")
+    if held_back(best):
+        notes.append(f"{held_back(best)} held for reservations")
+    where = f" ({', '.join(notes)} on {best.name})" if notes else ""
+    return (f"resources: needs {job.cores} slots; hosts that fit have at most "
+            f"{offer(best, outside_load)} free{where}")

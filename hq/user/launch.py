@@ -12,8 +12,6 @@ import queue
 import threading
 from concurrent.futures import Future
 
-import paramiko
-
 from hq.config import split_address
 from hq.security import open_private, private_home
 
@@ -111,7 +109,10 @@ def remote_script(home, host_name, server, user, heartbeat_s, orphan_s, server_k
     return "sh -c " + q(script)
 
 
-class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
+class _RefuseUnknown:
+    """paramiko's MissingHostKeyPolicy, duck-typed: paramiko is imported only for ssh (it
+    costs the user-server's start about 0.1 s)."""
+
     def missing_host_key(self, client, hostname, key):
         raise LaunchError(f"host key of {hostname} ({key.get_name()}) is not in known_hosts: "
                           "refused; add it (ssh-keyscan, or log in once with ssh) or set "
@@ -120,6 +121,7 @@ class _RefuseUnknown(paramiko.MissingHostKeyPolicy):
 
 def ssh_run(host_name, address, command, settings):
     """Run `command` on the host as the current user with the user's keys; its stdout."""
+    import paramiko
     hostname, port = split_address(address, 22)
     where = f"{host_name} ({hostname}:{port})"
     client = paramiko.SSHClient()

@@ -20,16 +20,17 @@ import sys
 import time
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from hq import config, logs, protocol as p, security, text
 from hq.user import launch
-from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, HQError
+from hq.user.streams import Streams
+from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, TOO_LARGE, HQError
 from hq.paths import pid_path, socket_path
 
 log = logging.getLogger("hq.user-server")
 
 HELLO_EVERY_S = 10.0
+MAX_LEASE_S = 3600.0      # longest a ZeroMQ client's WATCH lasts without renewal
 
 
 class UserServer:
@@ -42,7 +43,9 @@ class UserServer:
         # CURVE: (server public, our public, our secret)
         self.server_key = (security.server_public_key(settings, home),
                            *security.ensure_keypair(home, security.USER_CERT))
-        self.context = zmq.Context.instance()
+        self.streams = Streams(home, settings.max_message_bytes + 64)   # first: clients that
+        self.watchers = {}      # identity -> until when it gets pushes (a stream: its life)
+        self.context = zmq.Context.instance()                               # find it may talk
         self.frontend = self.context.socket(zmq.ROUTER)
         self.frontend.setsockopt(zmq.LINGER, 0)
         path = socket_path(home)
@@ -60,6 +63,7 @@ class UserServer:
         self.last_request = time.time()
         self.next_hello = 0.0
         self.running = True
+        self.hello_then_recheck = False
         self.reset_backend()
 
     def reset_backend(self):
@@ -88,12 +92,15 @@ class UserServer:
             poller.register(self.frontend, zmq.POLLIN)
             poller.register(self.backend, zmq.POLLIN)
             poller.register(self.monitor, zmq.POLLIN)
+            for fd, writing in self.streams.fds():
+                poller.register(fd, zmq.POLLIN | (zmq.POLLOUT if writing else 0))
             ready = dict(poller.poll(self.poll_ms()))
             now = time.time()
             if self.monitor in ready:
                 self.handshake_events()
             if self.frontend in ready:
                 self.from_clients(now)
+            self.from_streams(ready, now)
             if self.backend in ready:
                 self.from_server()
             self.send_waiting(now)
@@ -103,7 +110,12 @@ class UserServer:
             if now >= self.next_hello:
                 sent = self.forward_raw(p.HELLO, {"req": "hello", "user": self.user})
                 self.next_hello = now + (HELLO_EVERY_S if sent else 0.2)
-            if not self.in_flight and not self.waiting and now - self.last_request > self.idle_s:
+                if sent and self.hello_then_recheck:    # ends missed while the link was down
+                    self.hello_then_recheck = False     # are seen by the clients' next look,
+                    self.push(p.RECHECK, {})            # which the server reads after HELLO
+            self.expire_watchers(now)
+            if not self.in_flight and not self.waiting and not self.watchers and \
+                    now - self.last_request > self.idle_s:
                 log.info("idle for %.0fs: exiting", now - self.last_request)
                 self.running = False
 
@@ -116,21 +128,70 @@ class UserServer:
                 frames = self.frontend.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            identity, frames = frames[0], frames[1:]
-            self.last_request = now
-            try:
-                kind, body = p.decode(frames, kinds=p.CLIENT_KINDS,
-                                      max_body=self.settings.max_message_bytes)
-            except HQError as exc:    # answered with the req id, or the client waits in vain
-                self.frontend.send_multipart([identity, *p.error(request_id(frames), exc.code,
-                                                                 exc.message)])
+            self.client_message(frames[0], frames[1:], now)
+
+    def from_streams(self, ready, now):
+        for fd, _ in self.streams.fds():
+            events = ready.get(fd, 0)
+            if not events:
                 continue
-            body["user"] = self.user
-            deadline = now + self.settings.connect_timeout_s
-            self.waiting.append((deadline, identity, body.get("req"), kind, body))
-            if self.key_refused:    # zmq does not retry a refused key: try again (registered?)
-                self.key_refused = False
-                self.reset_backend()
+            messages, closed = self.streams.ready(fd, events & zmq.POLLIN, events & zmq.POLLOUT)
+            for identity in closed:
+                self.watchers.pop(identity, None)
+            for identity, frames in messages:
+                if frames is None:
+                    self.to_client(identity, p.error(None, TOO_LARGE, "message too large"))
+                    self.streams.drop(self.streams.by_identity[identity])
+                    self.watchers.pop(identity, None)
+                    break
+                self.client_message(identity, frames, now)
+
+    def client_message(self, identity, frames, now):
+        """A request of a client (ZeroMQ or stream): queued for hq-server, or WATCH."""
+        self.last_request = now
+        try:
+            kind, body = p.decode(frames, kinds=p.USER_SERVER_KINDS,
+                                  max_body=self.settings.max_message_bytes)
+        except HQError as exc:    # answered with the req id, or the client waits in vain
+            self.to_client(identity, p.error(request_id(frames), exc.code, exc.message))
+            return
+        if kind == p.WATCH:
+            self.watch(identity, body, now)
+            return
+        body["user"] = self.user
+        deadline = now + self.settings.connect_timeout_s
+        self.waiting.append((deadline, identity, body.get("req"), kind, body))
+        if self.key_refused:    # zmq does not retry a refused key: try again (registered?)
+            self.key_refused = False
+            self.reset_backend()
+
+    def to_client(self, identity, frames):
+        if isinstance(identity, tuple):
+            self.streams.send(identity, frames)
+        else:
+            self.frontend.send_multipart([identity, *frames])
+
+    # -- pushes: ENDED from hq-server to the clients that WATCH -------------------------------
+    def watch(self, identity, body, now):
+        """A client waits for jobs: it gets every ENDED of this user, and RECHECK."""
+        lease = body.get("lease_s")
+        if isinstance(identity, tuple):
+            until = float("inf")
+        elif p.is_number(lease) and 0 < lease:
+            until = now + min(float(lease), MAX_LEASE_S)
+        else:
+            until = now + MAX_LEASE_S
+        self.watchers[identity] = until
+        self.to_client(identity, p.ok(body.get("req"), watching=True))
+
+    def push(self, kind, body):
+        frames = p.encode(kind, body)
+        for identity in list(self.watchers):
+            self.to_client(identity, frames)
+
+    def expire_watchers(self, now):
+        for identity in [i for i, until in self.watchers.items() if until <= now]:
+            del self.watchers[identity]
 
     def send_waiting(self, now):
         still = []
@@ -161,24 +222,27 @@ class UserServer:
             except zmq.Again:
                 return
             try:
-                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.SPAWN})
+                kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.SPAWN, p.ENDED})
             except HQError as exc:
                 log.warning("bad message from server: %s", exc)
                 continue
             if kind == p.SPAWN:
                 self.spawn(body)
                 continue
+            if kind == p.ENDED:
+                self.push(p.ENDED, body)
+                continue
             entry = self.in_flight.pop(body.get("req"), None)
             if entry is None:
                 continue     # hello replies, or answers that came after their deadline
             _, identity, client_req = entry
             body["req"] = client_req
-            self.frontend.send_multipart([identity, *p.encode(kind, body)])
+            self.to_client(identity, p.encode(kind, body))
 
     def handshake_events(self):
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                event = monitor_event(self.monitor)
             except zmq.Again:
                 return
             if event["event"] == zmq.EVENT_DISCONNECTED:
@@ -187,6 +251,7 @@ class UserServer:
             self.connected = event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
             if self.connected:      # a (restarted) server learns at once where we are
                 self.next_hello = 0.0
+                self.hello_then_recheck = True
             refused = event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
             if refused and not self.key_refused:
                 log.error("hq-server refused our key %s", self.key_file())
@@ -217,7 +282,7 @@ class UserServer:
                        f"({self.key_file()}); send that file (it is public) to an hq admin, "
                        f"who registers it with 'hq-admin adduser {self.user} --key=FILE'")
         log.warning("%s", message)
-        self.frontend.send_multipart([identity, *p.error(client_req, code, message)])
+        self.to_client(identity, p.error(client_req, code, message))
 
     def spawn(self, body):
         for host in body.get("hosts", []):
@@ -263,6 +328,7 @@ class UserServer:
                 return
 
     def close(self):
+        self.streams.close()
         self.remote.close()
         self.monitor.close(linger=0)
         self.frontend.close(linger=0)
@@ -271,6 +337,15 @@ class UserServer:
             os.unlink(socket_path(self.home))
         except OSError:
             pass
+
+
+def monitor_event(monitor):
+    """The next event of a socket monitor, as zmq.utils.monitor.recv_monitor_message gives it
+    (that module imports asyncio: a tenth of a second of the user-server's start)."""
+    import struct
+    frames = monitor.recv_multipart(zmq.NOBLOCK)
+    event, value = struct.unpack("=hi", frames[0][:6])
+    return {"event": event, "value": value, "endpoint": frames[1]}
 
 
 REQ_AT_START = re.compile(rb'\{\s*"req"\s*:\s*(-?\d{1,18})\s*[,}]')
@@ -304,8 +379,12 @@ def take_lock(home):
 
 
 def main(argv=None):
-    from docopt import docopt
-    args = docopt(__doc__, argv=argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv:
+        from docopt import docopt
+        args = docopt(__doc__, argv=argv)
+    else:           # as clients start it: no docopt to import
+        args = {"--idle": None, "--log-level": "INFO"}
     from hq.proctitle import set_title
     set_title(f"hq-user-server {config.current_user()}")
     home = config.home_dir()

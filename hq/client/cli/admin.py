@@ -2,7 +2,7 @@
 
 Usage:
   hq-admin jobs [--user=USER] [--state=STATE] [--limit=N] [--json]
-  hq-admin COMMAND [--json]
+  hq-admin COMMAND [--json] [--wide]
   hq-admin adduser NAME --key=FILE [--json]
   hq-admin (-h | --help)
 
@@ -30,6 +30,8 @@ Commands:
 
 Options:
   --json           Print JSON.
+  --wide           lscluster, hostinfo: whole reasons (else cut to the terminal's width,
+                   COLUMNS or 80).
   --user=USER      Only this user's jobs.
   --state=STATE    Only jobs in these states (comma-separated: pending,running).
   --limit=N        At most the N newest jobs.
@@ -39,7 +41,7 @@ Options:
 import sys
 
 from hq.client.cli.common import (main as cli_main, newest_rows, parse_int, print_json, table,
-                                  usage_error)
+                                  table_lines, usage_error)
 from hq.errors import HQError
 from hq.protocol import ADMIN
 from hq.text import escape
@@ -68,35 +70,73 @@ def gib(value):
     return f"{(value or 0) / (1 << 30):.1f}G"
 
 
-def show_hosts(hosts):
+def screen_width(wide):
+    """Columns to fit tables in: none with --wide, else COLUMNS, the terminal's, or 80."""
+    if wide:
+        return None
+    import os
+    try:
+        return max(40, int(os.environ["COLUMNS"]))
+    except (KeyError, ValueError):
+        pass
+    try:
+        return max(40, os.get_terminal_size(sys.stdout.fileno()).columns)
+    except (OSError, ValueError):
+        return 80
+
+
+def show_hosts(hosts, width=None):
+    """The hosts' table; with a `width`, a reason that would not fit goes on a line of its own
+    under its host, cut to the width."""
     for host in hosts:
         host["slots"] = f"{host['slots_used']}/{host['max_slots']}"
         host["mem_free"] = gib(host["mem_available"])
         host["load"] = f"{host['load1'] or 0:.2f}"
         host["outside"] = f"{host['foreign_load'] or 0:.2f}"
-        host["heartbeat"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
+        host["seen"] = "-" if host["heartbeat_age"] is None else f"{host['heartbeat_age']}s"
         host["reason"] = "" if host["status"] == "up" else host.get("status_reason") or ""
         if not host["in_config"]:
             host["state"] += "(removed)"
-    table(hosts, ["name", "state", "status", "cores", "slots", "jobs", "load", "outside",
-                  "mem_free", "heartbeat", "reason"])
+    columns = ["name", "state", "status", "cores", "slots", "jobs", "load", "outside",
+               "mem_free", "seen"]
+    lines = table_lines(hosts, columns + ["reason"])
+    if width is None or max(map(len, lines)) <= width:
+        print("\n".join(lines))
+        return
+    for host, line in zip([None, *hosts], table_lines(hosts, columns)):
+        print(line)
+        if host and host["reason"]:
+            why = "  reason: " + escape(host["reason"])
+            print(why if len(why) <= width else why[:width - 3] + "...")
 
 
-def show(command, reply, as_json):
+def rounded(rows):
+    """Metrics rows with floats rounded for reading (loads to 2 places, percent to 1)."""
+    for row in rows:
+        for key, value in row.items():
+            if isinstance(value, float):
+                row[key] = round(value, 1 if key == "cpu_percent" else 2)
+        if row.get("mem_available") is not None:
+            row["mem_available"] = gib(row["mem_available"])
+    return rows
+
+
+def show(command, reply, as_json, width=None):
     reply.pop("req", None)
     if as_json:
         print_json(reply)
     elif command == "lscluster":
         print(f"cluster {reply['cluster']}")
-        show_hosts(reply["hosts"])
+        show_hosts(reply["hosts"], width)
     elif command == "hostinfo":
-        show_hosts([reply["host"]])
+        show_hosts([reply["host"]], width)
         host = reply["host"]
-        print(escape(f"\ngroups {','.join(host['groups']) or '-'}  os {host['os']}  memory "
-                     f"{gib(host['memory_total'])}  agents {','.join(host['agents']) or '-'}")
-              + "\n")
-        table(reply["metrics"], ["time", "load1", "foreign_load", "cpu_percent",
-                                 "mem_available", "nprocs"])
+        print()
+        print(escape(f"groups {','.join(host['groups']) or '-'}  os {host['os']}  memory "
+                     f"{gib(host['memory_total'])}  agents {','.join(host['agents']) or '-'}"))
+        print()
+        table(rounded(reply["metrics"]), ["time", "load1", "foreign_load", "cpu_percent",
+                                          "mem_available", "nprocs"])
         print()
         table(reply["jobs"], ["id", "user", "state", "cores", "started", "command"])
     elif command == "lsusers":
@@ -150,7 +190,7 @@ def admin(args):
         return 0
     command, arg = parse(word)
     reply = Client().admin(command, arg=arg)
-    show(command, reply, args["--json"])
+    show(command, reply, args["--json"], screen_width(args["--wide"]))
     return 0
 
 

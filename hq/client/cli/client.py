@@ -1,7 +1,7 @@
 """hq-client: look at and steer your own jobs.
 
 Usage:
-  hq-client status [--json]
+  hq-client status [--json] [--jobs=IDS]
   hq-client details [--json] [JOBID...]
   hq-client list [--state=STATE] [--limit=N] [--batch=ID] [--json]
   hq-client cancel (--batch=ID | JOBID...)
@@ -25,6 +25,8 @@ Words of the original hq:
 
 Options:
   --json           Print JSON (a stable contract for scripts).
+  --jobs=IDS       The state of each of these jobs (comma-separated ids), in one request;
+                   ids the server does not know are named (exit 1).
   --state=STATE    Only jobs in this state (comma-separated: pending,running).
   --limit=N        At most the N newest jobs (default: the newest 10000).
   --batch=ID       The jobs of this submission (batch id: see 'hq-submit -').
@@ -39,20 +41,40 @@ from hq.client.cli.common import (job_ids, main as cli_main, newest_rows, parse_
                                   table)
 from hq.client.cli.details import show_details
 from hq.client.cli.submit import exit_status
-from hq.errors import TIMEOUT, HQError
-from hq.model import STATES
+from hq.errors import TIMEOUT, UNKNOWN_JOB, HQError
 from hq.text import escape
 
 LIST_COLUMNS = ["id", "state", "host", "name", "exit_code", "command"]
 
 
 def status(client, args):
+    if args["--jobs"] is not None:
+        return job_states(client, args)
     counts = client.status()
     if args["--json"]:
         print_json(counts)
     else:
-        for state in STATES:
-            print(f"{state:<10} {counts.get(state, 0)}")
+        for state, count in counts.items():
+            print(f"{state:<10} {count}")
+
+
+def job_states(client, args):
+    """`status --jobs ID,...`: one line `ID STATE` a job (JSON: {jobs: {id: state},
+    unknown: [ids]}); ids the server does not know are named on stderr, exit 1."""
+    ids = job_ids([i.strip() for i in args["--jobs"].split(",") if i.strip()])
+    if not ids:
+        raise HQError("BAD_USAGE", "--jobs needs at least one job id")
+    states, unknown = client.states(ids)
+    if args["--json"]:
+        print_json({"jobs": {str(i): states[i] for i in ids if i in states},
+                    "unknown": unknown})
+    else:
+        sys.stdout.write("".join(f"{i} {states[i]}\n" for i in ids if i in states))
+    if unknown:
+        shown = ", ".join(map(str, unknown[:20])) + (", ..." if len(unknown) > 20 else "")
+        print(f"hq-client: no job {shown} of yours [{UNKNOWN_JOB}]", file=sys.stderr)
+        return 1
+    return 0
 
 
 def details(client, args):
@@ -100,8 +122,24 @@ def wait(client, args):
         print_json(jobs)
     else:
         for job in jobs:
-            print(f"{job['id']} {job['state']} exit {job['exit_code']}")
+            print(ended_line(job))
     return 0 if all(exit_status(j) == 0 and j["state"] == "done" for j in jobs) else 1
+
+
+def ended_line(job):
+    """`ID STATE exit N`, `ID STATE signal N (SIGNAME)` for a job killed by a signal, else
+    `ID STATE (reason)` (a cancelled or lost job has no exit code)."""
+    head = f"{job['id']} {job['state']}"
+    if job["exit_code"] is not None:
+        return f"{head} exit {job['exit_code']}"
+    if job.get("signal"):
+        import signal
+        try:
+            name = f" ({signal.Signals(job['signal']).name})"
+        except ValueError:
+            name = ""
+        return f"{head} signal {job['signal']}{name}"
+    return f"{head} ({escape(job['reason'])})" if job.get("reason") else head
 
 
 def wait_batch(client, args, timeout, progress):
@@ -132,8 +170,32 @@ def dispatch(args):
     return wait(client, args)
 
 
+def ids_xor_batch(args):
+    return bool(args["--batch"]) != bool(args["JOBID"])
+
+
+QUICK_EXTRA = {"status": False, "details": False, "list": False, "cancel": False,
+               "hold": False, "release": False, "wait": False, "JOBID": [], "WORD": None,
+               "-h": False, "--help": False}
+QUICK_COMMANDS = {        # word: (options it takes, check) as in the usage lines
+    "status": ({"--json", "--jobs"}, lambda a: not a["JOBID"]),
+    "details": ({"--json"}, None),
+    "list": ({"--state", "--limit", "--batch", "--json"}, lambda a: not a["JOBID"]),
+    "cancel": ({"--batch"}, ids_xor_batch),
+    "hold": (set(), lambda a: bool(a["JOBID"])),
+    "release": (set(), lambda a: bool(a["JOBID"])),
+    "wait": ({"--timeout", "--json", "--progress", "--batch"}, ids_xor_batch),
+}
+
+
+def quick(argv):
+    """The usual command lines parsed without docopt (None: left to docopt)."""
+    from hq.client.cli.quick import parse
+    return parse(__doc__, argv, QUICK_EXTRA, QUICK_COMMANDS, positional="JOBID")
+
+
 def main(argv=None):
-    return cli_main("hq-client", __doc__, dispatch, argv)
+    return cli_main("hq-client", __doc__, dispatch, argv, quick=quick)
 
 
 if __name__ == "__main__":

@@ -44,10 +44,12 @@ def parse_args(doc, argv, name, **options):
         raise HQError(BAD_USAGE, f"cannot parse {given[:200]!r}; see '{name} --help'") from None
 
 
-def main(name, doc, body, argv=None, **options):
-    """A command line's main(): parse, then run body(args) with one-line errors."""
+def main(name, doc, body, argv=None, quick=None, **options):
+    """A command line's main(): parse (`quick(argv)` first, if given: None leaves the command
+    line to docopt), then run body(args) with one-line errors."""
     def parsed():
-        return body(parse_args(doc, argv, name, **options))
+        args = quick(sys.argv[1:] if argv is None else list(argv)) if quick else None
+        return body(args if args is not None else parse_args(doc, argv, name, **options))
     return run(name, parsed)
 
 
@@ -62,11 +64,16 @@ def print_json(value):
 
 def table(rows, columns):
     """Print rows (dicts) as aligned columns with a header; cells escaped."""
+    for line in table_lines(rows, columns):
+        print(line)
+
+
+def table_lines(rows, columns):
+    """The lines of `table`: a header, then a line a row."""
     cells = [[str(c).upper() for c in columns]]
     cells += [["-" if r.get(c) is None else escape(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    for row in cells:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in cells]
 
 
 def newest_rows(fetch, limit, name):

@@ -47,8 +47,13 @@ Options:
   --reservation=CODE                Use slots reserved with hq-reservation for CODE.
   -f FILE                           Submit one job per line of FILE.
   --each-line=FILE                  One job per line of FILE ('-': standard input): COMMAND
-                                    with {} replaced by the line, which the job also
-                                    finds in $HQ_ENTRY.
+                                    with {} replaced by the line shell-quoted (as GNU
+                                    parallel does: 'x; rm y' stays one word), which the
+                                    job also finds in $HQ_ENTRY.
+  --raw                             With --each-line: {} is the line as it is (the line
+                                    is shell code: only for input you trust).
+  --append                          Append to the output files (default: truncated when
+                                    the job starts, as Slurm does).
   --script=FILE                     FILE is a batch script (see above).
   --array=SPEC                      One job per index: 1-10, 0-100:5 (step), 1,3,7; each
                                     gets $HQ_ARRAY_INDEX (%a in -o/-e paths).
@@ -57,8 +62,9 @@ Options:
                                     Shows a progress bar when standard error is a terminal.
   --progress                        Show progress while waiting (plain lines when standard
                                     error is not a terminal).
-  -q, --quiet                       Print nothing.
-  --json                            Print the submitted job(s) as JSON.
+  -q, --quiet                       Print nothing (no job ids, no progress bar).
+  --json                            Print the submitted job(s) as JSON (only JSON on
+                                    standard output; with --wait: the ended jobs).
 """
 
 import os
@@ -97,6 +103,10 @@ def job_options(args):
 
 def submit(args):
     from hq.client.api import Client
+    if args["COMMAND"][:1] == ["--"]:           # `hq-submit -w -- ls /tmp`: end of options
+        args["COMMAND"] = args["COMMAND"][1:]
+        if not args["COMMAND"] and not (args["-f"] or args["-"]):
+            usage_error("no command after '--'")
     options, cwd = job_options(args)
     client = Client()
     if args["COMMAND"] == ["-"] and not args["--each-line"]:
@@ -108,9 +118,11 @@ def submit(args):
         return submit_stream(client, args, options, cwd)
     else:
         command = " ".join(args["COMMAND"])
-        ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, **options)
-    if args["--json"] and not args["--wait"]:
-        print_json(client.details(ids, events=False))
+        ids = client.submit_many([command], hold=args["--hold"], cwd=cwd, env=job_env(args),
+                                 **options)
+    if args["--json"]:
+        if not args["--wait"]:
+            print_json(client.details(ids, events=False))
     elif not args["--quiet"]:
         print("\n".join(map(str, ids)), flush=True)
     if args["--wait"]:
@@ -128,8 +140,11 @@ def submit_stream(client, args, options, cwd):
     source = args["--each-line"] or args["-f"] or "-"
     template = " ".join(args["COMMAND"]) if args["--each-line"] else None
     if template is not None:
+        import shlex
+        quote = (lambda line: line) if args["--raw"] else shlex.quote
+
         def make_job(line):
-            return {"command": template.replace("{}", line), "entry": line}
+            return {"command": template.replace("{}", quote(line)), "entry": line}
     else:
         def make_job(line):
             return line
@@ -151,7 +166,8 @@ def submit_stream(client, args, options, cwd):
 def submit_chunks(client, args, options, cwd, reader):
     """(batch, number of jobs, ids if --json) after sending every chunk of `reader`."""
     batch, count, ids = None, 0, []
-    stream = client.submit_stream(reader, hold=args["--hold"], cwd=cwd, **options)
+    stream = client.submit_stream(reader, hold=args["--hold"], cwd=cwd, env=job_env(args),
+                                  **options)
     try:
         for number, (batch, chunk_ids) in enumerate(stream):
             reader.forget(number)
@@ -187,11 +203,17 @@ def wait_batch(client, batch, args):
     return max((exit_status(job) for job in failed), default=1)
 
 
+def job_env(args):
+    """The jobs' environment: this one, with HQ_OPEN_MODE=append for --append (None: as is)."""
+    return dict(os.environ, HQ_OPEN_MODE="append") if args["--append"] else None
+
+
 def progress_display(args):
-    """A progress display for --progress, or for --wait on a terminal (a context manager
-    giving None when there is none to show)."""
+    """A progress display for --progress, or for --wait on a terminal, never with -q (a
+    context manager giving None when there is none to show)."""
     from hq.client.cli.progress import Progress
-    return Progress(sys.stderr, shown=args["--progress"] or sys.stderr.isatty())
+    shown = (args["--progress"] or sys.stderr.isatty()) and not args["--quiet"]
+    return Progress(sys.stderr, shown=shown)
 
 
 def exit_status(job):
@@ -203,8 +225,17 @@ def exit_status(job):
     return 0 if job["state"] == "done" else 1
 
 
+def quick(argv):
+    """The usual `hq-submit [options] COMMAND...` parsed without docopt (None: not usual)."""
+    from hq.client.cli.quick import parse
+    args = parse(__doc__, argv, {"COMMAND": [], "-": False, "-h": False, "--help": False},
+                 positional="COMMAND", options_first=True)
+    usual = args and args["COMMAND"] and not (args["-f"] or args["--each-line"])
+    return args if usual else None
+
+
 def main(argv=None):
-    return cli_main("hq-submit", __doc__, submit, argv, options_first=True)
+    return cli_main("hq-submit", __doc__, submit, argv, quick=quick, options_first=True)
 
 
 if __name__ == "__main__":

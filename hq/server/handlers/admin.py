@@ -66,7 +66,7 @@ def _info(core, peer, arg, body):
             "hosts": len(core.hosts), "users": len(core.users),
             "live_jobs": len(core.jobs), "pending_jobs": len(core.pending),
             "reserved_hosts": len(core.claims),
-            "largest_pass": core.largest_pass, "started": core.started,
+            "largest_pass": core.largest_pass, "started": iso(core.started),
             "placement_s": round(core.placement_s, 6), "placed": core.placed}
 
 

@@ -11,6 +11,7 @@ from hq.errors import BAD_REQUEST, UNKNOWN_HOST, UNKNOWN_JOB, HQError
 from hq.jobview import add_scripts, event_json, job_json
 from hq.model import HELD, PENDING, STATES, TERMINAL
 from hq.server import fleet
+from hq.server.handlers.states import job_states
 from hq.server.handlers.views import jobs_json
 
 log = logging.getLogger("hq.requests")
@@ -33,6 +34,8 @@ def hello(core, peer, body):
 
 
 def status(core, peer, body):
+    if body.get("ids") is not None:          # the states of these jobs (workflow engines)
+        return job_states(core, peer.user, body)
     batch = p.field(body, "batch", int, None)
     if batch is not None:
         own_batch(core, peer.user, batch)
