@@ -273,13 +273,15 @@ def test_explain_priority_and_resources():
     assert why(job, hosts, urgent) == "priority: 2 pending jobs have a higher priority"
     assert why(job, hosts) == "priority: jobs ahead of it in fair-share order take the free slots"
     loaded = [make_host("a", 4, cores=4, foreign=3.0)]
-    assert why(job, loaded) == "resources: needs 2 slots; hosts that fit have at most 1 free"
+    assert why(job, loaded) == ("resources: needs 2 slots; hosts that fit have at most 1 free "
+                                "(3 taken by outside load on a)")
     assert why(job, loaded, outside_load=False).startswith("priority: jobs ahead")
     assert explain(job, loaded, index_of([]), {}).startswith("resources:")   # the default
     busy = [make_host("a", 4, used=3, cores=4, foreign=2.0)]
     assert why(job, busy, outside_load=False) == (
         "resources: needs 2 slots; hosts that fit have at most 1 free")
-    assert why(job, busy) == "resources: needs 2 slots; hosts that fit have at most 0 free"
+    assert why(job, busy) == ("resources: needs 2 slots; hosts that fit have at most 0 free "
+                              "(1 taken by outside load on a)")
     exact = make_job(2, cores=2, memory=4 * GB)
     assert why(exact, [make_host("a", 4, mem_available=4 * GB)]).startswith("priority:")
     big = make_job(3, cores=2, memory=8 * GB)

@@ -228,7 +228,8 @@ def exit_status(job):
 def quick(argv):
     """The usual `hq-submit [options] COMMAND...` parsed without docopt (None: not usual)."""
     from hq.client.cli.quick import parse
-    args = parse(__doc__, argv, {"COMMAND": [], "-": False, "-h": False, "--help": False},
+    args = parse(__doc__, argv, {"COMMAND": [], "SCRIPT": None, "ARGS": [], "-": False,
+                                 "-h": False, "--help": False},
                  positional="COMMAND", options_first=True)
     usual = args and args["COMMAND"] and not (args["-f"] or args["--each-line"])
     return args if usual else None
