@@ -286,4 +286,4 @@ def test_explain_priority_and_resources():
     assert why(exact, [make_host("a", 4, mem_available=4 * GB)]).startswith("priority:")
     big = make_job(3, cores=2, memory=8 * GB)
     assert why(big, [make_host("a", 4, mem_available=4 * GB)]) == (
-        "resources: needs 2 slots and 8192 MB; hosts that fit have at most 4 free")
+        "resources: needs 8192 MB of memory; hosts with 2 free slots have at most 4096 MB free")
