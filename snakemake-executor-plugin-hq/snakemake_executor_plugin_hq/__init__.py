@@ -2,6 +2,7 @@
 hq's Python API with its threads, memory and runtime; all active jobs are checked in one bulk
 request, woken by hq's pushes instead of a fixed pause; Ctrl-C cancels the running hq jobs."""
 
+import threading
 from dataclasses import dataclass, field
 from typing import Generator, List, Optional
 
@@ -36,13 +37,25 @@ common_settings = CommonSettings(
 )
 
 
+SESSION_LOCK = threading.Lock()
+
+
 class Executor(RemoteExecutor):
     def __post_init__(self):
         settings = self.workflow.executor_settings
-        self.hq = HqSession(settings.home if settings else None)
         self.extra = {"group_req": getattr(settings, "group", None),
                       "priority": getattr(settings, "priority", None)}
-        self.hq.watch()        # from now on, an end pushed by hq wakes the status check
+
+    @property
+    def hq(self):
+        """The hq session, made by whichever thread needs it first: Snakemake starts the wait
+        thread (status checks) before __post_init__ runs."""
+        with SESSION_LOCK:
+            if getattr(self, "_hq", None) is None:
+                settings = self.workflow.executor_settings
+                self._hq = HqSession(getattr(settings, "home", None))
+                self._hq.watch()     # from now on, an end pushed by hq wakes the status check
+            return self._hq
 
     def run_job(self, job: JobExecutorInterface):
         stdout, stderr = log_paths(self.workflow.workdir_init, job)
@@ -88,7 +101,12 @@ class Executor(RemoteExecutor):
             self.logger.info(f"Cancelled hq jobs {', '.join(map(str, ids))}.")
 
     async def sleep(self):
-        """Until hq pushes the end of a job of ours, at most the usual pause."""
+        """Until hq pushes the end of a job of ours, at most the usual pause (an exception
+        here would end Snakemake's wait thread, and the workflow would wait for ever)."""
         import asyncio
-        await asyncio.to_thread(self.hq.wait_for_an_end,
-                                self.next_seconds_between_status_checks)
+        seconds = self.next_seconds_between_status_checks
+        try:
+            await asyncio.to_thread(self.hq.wait_for_an_end, seconds)
+        except Exception as exc:
+            self.logger.warning(f"waiting for hq's pushes failed: {exc}")
+            await asyncio.sleep(seconds)
