@@ -373,6 +373,7 @@ def test_only_an_admin_registers_keys(h):
     assert h.request("root", p.ADMIN, command="adduser", arg="mallory", key=key)["roles"] == \
         ["USER"]
     assert h.core.users["mallory"]["key"] == key and h.core.keys_changed
+    assert h.core.users["mallory"]["enabled"] is True      # a new user may submit
 
 
 def test_retries_requeue_a_job_lost_with_its_host_up_to_n_times(h):
@@ -539,3 +540,123 @@ def test_environments_of_ended_batches_are_dropped(h):
     h.report("alice", "finished", job, 1, exit_code=0)
     h.core.prune_envs()
     assert set(h.core.envs) == {max(batches)} and set(h.core.env_texts) <= {max(batches)}
+
+
+def story(h, job):
+    """[(state, attempt, detail)] of a job's events, as `details` shows them."""
+    return [(e["state"], e["attempt"], e["detail"]) for e in h.store.job_events([job])]
+
+
+def test_the_event_log_and_rows_tell_what_happened(h):
+    """Catches hold, release, a late result of a cancelled attempt and a stale report not
+    recorded as they happened (state, attempt, detail, reason, finished, exit code): each
+    is what `details` shows a user (mutmut: Core.hold, unhold, _late_result survived)."""
+    h.request("root", p.ADMIN, command="deactivate")
+    (job,) = h.submit("alice", "true")
+    h.request("alice", p.HOLD, ids=[job])
+    assert h.store.get_jobs([job])[0]["reason"] == "held"
+    h.request("alice", p.RELEASE, ids=[job])
+    assert h.store.get_jobs([job])[0]["reason"] == ""
+    assert story(h, job) == [("pending", 0, "submitted"), ("held", 0, "held by user"),
+                             ("pending", 0, "released by user")]
+    h.request("root", p.ADMIN, command="activate")
+    killed = running_job(h)
+    h.request("alice", p.CANCEL, ids=[killed])
+    assert h.store.get_jobs([killed])[0]["finished"] is None     # the process still runs
+    h.at(h.now + 3)
+    h.report("alice", "finished", killed, 1, exit_code=None, signal=15, max_rss=5)
+    row = h.store.get_jobs([killed])[0]
+    assert (row["finished"], row["exit_code"], row["term_signal"]) == (h.now, None, 15)
+    assert story(h, killed)[-1] == ("stale", 1, "result of attempt 1 ignored (exit None)")
+    assert (killed, 1) not in h.core.cancelled_attempts
+    h.report("alice", "finished", killed, 1, exit_code=0)            # resent: nothing changes
+    assert h.store.get_jobs([killed])[0]["exit_code"] is None
+    assert story(h, killed)[-1] == ("stale", 1, "result of attempt 1 ignored (exit 0)")
+
+
+def test_dropping_a_reservation_fails_only_its_waiting_jobs_and_frees_its_slots(h):
+    """Catches other waiting jobs failed with a reservation, the failure not recorded
+    (reason, detail, finished), the slots still held back, or no scheduling pass after the
+    drop (mutmut: Core.drop_reservation survived)."""
+    h.register("alice")
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 4]],
+                     users=["alice"])["code"]
+    (coded,) = h.submit("alice", "sleep 9", reservation=code, cores=4)
+    (waiting,) = h.submit("alice", "true", reservation=code)
+    (normal,) = h.submit("alice", "true")
+    assert h.state(coded) == "dispatched"
+    assert (h.state(waiting), h.state(normal)) == ("pending", "pending")
+    h.at(h.now + 1)
+    h.request("root", p.ADMIN, command="unreserve", arg=code)
+    row = h.store.get_jobs([waiting])[0]
+    assert (row["state"], row["reason"], row["finished"]) == ("failed", "reservation deleted",
+                                                              h.now)
+    assert story(h, waiting)[-1] == ("failed", 0, f"reservation {code} deleted")
+    assert h.core.hosts["h1"].reserved == {} and h.store.load_reservations() == []
+    assert h.state(coded) == "dispatched" and h.state(normal) == "pending"
+    h.report("alice", "finished", coded, 1, exit_code=0)
+    assert h.state(normal) == "dispatched"
+
+
+def test_a_reservation_is_stored_whole(h):
+    """Catches a reservation's rows written with a field missing or mangled (mutmut:
+    Core.add_reservation survived: only memory was checked)."""
+    h.at(1234.5)
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]],
+                     users=["bob", "alice"])["code"]
+    (row,) = h.store.load_reservations()
+    assert {k: row[k] for k in ("code", "host", "slots", "user", "users", "created")} == {
+        "code": code, "host": "h1", "slots": 2, "user": "root", "users": "alice,bob",
+        "created": 1234.5}
+    assert h.core.reservations[code]["created"] == 1234.5
+
+
+def test_enabling_a_user_schedules_their_jobs_at_once_and_is_stored(h):
+    """Catches `enableuser` leaving the jobs waiting for the next tick, and the enabled flag
+    not stored (mutmut: Core.set_user_enabled survived)."""
+    h.register("alice")
+    (job,) = h.request("alice", p.SUBMIT, jobs=["sleep 1"], env={}, cwd="/", hold=True)["ids"]
+    h.request("root", p.ADMIN, command="disableuser", arg="alice")
+    assert h.store.load_users()["alice"]["enabled"] == 0
+    h.request("alice", p.RELEASE, ids=[job])
+    assert h.state(job) == "pending" and h.core.users["alice"]["enabled"] is False
+    h.request("root", p.ADMIN, command="enableuser", arg="alice")
+    assert h.state(job) == "dispatched" and h.store.load_users()["alice"]["enabled"] == 1
+
+
+def test_reconciliation_waits_exactly_its_grace(h):
+    """Catches an attempt its agent does not know declared gone at the grace instead of
+    after it, or the time compared wrongly, or recorded without its reason (mutmut:
+    Core.reconcile survived)."""
+    h.register("alice")
+    (job,) = h.submit("alice", "sleep 9", retries=1)
+    sent = h.core.attempts[(job, 1)].sent
+    h.core.reconcile("h1", "alice", set(), sent + 5, grace=5)
+    assert h.core.jobs[job].state == "dispatched"
+    h.core.reconcile("h1", "alice", {(job, 1)}, sent + 9, grace=5)
+    assert h.core.jobs[job].state == "dispatched"
+    h.at(sent + 5.01)
+    h.core.reconcile("h1", "alice", set(), sent + 5.01, grace=5)
+    h.turn()
+    assert ("pending", 1, "requeued: agent on h1 does not know attempt 1") in story(h, job)
+
+
+def test_waiting_reasons_name_every_dependency_and_the_inactive_cluster(h):
+    """Catches waiting reasons misprinted (mutmut: Core.waiting_reason survived)."""
+    h.request("root", p.ADMIN, command="deactivate")
+    first, second = h.submit("alice", "true", "true")
+    (child,) = h.submit("alice", "true", depends_on=f"{second},{first}")
+    core = h.core
+    assert core.waiting_reason(core.jobs[child]) == (
+        f"dependency: waiting for job {first}, {second}")
+    assert core.waiting_reason(core.jobs[first]) == "cluster inactive"
+    h.request("root", p.ADMIN, command="activate")
+    h.register("bob")
+    (busy,) = h.submit("bob", "sleep 9", cores=3)
+    (bobs,) = h.submit("bob", "true", cores=2)
+    host = h.core.hosts["h1"]
+    host.cores, host.foreign_load = 4, 4.0
+    assert core.waiting_reason(core.jobs[bobs], outside_load=False) == (
+        "resources: needs 2 slots; hosts that fit have at most 1 free")
+    assert core.waiting_reason(core.jobs[bobs]) == (
+        "resources: needs 2 slots; hosts that fit have at most 0 free")
