@@ -32,6 +32,8 @@ from hq.store import open_store
 log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
+MAX_ROWS_PER_TURN = 10000   # a turn stops reading at this many rows to commit ...
+MAX_READ_S = 0.5            # ... or after reading this long (a machine short of CPU)
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
@@ -115,7 +117,11 @@ class Loop:
     def turn(self):
         core = self.core
         core.now = time.time()
+        until = time.monotonic() + MAX_READ_S
         for _ in range(MAX_MESSAGES_PER_TURN):
+            if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
+                self.again = True
+                break
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -134,6 +140,13 @@ class Loop:
         if core.keys_changed:
             self.refresh_keys()
         self.commit()
+
+    def rows(self):
+        """Rows the turn will commit so far: its events (one per job transition) and the jobs
+        of its submissions. A turn stops reading at MAX_ROWS_PER_TURN (or MAX_READ_S), so its
+        commit stays short and every agent hears from the server well within 3 heartbeats."""
+        core = self.core
+        return len(core.writes.events) + sum(len(sub.jobs) for sub in core.staged)
 
     def handle(self, frames):
         identity, frames = frames[0].bytes, frames[1:]
