@@ -26,7 +26,6 @@ RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 STATS_EVERY_S = 0.25
-CONNECTS_PER_S = 2000          # first connections are spread out like agents starting
 HEARTBEAT, FLUSH, END, RESEND, CONNECT, RESUME = range(6)
 GIB = 1 << 30
 
@@ -407,7 +406,7 @@ class Worker:
         self.epoll.register(0, select.EPOLLIN)
         start = time.time()
         for index, agent in enumerate(self.agents):
-            self.later(start + index / CONNECTS_PER_S, CONNECT, agent)
+            self.later(start + index / self.config["connect_rate"], CONNECT, agent)
         next_stats = start
         while self.running:
             now = time.time()
