@@ -144,19 +144,22 @@ class Worker:
 
     # -- connection --------------------------------------------------------------------------
     def connect(self, agent, now):
-        """A fresh socket (same routing id: the server's ROUTER_HANDOVER), then REGISTER."""
+        """A new connection (same routing id: the server's ROUTER_HANDOVER), then REGISTER.
+        A reconnecting agent drops its connection, and what was queued on it, as exec_server
+        does with a fresh socket; the socket is kept (thousands of sockets closed at once
+        outrun libzmq's reaper)."""
         if agent.socket is not None:
-            self.epoll.unregister(agent.fd)
-            del self.by_fd[agent.fd]
-            agent.socket.close(linger=0)
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, agent.identity)
-        security.make_client_socket(sock, *self.keys[agent.user])
-        sock.connect(self.server)
-        agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
-        self.by_fd[agent.fd] = agent
-        self.epoll.register(agent.fd, select.EPOLLIN)
+            agent.socket.disconnect(self.server)
+            agent.socket.connect(self.server)
+        else:
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTING_ID, agent.identity)
+            security.make_client_socket(sock, *self.keys[agent.user])
+            sock.connect(self.server)
+            agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
+            self.by_fd[agent.fd] = agent
+            self.epoll.register(agent.fd, select.EPOLLIN)
         agent.last_heard = now
         agent.registered = False
         self.register(agent, now)
