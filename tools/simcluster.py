@@ -218,6 +218,7 @@ class Simulation:
             if self.finished(now, accepted_at):
                 break
         self.mark_cpu("end")
+        self.figures["server_threads_cpu_s"] = self.install.thread_cpu()
         self.figures["agents"] = self.workers.total("held")
         self.figures["sim_user_rtts"] = [r for u in self.users for r in u.query_rtts]
         self.figures["status_rtts"] = self.probe.rtts

@@ -24,7 +24,7 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
-from hq.server import dispatch, fleet, handlers, limits
+from hq.server import dispatch, fleet, handlers, limits, zap
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store import open_store
@@ -70,8 +70,7 @@ class Loop:
         users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
                  for name, row in store.load_users().items()}
         # the ZAP handler must run before the first connection
-        self.authenticator = security.start_authenticator(self.context,
-                                                          security.user_keys(users))
+        self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
 
