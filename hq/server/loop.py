@@ -34,6 +34,7 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 MAX_ROWS_PER_TURN = 10000   # a turn stops reading at this many rows to commit ...
 MAX_READ_S = 0.5            # ... or after reading this long (a machine short of CPU)
+LAZY_COMMIT_S = 1.0         # heartbeat rows alone are committed at most this often
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
@@ -53,6 +54,7 @@ class Loop:
         self.next_prune = 0.0
         self.next_tick = 0.0
         self.db_retry_at = 0.0
+        self.last_commit = 0.0      # time.monotonic() of the last commit
         self.db_backoff = 0.1
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
@@ -103,7 +105,7 @@ class Loop:
             self.submitted = False
             last_turn = time.time()
             self.turn()
-        self.commit()
+        self.commit(lazy=False)
         self.socket.close(linger=1000)
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
@@ -187,10 +189,13 @@ class Loop:
             self.next_export = core.now + 2.0
 
     # -- group commit ------------------------------------------------------------------------
-    def commit(self):
+    def commit(self, lazy=True):
         core = self.core
         if core.now < self.db_retry_at and not core.staged:
             return          # backing off; a submission tries at once (and fails fast)
+        if lazy and self.lazy():
+            self.flush()    # what it sends waits for nothing these rows record
+            return
         try:
             self.store.apply(core.writes, *(s.writes for s in core.staged))
         except HQError as exc:
@@ -198,9 +203,23 @@ class Loop:
             return
         self.committed(core.staged)
 
+    def lazy(self):
+        """Whether this turn's commit may wait: it would write only hosts' heartbeat rows and
+        metrics samples (no job, user or setting changes, no submission, no reply to a user),
+        and the last commit was less than LAZY_COMMIT_S ago. Agents' heartbeats alone then
+        cost about one commit (an fsync on SQLite) a second, not one per turn."""
+        core, w = self.core, self.core.writes
+        if core.staged or core.outbox.replies or time.monotonic() - self.last_commit \
+                >= LAZY_COMMIT_S:
+            return False
+        return not (w.batches or w.batch_growth or w.jobs or w.job_updates or w.events
+                    or w.settings or w.user_updates or w.parked_cancels or w.reservations
+                    or w.reservations_deleted or w.prune_metrics_before is not None)
+
     def committed(self, accepted):
         """The turn's changes are in the database: the core makes the accepted submissions
         live, then everything that waited for the commit is sent."""
+        self.last_commit = time.monotonic()
         if self.db_error is not None:
             log.info("database back: pending changes committed")
         self.db_backoff, self.db_error = 0.1, None
