@@ -26,7 +26,6 @@ RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 STATS_EVERY_S = 0.25
-CONNECTS_PER_S = 2000          # first connections are spread out like agents starting
 HEARTBEAT, FLUSH, END, RESEND, CONNECT, RESUME = range(6)
 GIB = 1 << 30
 
@@ -145,19 +144,22 @@ class Worker:
 
     # -- connection --------------------------------------------------------------------------
     def connect(self, agent, now):
-        """A fresh socket (same routing id: the server's ROUTER_HANDOVER), then REGISTER."""
+        """A new connection (same routing id: the server's ROUTER_HANDOVER), then REGISTER.
+        A reconnecting agent drops its connection, and what was queued on it, as exec_server
+        does with a fresh socket; the socket is kept (thousands of sockets closed at once
+        outrun libzmq's reaper)."""
         if agent.socket is not None:
-            self.epoll.unregister(agent.fd)
-            del self.by_fd[agent.fd]
-            agent.socket.close(linger=0)
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.ROUTING_ID, agent.identity)
-        security.make_client_socket(sock, *self.keys[agent.user])
-        sock.connect(self.server)
-        agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
-        self.by_fd[agent.fd] = agent
-        self.epoll.register(agent.fd, select.EPOLLIN)
+            agent.socket.disconnect(self.server)
+            agent.socket.connect(self.server)
+        else:
+            sock = self.context.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.ROUTING_ID, agent.identity)
+            security.make_client_socket(sock, *self.keys[agent.user])
+            sock.connect(self.server)
+            agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
+            self.by_fd[agent.fd] = agent
+            self.epoll.register(agent.fd, select.EPOLLIN)
         agent.last_heard = now
         agent.registered = False
         self.register(agent, now)
@@ -407,7 +409,7 @@ class Worker:
         self.epoll.register(0, select.EPOLLIN)
         start = time.time()
         for index, agent in enumerate(self.agents):
-            self.later(start + index / CONNECTS_PER_S, CONNECT, agent)
+            self.later(start + index / self.config["connect_rate"], CONNECT, agent)
         next_stats = start
         while self.running:
             now = time.time()

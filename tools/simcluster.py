@@ -23,7 +23,9 @@ Options:
   --rate=R           Submit R jobs a second in all (0: all at once) [default: 0].
   --heartbeat=S      heartbeat_s of the installation [default: 2].
   --grace=S          requeue_grace_s of the installation [default: 10].
-  --procs=K          Simulator processes for the agents (0: one per 2,500) [default: 0].
+  --procs=K          Simulator processes for the agents (0: one per 1,250) [default: 0].
+  --connect-rate=R   Agents connecting a second at the start, in all (as user-servers start
+                     them) [default: 1000].
   --idle=S           Before submitting, measure S seconds of heartbeats alone [default: 0].
   --singles=F        Share of each user's jobs sent one per SUBMIT (at most 200) [default: 0.01].
   --cancels=N        Held jobs each user submits, then cancels (not in J) [default: 10].
@@ -216,6 +218,7 @@ class Simulation:
             if self.finished(now, accepted_at):
                 break
         self.mark_cpu("end")
+        self.figures["server_threads_cpu_s"] = self.install.thread_cpu()
         self.figures["agents"] = self.workers.total("held")
         self.figures["sim_user_rtts"] = [r for u in self.users for r in u.query_rtts]
         self.figures["status_rtts"] = self.probe.rtts

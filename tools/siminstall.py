@@ -97,6 +97,21 @@ class SimInstall(Cluster):
         text = self.server_log()
         return set(DOWN.findall(text)), set(GONE.findall(text))
 
+    def thread_cpu(self):
+        """CPU seconds of each thread of the running hq-server: the loop (named after the
+        process), libzmq's I/O thread (CURVE), the ZAP handler."""
+        pid, figures = self.process.pid, {}
+        for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+            with open(f"/proc/{pid}/task/{tid}/stat") as handle:
+                fields = handle.read().rsplit(") ", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/comm") as handle:
+                name = handle.read().strip()
+            name = "loop" if tid == str(pid) else name
+            cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            if cpu:
+                figures[f"{name}:{tid}" if name in figures or name != "loop" else name] = cpu
+        return {name: round(cpu, 2) for name, cpu in figures.items()}
+
     def server_figures(self):
         """(CPU seconds, peak RSS in MB) of the running hq-server."""
         times = self.process.cpu_times()

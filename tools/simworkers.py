@@ -10,7 +10,7 @@ import sys
 import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-AGENTS_PER_PROCESS = 2500
+AGENTS_PER_PROCESS = 1250
 
 
 class Workers:
@@ -26,7 +26,8 @@ class Workers:
                       "server_key": install.admin_keys()[0].decode(), "keys": keys,
                       "agents": [[u, h] for h in part for u in users], "slots": opts.slots,
                       "duration": opts.duration, "heartbeat_s": opts.heartbeat,
-                      "seed": number, "started_file": os.path.join(root, f"started-{number}")}
+                      "seed": number, "connect_rate": max(1.0, opts.connect_rate / count),
+                      "started_file": os.path.join(root, f"started-{number}")}
             path = os.path.join(root, f"simagents-{number}.json")
             with open(path, "w") as handle:
                 json.dump(config, handle)

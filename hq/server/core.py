@@ -83,6 +83,7 @@ class Core:
         self.user_servers = {}         # user -> routing identity of that user's user-server
         self.spawn_asked = {}          # (user, host) -> time of the last SPAWN
         self.last_sample = {}          # host -> time of the last host_metrics row
+        self.host_rows = {}            # host -> when its row got the heartbeat's metrics
         self.database_id = None        # identity of the database (agents' records carry it)
         self.db_ok = True              # False while commits fail: no decision about jobs then
         self.drained_at = None         # when the loop last found its socket empty (None: now)

@@ -17,6 +17,8 @@ INT32_LIMIT = 1 << 31
 METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs",
                  "foreign_load")
 SILENT_HEARTBEATS = 3
+HOST_ROW_EVERY_S = 30.0     # a host's row (metrics, last_seen) is written at most this often:
+                            # heartbeats alone then commit nothing (no fsync per turn)
 
 
 @dataclass(slots=True)
@@ -151,7 +153,8 @@ def host_seen(core, agent, body, now):
     agent.last_seen = now
     host = core.hosts[agent.host]
     host.last_seen = now
-    if host.status != UP:
+    back = host.status != UP
+    if back:
         host.status, host.down_since = UP, None
         core.changed = True
     if host.reporter and host.reporter != agent.user:
@@ -162,8 +165,10 @@ def host_seen(core, agent, body, now):
             setattr(host, name, value)
     if "foreign_load" in body and host.foreign_load > 0:
         host.foreign_load = max(0.0, host.foreign_load - _others_slots(core, host, agent.user))
-    core.writes.update_host(host.name, last_seen=now, status=UP,
-                            **{n: getattr(host, n) for n in METRIC_FIELDS if n != "nprocs"})
+    if back or now - core.host_rows.get(host.name, 0.0) >= HOST_ROW_EVERY_S:
+        core.host_rows[host.name] = now
+        core.writes.update_host(host.name, last_seen=now, status=UP,
+                                **{n: getattr(host, n) for n in METRIC_FIELDS if n != "nprocs"})
     _sample_metrics(core, host, body, now)
 
 

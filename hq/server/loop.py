@@ -24,7 +24,7 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
-from hq.server import dispatch, fleet, handlers, limits, pushes
+from hq.server import dispatch, fleet, handlers, limits, pushes, zap
 from hq.server.core import Core
 from hq.server.parking import Parking
 from hq.store import open_store
@@ -32,6 +32,9 @@ from hq.store import open_store
 log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
+MAX_ROWS_PER_TURN = 10000   # a turn stops reading at this many rows to commit ...
+MAX_READ_S = 0.5            # ... or after reading this long (a machine short of CPU)
+LAZY_COMMIT_S = 1.0         # heartbeat rows alone are committed at most this often
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 RETENTION_BATCH = 1000      # finished jobs deleted per transaction by [server] job_retention_days
@@ -55,6 +58,7 @@ class Loop:
         self.next_retention = 0.0
         self.next_tick = 0.0
         self.db_retry_at = 0.0
+        self.last_commit = 0.0      # time.monotonic() of the last commit
         self.db_backoff = 0.1
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
@@ -72,8 +76,7 @@ class Loop:
         users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
                  for name, row in store.load_users().items()}
         # the ZAP handler must run before the first connection
-        self.authenticator = security.start_authenticator(self.context,
-                                                          security.user_keys(users))
+        self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
 
@@ -106,7 +109,7 @@ class Loop:
             self.submitted = False
             last_turn = time.time()
             self.turn()
-        self.commit()
+        self.commit(lazy=False)
         self.socket.close(linger=1000)
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
@@ -119,7 +122,11 @@ class Loop:
     def turn(self):
         core = self.core
         core.now = time.time()
+        until = time.monotonic() + MAX_READ_S
         for _ in range(MAX_MESSAGES_PER_TURN):
+            if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
+                self.again = True
+                break
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -141,6 +148,13 @@ class Loop:
             self.refresh_keys()
         self.pushes.queue()
         self.commit()
+
+    def rows(self):
+        """Rows the turn will commit so far: its events (one per job transition) and the jobs
+        of its submissions. A turn stops reading at MAX_ROWS_PER_TURN (or MAX_READ_S), so its
+        commit stays short and every agent hears from the server well within 3 heartbeats."""
+        core = self.core
+        return len(core.writes.events) + sum(len(sub.jobs) for sub in core.staged)
 
     def handle(self, frames):
         identity, frames = frames[0].bytes, frames[1:]
@@ -204,10 +218,13 @@ class Loop:
             self.retention_cursor = counts["last_id"]
 
     # -- group commit ------------------------------------------------------------------------
-    def commit(self):
+    def commit(self, lazy=True):
         core = self.core
         if core.now < self.db_retry_at and not core.staged:
             return          # backing off; a submission tries at once (and fails fast)
+        if lazy and self.lazy():
+            self.flush()    # what it sends waits for nothing these rows record
+            return
         try:
             self.store.apply(core.writes, *(s.writes for s in core.staged))
         except HQError as exc:
@@ -215,9 +232,23 @@ class Loop:
             return
         self.committed(core.staged)
 
+    def lazy(self):
+        """Whether this turn's commit may wait: it would write only hosts' heartbeat rows and
+        metrics samples (no job, user or setting changes, no submission, no reply to a user),
+        and the last commit was less than LAZY_COMMIT_S ago. Agents' heartbeats alone then
+        cost about one commit (an fsync on SQLite) a second, not one per turn."""
+        core, w = self.core, self.core.writes
+        if core.staged or core.outbox.replies or time.monotonic() - self.last_commit \
+                >= LAZY_COMMIT_S:
+            return False
+        return not (w.batches or w.batch_growth or w.jobs or w.job_updates or w.events
+                    or w.settings or w.user_updates or w.parked_cancels or w.reservations
+                    or w.reservations_deleted or w.prune_metrics_before is not None)
+
     def committed(self, accepted):
         """The turn's changes are in the database: the core makes the accepted submissions
         live, then everything that waited for the commit is sent."""
+        self.last_commit = time.monotonic()
         if self.db_error is not None:
             log.info("database back: pending changes committed")
         self.db_backoff, self.db_error = 0.1, None
