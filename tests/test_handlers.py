@@ -659,4 +659,5 @@ def test_waiting_reasons_name_every_dependency_and_the_inactive_cluster(h):
     assert core.waiting_reason(core.jobs[bobs], outside_load=False) == (
         "resources: needs 2 slots; hosts that fit have at most 1 free")
     assert core.waiting_reason(core.jobs[bobs]) == (
-        "resources: needs 2 slots; hosts that fit have at most 0 free")
+        "resources: needs 2 slots; hosts that fit have at most 0 free "
+        "(1 taken by outside load on h1)")
