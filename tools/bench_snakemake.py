@@ -32,6 +32,7 @@ rule square:
 rule gather:
     input: expand("parts/{i}.txt", i=range(20))
     output: "gathered.txt"
+    resources: mem_mb=64
     shell: "cat {input} > {output}"
 """
 SUBMIT = os.path.join(BIN, "hq-submit") + " -c {threads} -m {resources.mem_mb}M"
