@@ -89,7 +89,7 @@ def test_each_line_substitutes_and_sets_hq_entry(cluster, tmp_path):
     entries.write_text("alpha\n\n# skipped\nbeta gamma\n")
     out = tmp_path / "out-%j.txt"
     result = cluster.run("hq-submit", "-o", str(out), "--each-line", str(entries),
-                         'echo "[{}]" "<$HQ_ENTRY>" "$HQ_BATCH_ID"', timeout=30)
+                         'echo [{}] "<$HQ_ENTRY>" "$HQ_BATCH_ID"', timeout=30)
     assert result.returncode == 0, result.stderr
     ids = [int(i) for i in result.stdout.split()]
     batch = batch_of(result)
@@ -99,8 +99,8 @@ def test_each_line_substitutes_and_sets_hq_entry(cluster, tmp_path):
     texts = [(tmp_path / f"out-{i}.txt").read_text() for i in ids]
     assert texts == [f"[alpha] <alpha> {batch}\n", f"[beta gamma] <beta gamma> {batch}\n"]
     assert [j["command"] for j in listed(cluster, batch)] == [
-        'echo "[alpha]" "<$HQ_ENTRY>" "$HQ_BATCH_ID"',
-        'echo "[beta gamma]" "<$HQ_ENTRY>" "$HQ_BATCH_ID"']
+        'echo [alpha] "<$HQ_ENTRY>" "$HQ_BATCH_ID"',       # {}: the line shell-quoted
+        'echo [\'beta gamma\'] "<$HQ_ENTRY>" "$HQ_BATCH_ID"']
 
 
 def test_batch_cancel_and_wait(cluster):

@@ -32,6 +32,7 @@ rule square:
 rule gather:
     input: expand("parts/{i}.txt", i=range(20))
     output: "gathered.txt"
+    resources: mem_mb=64
     shell: "cat {input} > {output}"
 """
 SUBMIT = os.path.join(BIN, "hq-submit") + " -c {threads} -m {resources.mem_mb}M"
@@ -74,6 +75,12 @@ def main():
         cluster.start_server()
         subprocess.run([os.path.join(BIN, "hq-submit"), "--wait", "true"], env=cluster.env,
                        check=True, stdout=subprocess.DEVNULL)
+        try:
+            import snakemake_executor_plugin_cluster_generic  # noqa: F401
+        except ImportError:
+            print("tools/bench_snakemake.py: the generic cluster executor is not installed: pip "
+                  "install snakemake-executor-plugin-cluster-generic==1.0.9", file=sys.stderr)
+            return
         for _ in range(args.runs):
             for name, way in WAYS.items():
                 results.setdefault(name, []).append(run(cluster, way))

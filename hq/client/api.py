@@ -112,6 +112,8 @@ class Client:
         """The next message's frames (None after `timeout` seconds); HQError when the
         user-server has gone."""
         try:
+            if self._conn is None:
+                raise ConnectionError("the connection was closed")
             return self._conn.recv(timeout)
         except (ConnectionError, OSError) as exc:
             self.close()

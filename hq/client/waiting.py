@@ -17,6 +17,7 @@ from hq.errors import TIMEOUT, UNKNOWN_KIND, USER_SERVER_UNREACHABLE, HQError
 CHUNK = 5000              # ids per DETAILS request
 FALLBACK_MAX_S = 1.0      # polling interval grows to this while there are no pushes
 PROGRESS_EVERY_S = 1.0    # a shown progress refreshes its running/pending counts this often
+BATCH_GAP_S = 0.05        # wait --batch looks at its counts at most this often
 LEASE_S = 60.0            # a ZeroMQ client's WATCH lasts this long unless renewed
 ALL = None                # look at every job waited for
 
@@ -187,7 +188,11 @@ def wait_batch(client, batch, timeout=None, progress=None, poll_s=0.02):
     wake = Wakeups(client, timeout, poll_s, progress is not None, batch=batch)
     while True:
         watch = wake.watch()
+        started = time.monotonic()
         counts = client.status(batch)
+        # a look counts the batch's rows: pushes may come every turn, looks stay at most a
+        # tenth of the time (and 20 a second)
+        not_before = time.monotonic() + max(BATCH_GAP_S, 9 * (time.monotonic() - started))
         wake.watched(watch)
         if progress is not None:
             progress(counts)
@@ -200,3 +205,4 @@ def wait_batch(client, batch, timeout=None, progress=None, poll_s=0.02):
                 raise
             raise HQError(TIMEOUT, f"{sum(counts.get(s, 0) for s in LIVE)} jobs of batch "
                           f"{batch} still not ended after {timeout:g}s") from None
+        time.sleep(max(0.0, not_before - time.monotonic()))

@@ -262,7 +262,8 @@ class Loop:
         for identity, req, fields, _ in replies:
             self.send(identity, p.ok(req, **fields))
         for identity, kind, frames in messages:
-            if not self.send(identity, frames) and kind in (p.RUN, p.KILL, p.SPAWN, p.STOP):
+            if not self.send(identity, frames) and kind in (p.RUN, p.KILL, p.SPAWN, p.STOP,
+                                                             p.ENDED):
                 fleet.undeliverable(self.core, identity, self.core.now)
 
     def database_failed(self, exc):

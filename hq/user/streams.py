@@ -105,6 +105,10 @@ class Streams:
             return
         stream.outbox += encode_line(frames)
         self.flush(stream)
+        if len(stream.outbox) > 2 * self.max_line:   # a client that reads nothing
+            log.warning("a client reads nothing of %d bytes for it: dropped",
+                        len(stream.outbox))
+            self.drop(stream)
 
     def flush(self, stream):
         while stream.outbox:

@@ -38,7 +38,7 @@ Options:
 import sys
 
 from hq.client.cli.common import (job_ids, main as cli_main, newest_rows, parse_int, print_json,
-                                  table)
+                                  table, usage_error)
 from hq.client.cli.details import show_details
 from hq.client.cli.submit import exit_status
 from hq.errors import TIMEOUT, UNKNOWN_JOB, HQError
@@ -63,7 +63,7 @@ def job_states(client, args):
     unknown: [ids]}); ids the server does not know are named on stderr, exit 1."""
     ids = job_ids([i.strip() for i in args["--jobs"].split(",") if i.strip()])
     if not ids:
-        raise HQError("BAD_USAGE", "--jobs needs at least one job id")
+        usage_error("--jobs needs at least one job id")
     states, unknown = client.states(ids)
     if args["--json"]:
         print_json({"jobs": {str(i): states[i] for i in ids if i in states},
