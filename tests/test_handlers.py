@@ -661,3 +661,116 @@ def test_waiting_reasons_name_every_dependency_and_the_inactive_cluster(h):
     assert core.waiting_reason(core.jobs[bobs]) == (
         "resources: needs 2 slots; hosts that fit have at most 0 free "
         "(1 taken by outside load on h1)")
+
+
+def row_of(h, job, *names):
+    row = h.store.get_jobs([job])[0]
+    return tuple(row[n] for n in names)
+
+
+def test_each_end_of_a_job_is_recorded_with_its_reason_and_times(h):
+    """Catches the rows and events of a job's ends written wrong: started (pid, start time),
+    done, an exit code, a signal, an error, a finish that implies the start, a requeue and a
+    loss (state, reason, detail, times, host) (mutmut: Core.job_started, job_finished,
+    outcome, attempt_gone, cancel survived, also handlers.agent.events)."""
+    h.register("alice")
+    done, code, killed, broken, quick = h.submit("alice", *["sleep 1"] * 4, "true")
+    h.at(1001.0)
+    for job in (done, code, killed, broken):
+        h.report("alice", "started", job, 1, pid=100 + job)
+    assert row_of(h, done, "state", "started") == ("running", 1001.0)
+    assert story(h, done)[-1] == ("running", 1, f"pid {100 + done}")
+    h.at(1002.0)
+    h.report("alice", "finished", done, 1, exit_code=0, started=1001.0)
+    h.report("alice", "finished", code, 1, exit_code=3, started=1001.0)
+    h.report("alice", "finished", killed, 1, exit_code=None, signal=9, started=1001.0)
+    h.report("alice", "finished", broken, 1, exit_code=None, error="cannot start: no shell")
+    h.report("alice", "finished", quick, 1, exit_code=0, started=1000.5)
+    names = ("state", "reason", "finished", "exit_code", "term_signal")
+    assert row_of(h, done, *names) == ("done", "", 1002.0, 0, None)
+    assert row_of(h, code, *names) == ("failed", "exit code 3", 1002.0, 3, None)
+    assert row_of(h, killed, *names) == ("failed", "killed by signal 9", 1002.0, None, 9)
+    assert row_of(h, broken, "state", "reason") == ("failed", "cannot start: no shell")
+    assert row_of(h, quick, "state", "started") == ("done", 1000.5)
+    assert story(h, quick)[-2:] == [("running", 1, "start implied by finish"), ("done", 1, "")]
+    assert story(h, code)[-1] == ("failed", 1, "exit code 3")
+    assert h.core.ahead.runtime["h1"] > 0                         # short jobs' runtime kept
+    time_limit = running_job(h)
+    h.report("alice", "finished", time_limit, 1, exit_code=None, signal=15,
+             reason="time limit")
+    assert row_of(h, time_limit, "state", "reason") == ("failed", "time limit")
+
+
+def test_requeue_loss_and_cancel_are_recorded_with_their_reasons(h):
+    """Catches a requeued job keeping its host or losing its reason, a lost job without its
+    reason or end time, and cancel's reason, detail and end time (mutmut: attempt_gone,
+    cancel survived)."""
+    again = running_job(h, retries=1)
+    (once,) = h.submit("alice", "sleep 9", retries=0)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    why = h.store.get_jobs([again])[0]["reason"]
+    assert why.startswith("requeued: host h1 ") and row_of(h, again, "state", "host") == (
+        "pending", "")
+    assert story(h, again)[-1] == ("pending", 1, why)
+    lost = row_of(h, once, "state", "reason", "finished")
+    assert lost[0] == "lost" and lost[1] == "lost: " + why[len("requeued: "):]
+    assert lost[2] == h.now
+    (waiting,) = h.submit("alice", "true")
+    h.at(h.now + 1)
+    h.request("alice", p.CANCEL, ids=[waiting])
+    assert row_of(h, waiting, "state", "reason", "finished") == ("cancelled", "cancelled",
+                                                                 h.now)
+    assert story(h, waiting)[-1] == ("cancelled", 0, "cancelled by user")
+
+
+def test_a_stale_started_report_is_recorded_and_its_process_killed(h):
+    """Catches a `started` report of an attempt that is not current applied, or not
+    answered with a KILL of exactly that attempt, or not recorded (mutmut: Core.job_started,
+    handlers.agent.events survived)."""
+    job = running_job(h, retries=2)
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    h.register("alice")
+    assert h.state(job) == "dispatched"
+    h.report("alice", "started", job, 1, pid=5)               # the old attempt, late
+    assert h.state(job) == "dispatched"
+    assert h.messages(p.KILL, b"agent:alice@h1")[-1] == {"jobs": [[job, 1]]}
+    assert story(h, job)[-1] == ("stale", 1, "started report ignored")
+    h.report("alice", "started", job, 2, pid=6)
+    assert h.state(job) == "running"
+    h.report("alice", "started", job, 2, pid=6)               # twice: the second is stale
+    assert h.messages(p.KILL, b"agent:alice@h1")[-1] == {"jobs": [[job, 2]]}
+
+
+def test_a_failed_dependency_is_recorded_on_each_dependent(h):
+    """Catches the failure of a dependent recorded without its detail or end time, and a
+    chain whose second link is not failed (mutmut: Core._release_dependents survived)."""
+    parent = running_job(h)
+    (child,) = h.submit("alice", "true", depends_on=str(parent))
+    (grandchild,) = h.submit("alice", "true", depends_on=str(child))
+    (other,) = h.submit("alice", "true", depends_on=f"{parent},{child}")
+    h.at(h.now + 2)
+    h.report("alice", "finished", parent, 1, exit_code=1)
+    for job, on in ((child, parent), (grandchild, child)):
+        assert row_of(h, job, "state", "reason", "finished") == ("failed", "dependency", h.now)
+        assert story(h, job)[-1][2] == f"dependency: job {on} ended failed"
+    assert h.state(other) == "failed"
+    assert not h.core.deps_left and not h.core.waiters
+
+
+def test_reserved_slots_are_given_back_when_a_coded_job_ends(h):
+    """Catches a reservation's used slots not given back (its next coded job waits for
+    ever) or given back twice (mutmut: Core.free_slots survived)."""
+    h.register("alice")
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]],
+                     users=["alice"])["code"]
+    first, second, third = h.submit("alice", "sleep 1", "sleep 1", "sleep 1",
+                                    reservation=code)
+    host = h.core.hosts["h1"]
+    assert host.reserved_used == {code: 2} and h.state(third) == "pending"
+    h.report("alice", "finished", first, 1, exit_code=0)
+    assert host.reserved_used == {code: 2} and h.state(third) == "dispatched"
+    h.report("alice", "finished", second, 1, exit_code=0)
+    h.report("alice", "finished", second, 1, exit_code=0)          # resent
+    assert host.reserved_used == {code: 1} and host.slots_used == 1
