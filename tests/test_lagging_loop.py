@@ -1,6 +1,7 @@
 """A loop behind its messages (turns of seconds under load): what it reads now may have been
 sent long ago, so silence and missing attempts are counted up to when it last found its socket
-empty (Core.drained_at), not up to now (tests/core_harness.py: a Core on real SQLite)."""
+empty (Core.drained_at), not up to now; and a report sent again is not taken for another one
+(tests/core_harness.py: a Core on real SQLite)."""
 
 from tests.core_harness import CoreHarness
 
@@ -38,5 +39,23 @@ def test_an_agent_whose_heartbeats_wait_unread_is_not_declared_gone(tmp_path):
         h.turn(tick=True)
         assert "alice" not in h.core.hosts["h1"].agents
         assert h.core.hosts["h1"].status == "down"
+    finally:
+        h.close()
+
+
+def test_a_started_report_sent_again_does_not_kill_the_running_attempt(tmp_path):
+    """Catches a KILL for a `started` report that an agent sends again because its
+    acknowledgement was lost (a server killed after the commit, before sending it): the
+    running job was killed and failed (600 of them after a restart with 1,000,000 pending)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        h.register("alice")
+        (job,) = h.submit("alice", "sleep 100")
+        h.report("alice", "started", job, 1, pid=4242)
+        h.report("alice", "started", job, 1, pid=4242)
+        assert h.state(job) == "running"
+        assert h.messages("KILL".encode()) == []
+        h.report("alice", "started", job, 7, pid=4243)        # another attempt: killed
+        assert h.messages("KILL".encode()) == [{"jobs": [[job, 7]]}]
     finally:
         h.close()

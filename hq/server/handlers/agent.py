@@ -87,7 +87,7 @@ def events(core, peer, body):
                         "ignored", agent.user, agent.host, report.job, report.attempt)
         elif report.type == "started":
             if not core.job_started(report.job, report.attempt, report.time or core.now,
-                                    report.pid, core.now):
+                                    report.pid, core.now) and not _running(core, report):
                 core.outbox.send(peer.identity, p.KILL, {"jobs": [[report.job,
                                                                    report.attempt]]})
         elif (report.reason or "").startswith(p.FENCED):
@@ -97,6 +97,13 @@ def events(core, peer, body):
             if report.started is not None and report.time is not None:
                 core.ahead.finished(agent.host, report.time - report.started)
     return {"seq": body.get("seq")}
+
+
+def _running(core, report):
+    """The attempt already runs: this `started` was sent again (its acknowledgement was lost,
+    e.g. to a server restart) and must not kill what it reports."""
+    job = core.jobs.get(report.job)
+    return job is not None and job.attempt == report.attempt and job.state == RUNNING
 
 
 def _ours(core, agent, job_id, attempt):
