@@ -4,12 +4,11 @@ private MariaDB, skipped with a printed reason unless CI=true, and waits that to
 import contextlib
 import os
 import shutil
-import time
 
 import pytest
 
 from hq.errors import HQError
-from tests.helpers import wait_until
+from tests.helpers import holds_for, wait_until  # noqa: F401 (holds_for: re-exported)
 from tools import faults
 from tools.faults import fill, free, ledger_command, ledger_counts, ledger_lines
 
@@ -91,11 +90,4 @@ def wait_settled(client, ids, timeout=40):
     return wait_until(lambda: settled(client, ids), timeout, 0.2, f"jobs {ids} to end")
 
 
-def holds_for(seconds, condition, message):
-    """Assert that `condition()` stays true for `seconds` (polled): what must keep working
-    while a fault lasts."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert condition(), message
-        time.sleep(0.1)
 

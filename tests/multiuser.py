@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(REPO, "bin")
@@ -123,17 +122,15 @@ def user_pids(uid):
 
 def kill_user_processes(uid, timeout=5.0):
     """SIGKILL each process of `uid` by its id (every one was started by these tests)."""
-    deadline = time.monotonic() + timeout
-    while True:
+    from tests.helpers import wait_until
+
+    def none_left():
         pids = user_pids(uid)
-        if not pids:
-            return
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"processes of uid {uid} survive SIGKILL: {pids}")
-        time.sleep(0.05)
+        return not pids
+    wait_until(none_left, timeout, 0.05, f"the processes of uid {uid} to end after SIGKILL")
 
 
 def remove_user(name):
