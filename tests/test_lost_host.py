@@ -63,7 +63,7 @@ def test_crashed_host_jobs_are_requeued_then_lost(two_hosts, tmp_path):
     # issue 14: as documented, 3 silent heartbeats (the last one came up to a heartbeat before
     # the crash) then the grace; 2 s of slack for ticks and a loaded machine (before, 20 s
     # passed: detection 10 times slower than documented)
-    heartbeat, grace = cluster.heartbeat_s, 2.0
+    heartbeat, grace = cluster.heartbeat_s, cluster.requeue_grace_s
     took = epoch(lost["finished"]) - crashed
     assert 2 * heartbeat + grace - 0.2 <= took <= 3 * heartbeat + grace + 2.0, took
     wait_until(lambda: details(cluster, retry)["state"] == "pending", 20, 0.1,

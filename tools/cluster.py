@@ -19,6 +19,9 @@ MYSQL = {"host": os.environ.get("HQ_TEST_MYSQL_HOST", "127.0.0.1"),
          "password": os.environ.get("HQ_TEST_MYSQL_PASSWORD", "")}
 
 
+REQUEUE_GRACE_S = 4.0    # test clusters: the agents' lease (3 heartbeats + half of it) is 3.5 s
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,6 +114,7 @@ class Cluster:
         self.port = free_port()
         self.db_url = db_url
         self.heartbeat_s = heartbeat_s
+        self.requeue_grace_s = REQUEUE_GRACE_S
         self.outside_load = outside_load    # off by default: the test machine is shared
         self.write_cluster(hosts)
         with open(os.path.join(self.etc, "users"), "w") as handle:
@@ -124,7 +128,7 @@ class Cluster:
     def _set_cfg(self):
         self.set_config("server", "heartbeat_s", str(self.heartbeat_s))
         self.set_config("server", "spawn_retry_s", "2")
-        self.set_config("server", "requeue_grace_s", "4")   # agents' lease: 3.5 s
+        self.set_config("server", "requeue_grace_s", str(REQUEUE_GRACE_S))
         self.set_config("user-server", "connect_timeout_s", "2")
         self.set_config("user-server", "request_timeout_s", "5")
         self.set_config("scheduler", "outside_load", "yes" if self.outside_load else "no")
