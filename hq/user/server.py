@@ -101,6 +101,8 @@ class UserServer:
             if self.frontend in ready:
                 self.from_clients(now)
             self.from_streams(ready, now)
+            for identity in self.streams.stalled():
+                self.watchers.pop(identity, None)
             if self.backend in ready:
                 self.from_server()
             self.send_waiting(now)

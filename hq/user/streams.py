@@ -3,11 +3,15 @@ directory): clients that need no pyzmq send the same messages one a line (hq.cli
 
 `Streams` accepts connections, cuts their input into messages and buffers what it sends, all
 without blocking; the user-server polls `fds()` beside its ZeroMQ sockets.
+
+`max_line` bounds what a client may send (a request); replies are never cut, whatever their
+size: a connection is dropped only when it has read nothing for STALL_S while output waits.
 """
 
 import logging
 import os
 import socket
+import time
 
 from hq.client.fast import decode_line, encode_line
 from hq.paths import stream_path
@@ -15,6 +19,7 @@ from hq.paths import stream_path
 log = logging.getLogger("hq.user-server")
 
 READ_CHUNK = 1 << 20
+STALL_S = 60.0           # a client that reads nothing of its pending output this long is dropped
 
 
 class Stream:
@@ -25,6 +30,7 @@ class Stream:
         self.identity = ("stream", number)
         self.inbox = bytearray()
         self.outbox = bytearray()
+        self.stalled_since = None   # monotonic time since when output waits and none was taken
 
 
 class Streams:
@@ -95,31 +101,46 @@ class Streams:
             return []
         *lines, rest = bytes(stream.inbox).split(b"\n")
         stream.inbox = bytearray(rest)
-        return [(stream.identity, decode_line(line)) for line in lines]
+        return [(stream.identity, decode_line(line) if len(line) <= self.max_line else None)
+                for line in lines]
 
     def send(self, identity, frames):
-        """Queue a message for a connection (dropped if it has closed) and write what the
-        socket takes now."""
+        """Queue a whole message for a connection (dropped if it has closed) and write what the
+        socket takes now; the rest goes out as the client reads."""
         stream = self.by_identity.get(identity)
         if stream is None:
             return
         stream.outbox += encode_line(frames)
         self.flush(stream)
-        if len(stream.outbox) > 2 * self.max_line:   # a client that reads nothing
-            log.warning("a client reads nothing of %d bytes for it: dropped",
-                        len(stream.outbox))
-            self.drop(stream)
 
-    def flush(self, stream):
+    def flush(self, stream, now=None):
+        progress = False
         while stream.outbox:
             try:
                 sent = stream.sock.send(stream.outbox)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError:
                 stream.outbox.clear()
-                return
+                break
             del stream.outbox[:sent]
+            progress = True
+        if progress or not stream.outbox:
+            stream.stalled_since = None
+        if stream.outbox and stream.stalled_since is None:
+            stream.stalled_since = time.monotonic() if now is None else now
+
+    def stalled(self, now=None):
+        """Drop the connections whose client has read nothing for STALL_S while output waited;
+        their identities."""
+        now = time.monotonic() if now is None else now
+        gone = [s for s in self.by_fd.values()
+                if s.stalled_since is not None and now - s.stalled_since > STALL_S]
+        for stream in gone:
+            log.warning("a client read nothing of %d bytes for it in %.0fs: dropped",
+                        len(stream.outbox), STALL_S)
+            self.drop(stream)
+        return [stream.identity for stream in gone]
 
     def drop(self, stream):
         self.by_fd.pop(stream.sock.fileno(), None)
