@@ -26,6 +26,7 @@ from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
 from hq.server import dispatch, fleet, handlers, limits, pushes, zap
 from hq.server.core import Core
+from hq.server.dbprobe import DatabaseProbe
 from hq.server.parking import Parking
 from hq.store import open_store
 
@@ -57,9 +58,8 @@ class Loop:
         self.retention_cursor = 0   # the last job id looked at by the current retention sweep
         self.next_retention = 0.0
         self.next_tick = 0.0
-        self.db_retry_at = 0.0
+        self.probe = DatabaseProbe(store)    # while commits fail: when to try again
         self.last_commit = 0.0      # time.monotonic() of the last commit
-        self.db_backoff = 0.1
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
         self.submitted = False      # the last commit accepted submissions: schedule them at once
@@ -89,6 +89,8 @@ class Loop:
         log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
                  len(core.users), count, core.database_id)
         limits.check_open_files(len(core.hosts), len(security.user_keys(core.users)))
+        if hasattr(self.store, "serving"):
+            self.store.serving()
 
     def refresh_keys(self):
         self.core.keys_changed = False
@@ -110,6 +112,7 @@ class Loop:
             last_turn = time.time()
             self.turn()
         self.commit(lazy=False)
+        self.probe.close()
         self.socket.close(linger=1000)
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
@@ -220,15 +223,18 @@ class Loop:
     # -- group commit ------------------------------------------------------------------------
     def commit(self, lazy=True):
         core = self.core
-        if core.now < self.db_retry_at and not core.staged:
-            return          # backing off; a submission tries at once (and fails fast)
+        if self.db_error is not None and lazy and \
+                not self.probe.ready(time.time(), bool(core.staged)):
+            self.while_down()   # never wait on a failing database: agents must hear from us
+            return
         if lazy and self.lazy():
             self.flush()    # what it sends waits for nothing these rows record
             return
+        started = time.monotonic()
         try:
             self.store.apply(core.writes, *(s.writes for s in core.staged))
         except HQError as exc:
-            self.database_failed(exc)
+            self.database_failed(exc, time.monotonic() - started)
             return
         self.committed(core.staged)
 
@@ -251,7 +257,8 @@ class Loop:
         self.last_commit = time.monotonic()
         if self.db_error is not None:
             log.info("database back: pending changes committed")
-        self.db_backoff, self.db_error = 0.1, None
+        self.db_error = None
+        self.probe.recovered()
         self.core.after_commit(accepted, time.time())
         self.again = self.again or bool(accepted)
         self.submitted = bool(accepted)
@@ -266,7 +273,7 @@ class Loop:
                                                              p.ENDED):
                 fleet.undeliverable(self.core, identity, self.core.now)
 
-    def database_failed(self, exc):
+    def database_failed(self, exc, took):
         """Find out whether a submission made the commit fail: without the turn's submissions,
         the other changes are committed and each submission is tried alone. If the database
         itself fails, every change is kept to retry with backoff and the requests are told."""
@@ -275,13 +282,22 @@ class Loop:
         if staged and self._try(core.writes):
             self.committed([sub for sub in staged if self._try(sub.writes, sub)])
             return
-        log.error("commit failed (retry in %.1fs): %s", self.db_backoff, exc.message)
+        log.error("commit failed (retried when the database answers): %s", exc.message)
         for sub in staged:
             self.refuse(sub, exc.message)
         self.db_error, core.db_ok = exc.message, False
-        self.db_retry_at = time.time() + self.db_backoff
-        self.db_backoff = min(2.0, self.db_backoff * 2)
+        self.probe.failed(time.time(), took)
         self.answer_unrecorded(exc.message)
+
+    def while_down(self):
+        """A turn while the database fails and no probe has reached it yet: submissions are
+        refused at once, the other requests answered as in a failed commit; what the turn
+        changed stays in the core's writes for the next commit."""
+        core = self.core
+        staged, core.staged = core.staged, []
+        for sub in staged:
+            self.refuse(sub, self.db_error)
+        self.answer_unrecorded(self.db_error)
 
     def _try(self, writes, sub=None):
         """Commit `writes` alone; a submission that fails it is refused."""

@@ -15,6 +15,10 @@ from hq.store.base import SqlStore
 from hq.store.packets import ROWS_PER_STATEMENT, StatementBatch, StatementTooLarge
 
 ACCESS_DENIED = (1045, 1698)   # ER_ACCESS_DENIED_ERROR, ..._NO_PASSWORD_ERROR: user, password
+CONNECT_TIMEOUT_S = 2          # hq-server's loop may wait this long for a connection: well
+                               # inside the agents' lease (3 heartbeats)
+IO_TIMEOUT_S = 8               # ... and this long for a statement: below the shipped lease (11 s)
+LONG_IO_TIMEOUT_S = 30         # a statement of the initial load or of an admin tool
 
 
 class MysqlStore(SqlStore):
@@ -27,12 +31,22 @@ class MysqlStore(SqlStore):
         self._max_packet = None     # @@max_allowed_packet, read once for the pool
         if create_database:
             self._create_database()
-        self._pool = PooledDB(
-            creator=pymysql, mincached=0, maxconnections=config.pool_size, blocking=True,
-            ping=1, host=config.host, port=config.port, user=config.user,
-            password=config.password, database=config.database, charset="utf8mb4",
-            autocommit=False, connect_timeout=5, read_timeout=30, write_timeout=30,
-            client_flag=CLIENT.MULTI_STATEMENTS)
+        self._pool = self._make_pool(LONG_IO_TIMEOUT_S)
+
+    def _make_pool(self, io_timeout_s):
+        c = self.config
+        return PooledDB(
+            creator=pymysql, mincached=0, maxconnections=c.pool_size, blocking=True,
+            ping=1, host=c.host, port=c.port, user=c.user, password=c.password,
+            database=c.database, charset="utf8mb4", autocommit=False,
+            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=io_timeout_s,
+            write_timeout=io_timeout_s, client_flag=CLIENT.MULTI_STATEMENTS)
+
+    def serving(self):
+        """hq-server has loaded and serves: from now on no statement may keep its loop
+        waiting longer than IO_TIMEOUT_S (loading and admin tools may take LONG_IO_TIMEOUT_S)."""
+        self._pool.close()
+        self._pool = self._make_pool(IO_TIMEOUT_S)
 
     def _create_database(self):
         c = self.config
@@ -57,13 +71,27 @@ class MysqlStore(SqlStore):
             exc = self._why_unreachable() or exc
         return super().error_message(exc)
 
+    def reachable(self):
+        """Whether a new connection reaches the database and answers (hq.server.dbprobe asks
+        from its own thread while commits fail)."""
+        c = self.config
+        try:
+            conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
+                                   database=c.database, connect_timeout=CONNECT_TIMEOUT_S,
+                                   read_timeout=CONNECT_TIMEOUT_S)
+            with conn:
+                conn.cursor().execute("SELECT 1")
+        except pymysql.MySQLError:
+            return False
+        return True
+
     def _why_unreachable(self):
         """The error of a new connection to the server (its refusal), or None if one can be
         made."""
         c = self.config
         try:
             pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
-                            database=c.database, connect_timeout=2).close()
+                            database=c.database, connect_timeout=CONNECT_TIMEOUT_S).close()
         except pymysql.MySQLError as exc:
             return exc
         return None
