@@ -32,6 +32,7 @@ STEPS = {
     4: [Column("jobs", "script TEXT NOT NULL"), Column("jobs", "array_index INT"),
         Column("batches", "umask INT"), Column("reservations", "users TEXT"),
         Setting("database_id", lambda: secrets.token_hex(8))],
+    5: [Index("jobs", "jobs_user_id", "user, id")],   # a listing page without a sort of all
 }
 
 

@@ -3,10 +3,11 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 4   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
+SCHEMA_VERSION = 5   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
                      # 3: jobs.entry (the input line of `hq-submit --each-line`);
                      # 4: settings database_id, jobs.script, jobs.array_index, batches.umask,
-                     #    reservations.users (who may use the code)
+                     #    reservations.users (who may use the code);
+                     # 5: index jobs_user_id (a user's jobs in id order: listing pages)
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -36,7 +37,8 @@ TABLES = [
               "max_rss BIGINT", "reason STR255", "depends_on TEXT NOT NULL",
               "reservation STR64 NOT NULL", "entry TEXT NOT NULL",
               "script TEXT NOT NULL", "array_index INT"],
-     "id", [("jobs_user_state", "user, state"), ("jobs_state", "state"), ("jobs_batch", "batch")]),
+     "id", [("jobs_user_state", "user, state"), ("jobs_user_id", "user, id"),
+            ("jobs_state", "state"), ("jobs_batch", "batch")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",
                     "detail TEXT"], None, [("job_events_job", "job_id")]),
