@@ -2,9 +2,11 @@
 floors measured in the same run: `python -c pass` and `python -c 'import zmq'` (medians of N).
 
 Usage: .venv/bin/python tools/bench_latency.py [--runs N] [--backend sqlite|mysql] [--zmq]
+                                               [--importtime]
 
 --zmq sends the commands through the ZeroMQ socket of the user-server (HQ_TRANSPORT=zmq)
-instead of the plain stream socket of the fast path.
+instead of the plain stream socket of the fast path. --importtime prints, first, the modules
+that `hq-submit true` spends most import time on (`python -X importtime`, cumulative).
 """
 
 import argparse
@@ -90,6 +92,20 @@ def first_command(cluster, runs):
     return times
 
 
+def import_times(cluster, top=10):
+    """The `top` imports by cumulative time of one `hq-submit true` (user-server up)."""
+    env = dict(cluster.env, PYTHONPROFILEIMPORTTIME="1")
+    walls([hq("hq-submit"), "true"], 3, cluster.env)          # warm caches
+    done = subprocess.run([hq("hq-submit"), "true"], env=env, capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("import time:")
+             and "cumulative" not in line]
+    lines.sort(key=lambda line: -int(line.split("|")[1]))
+    print(f"top imports of hq-submit true (us: self | cumulative | module), "
+          f"{len(lines)} modules:")
+    for line in lines[:top]:
+        print("  " + line[len("import time:"):].strip())
+
+
 def measure(cluster, runs):
     py = sys.executable
     env = cluster.env
@@ -135,6 +151,7 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--backend", choices=["sqlite", "mysql"], default="sqlite")
     parser.add_argument("--zmq", action="store_true", help="use the ZeroMQ socket")
+    parser.add_argument("--importtime", action="store_true", help="print the top imports")
     args = parser.parse_args()
     # as an installation has it (pip compiles; PYTHONDONTWRITEBYTECODE would leave every run
     # compiling hq's modules anew)
@@ -148,6 +165,9 @@ def main():
     try:
         cluster.setup_database()
         cluster.start_server()
+        if args.importtime:
+            cluster.client().wait([cluster.client().submit("true")], timeout=30)
+            import_times(cluster)
         rows = measure(cluster, args.runs)
     finally:
         cluster.close()
