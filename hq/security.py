@@ -161,41 +161,6 @@ def make_client_socket(socket, server_public, public, secret):
     socket.curve_serverkey = server_public
     socket.curve_publickey = public
     socket.curve_secretkey = secret
-
-
-def key_authenticator(context, keys):
-    """ZAP handler in a thread: accepts registered public keys and names the connection's
-    User-Id after the key's user. `keys` (z85 bytes -> user) is replaced whole on change.
-    (pyzmq's ThreadAuthenticator imports asyncio: only the server, which needs it, pays.)"""
-    from zmq.auth.thread import ThreadAuthenticator
-
-    class KeyAuthenticator(ThreadAuthenticator):
-        def __init__(self, context, keys):
-            super().__init__(context, log=log)
-            self.keys = dict(keys)
-
-        def callback(self, domain, key):
-            user = self.keys.get(key)
-            if user is None:
-                log.warning("refused connection with unregistered key %s", key.decode()[:12])
-            return user is not None
-
-        def curve_user_id(self, client_public_key):
-            return self.keys.get(z85.encode(client_public_key), "")
-
-        def set_keys(self, keys):
-            self.keys = dict(keys)
-
-    return KeyAuthenticator(context, keys)
-
-
-def start_authenticator(context, keys):
-    auth = key_authenticator(context, keys)
-    auth.start()
-    auth.configure_curve_callback("*", credentials_provider=auth)
-    return auth
-
-
 def user_keys(users):
     """{z85 public key (bytes): user} of the users that have a key, enabled or not: a disabled
     user only cannot submit (the SUBMIT handler refuses it); their agents still connect and
