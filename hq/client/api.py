@@ -18,7 +18,8 @@ STATES_CHUNK = 10000  # ids per STATUS {ids} request
 QUICK_S = 2.0         # a reply slower than this makes the client read its configured deadline
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # hq/x/y.py
 START_TIMEOUT_S = 10.0
-CHUNK = 5000          # jobs per SUBMIT message of a streamed submission
+CHUNK = 5000          # jobs per SUBMIT message of a streamed submission ...
+CHUNK_BYTES = 4 << 20 # ... and bytes of commands at most (see hq/client/cli/lines.py)
 WINDOW = 2            # chunks in flight at once
 
 
@@ -357,14 +358,20 @@ def current_umask():
     return old
 
 
-def chunked(items, size):
-    """Lists of up to `size` items from an iterable (for streaming submissions)."""
-    chunk = []
+def chunked(items, size, max_bytes=CHUNK_BYTES):
+    """Lists of up to `size` items from an iterable (for streaming submissions), each with
+    at most `max_bytes` of command text (or a single longer command)."""
+    chunk, volume = [], 0
     for item in items:
+        length = len(item["command"] if isinstance(item, dict) else item)
+        if chunk and volume + length > max_bytes:
+            yield chunk
+            chunk, volume = [], 0
         chunk.append(item)
+        volume += length
         if len(chunk) >= size:
             yield chunk
-            chunk = []
+            chunk, volume = [], 0
     if chunk:
         yield chunk
 

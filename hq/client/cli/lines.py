@@ -8,6 +8,8 @@ from hq.errors import BAD_REQUEST, HQError
 
 FIRST_CHUNK = 256         # small, so that the first jobs start at once
 MAX_CHUNK = 5000
+MAX_CHUNK_BYTES = 4 << 20 # and at most this much text: long lines make smaller chunks, each far
+                          # below the server's max_message_bytes (64 MiB by default)
 IDLE_S = 0.2              # a chunk is sent when the input pauses this long
 MAX_LINE = 1 << 20        # the server's limit on a command
 READ_BYTES = 1 << 16
@@ -26,15 +28,19 @@ class LineChunks:
         self.line_number = 0
 
     def __iter__(self):
-        size, jobs, numbers = FIRST_CHUNK, [], []
+        size, jobs, numbers, volume = FIRST_CHUNK, [], [], 0
         for number, raw in self._raw_lines():
             text = self._check(number, raw)
+            if text is not None and jobs and volume + len(text) > MAX_CHUNK_BYTES:
+                yield self._chunk(jobs, numbers)
+                jobs, numbers, volume = [], [], 0
             if text is not None:
                 jobs.append(self.make_job(text))
                 numbers.append(number)
+                volume += len(text)
             if jobs and (len(jobs) >= size or (number is None)):
                 yield self._chunk(jobs, numbers)
-                size, jobs, numbers = min(MAX_CHUNK, size * 4), [], []
+                size, jobs, numbers, volume = min(MAX_CHUNK, size * 4), [], [], 0
         if jobs:
             yield self._chunk(jobs, numbers)
 
