@@ -43,6 +43,23 @@ def test_outputs_are_truncated_unless_append(cluster):
     assert open(path).read() == "two\nthree\n"
 
 
+def test_batch_scripts_append_when_asked(cluster, tmp_path):
+    """Catches --append dropped for batch scripts (and #SBATCH --open-mode=append ignored):
+    the script's output was truncated anyway."""
+    out = tmp_path / "script.out"
+    out.write_text("before\n")
+    plain = tmp_path / "plain.sh"
+    plain.write_text(f"#!/bin/sh\n#SBATCH -o {out}\necho plain\n")
+    slurm = tmp_path / "slurm.sh"
+    slurm.write_text(f"#!/bin/sh\n#SBATCH -o {out}\n#SBATCH --open-mode=append\necho slurm\n")
+    cluster.run("hq-submit", "--wait", "--append", str(plain), check=True)
+    assert out.read_text() == "before\nplain\n"
+    cluster.run("hq-submit", "--wait", str(slurm), check=True)
+    assert out.read_text() == "before\nplain\nslurm\n"
+    cluster.run("hq-submit", "--wait", str(plain), check=True)
+    assert out.read_text() == "plain\n"
+
+
 def test_json_wait_prints_only_json_and_quiet_shows_no_progress(cluster):
     """Catches the job id printed before the JSON (a script's json.loads fails), and a
     progress display that -q does not hide."""

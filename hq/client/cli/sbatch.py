@@ -198,6 +198,13 @@ def _export(slurm, value, where):
         slurm.warnings.append(f"{where} ignored: {IGNORED['export']}")
 
 
+def _open_mode(slurm, value, where):
+    if value == "append":
+        slurm.args["--append"] = True
+    elif value != "truncate":
+        slurm.warnings.append(f"{where} ignored: --open-mode is append or truncate")
+
+
 def _set(key, value=None):
     def handler(slurm, given, where):
         slurm.args[key] = given if value is None else value
@@ -210,7 +217,7 @@ HONOURED = {
     "mem-per-cpu": _memory_per_cpu, "time": _time, "output": _output("--stdout"),
     "error": _output("--stderr"), "chdir": _set("--dir"), "dependency": _dependency,
     "array": _set("--array"), "hold": _set("--hold", True), "nodelist": _host("--host"),
-    "exclude": _host("--exclude-hosts"), "export": _export,
+    "exclude": _host("--exclude-hosts"), "export": _export, "open-mode": _open_mode,
 }
 
 

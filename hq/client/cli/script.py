@@ -13,7 +13,8 @@ PREFIXES = ("#HQ", "#SBATCH")
 # hq-submit options a '#HQ' line may give: the options of one job (not -f, --wait, --json...)
 JOB_KEYS = {"--name", "--slots", "--mem", "--stdout", "--stderr", "-O", "--logfile", "--dir",
             "--priority", "--group", "--host", "--exclude-hosts", "--info-text", "--shell",
-            "--time-limit", "--retries", "--after", "--reservation", "--hold", "--array"}
+            "--time-limit", "--retries", "--after", "--reservation", "--hold", "--array",
+            "--append"}
 PATHS = ("--stdout", "--stderr", "--logfile")
 
 
@@ -187,4 +188,6 @@ def submit(client, args, job_options):
     command = shlex.join([path, *words]) if path else " ".join(words)
     jobs = [command] if indices is None else [{"command": command, "array_index": i}
                                               for i in indices]
-    return client.submit_many(jobs, hold=bool(options["--hold"]), cwd=cwd, script=text, **job)
+    from hq.client.cli.submit import job_env
+    return client.submit_many(jobs, hold=bool(options["--hold"]), cwd=cwd, script=text,
+                              env=job_env(options), **job)
