@@ -309,11 +309,11 @@ class Worker:
                                 "time": now, "pid": 100000 + len(self.started_ids) % 900000},
                         now)
             if duration <= 0:
-                self.end(agent, key, now)
+                self.end(agent, key, now, refill=False)     # the loop refills: no recursion
             else:
                 self.later(now + duration, END, agent, key)
 
-    def end(self, agent, key, now, signal=None):
+    def end(self, agent, key, now, signal=None, refill=True):
         if agent.silent:                # paused: its jobs end after it is back (or never)
             if key in agent.running:
                 self.later(now + 0.5, END, agent, key)
@@ -330,7 +330,8 @@ class Worker:
         if signal:
             event["reason"] = "cancelled"
         self.report(agent, event, now)
-        self.start_waiting(agent, now)
+        if refill:
+            self.start_waiting(agent, now)
 
     def report(self, agent, event, now):
         agent.outgoing.append(event)

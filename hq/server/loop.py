@@ -136,10 +136,10 @@ class Loop:
                 core.drained_at = time.time()   # what arrives from now on was sent later
                 break
             self.handle(frames)
+            for identity, reply in core.outbox.take_now():  # replies that record nothing
+                self.send(identity, reply)
         else:
             self.again = True
-        for identity, frames in core.outbox.take_now():     # heartbeat replies: no commit
-            self.send(identity, frames)
         ticked = core.now >= self.next_tick
         if ticked:
             self.tick()

@@ -30,9 +30,10 @@ class Peer:
 
 
 def handle(core, peer, kind, body):
-    """Handle one message; the reply goes to the outbox (sent after the commit). A heartbeat's
-    reply records nothing and leaves at once: it renews the agent's lease (fencing) even while
-    the database is out."""
+    """Handle one message; the reply goes to the outbox (sent after the commit). A reply that
+    records nothing (a heartbeat's, a read's) leaves at once: it waits for no commit, renews an
+    agent's lease (fencing) even while the database is out, and answers a status query while a
+    long turn is still reading."""
     req = body.get("req")
     if kind in AGENT_REQUESTS:
         reply = AGENT_REQUESTS[kind](core, peer, body)
@@ -50,6 +51,9 @@ def handle(core, peer, kind, body):
         raise HQError(PERMISSION_DENIED, f"user {peer.user!r} is disabled: no new jobs "
                       "(an admin can 'hq-admin enableuser:NAME')")
     reply = USER_REQUESTS[kind](core, peer, body)
-    if reply is not DEFERRED:
-        core.outbox.reply(peer.identity, req, reply, read_only=kind in READ_KINDS
-                          or (kind == p.ADMIN and admin.is_read_only(body)))
+    if reply is DEFERRED:
+        return
+    if kind in READ_KINDS or (kind == p.ADMIN and admin.is_read_only(body)):
+        core.outbox.send_now(peer.identity, p.ok(req, **reply))   # waits for no commit
+    else:
+        core.outbox.reply(peer.identity, req, reply)
