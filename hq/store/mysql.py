@@ -52,7 +52,7 @@ class MysqlStore(SqlStore):
         c = self.config
         try:
             conn = pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
-                                   connect_timeout=5)
+                                   connect_timeout=5, read_timeout=LONG_IO_TIMEOUT_S)
         except pymysql.MySQLError as exc:
             if _code(exc) in ACCESS_DENIED:
                 raise HQError(DATABASE_ERROR, self.error_message(exc)) from None
@@ -91,7 +91,8 @@ class MysqlStore(SqlStore):
         c = self.config
         try:
             pymysql.connect(host=c.host, port=c.port, user=c.user, password=c.password,
-                            database=c.database, connect_timeout=CONNECT_TIMEOUT_S).close()
+                            database=c.database, connect_timeout=CONNECT_TIMEOUT_S,
+                            read_timeout=CONNECT_TIMEOUT_S).close()   # a hung server: no wait
         except pymysql.MySQLError as exc:
             return exc
         return None
