@@ -94,6 +94,42 @@ def test_mysql_outage_loses_no_released_job(tmp_path):
                             MYSQL_DOWN)
 
 
+@pytest.mark.mysql
+def test_a_hung_mysql_fences_no_running_job(tmp_path):
+    """A MySQL that accepts connections but answers nothing (mariadbd stopped with SIGSTOP)
+    for 10 s, much longer than the test cluster's agent lease (3.5 s). Catches hq-server's
+    loop waiting on the database without answering heartbeats: the agent fenced (killed) the
+    running job. The job must run on, end done once, and a job submitted after runs."""
+    ledger = tmp_path / "ledger"
+    with private_mysql() as db:
+        cluster = Cluster(db.url, hosts=ONE_HOST)
+        with cluster.running():
+            client = cluster.client()
+            job = client.submit(ledger_command(ledger, "sleep 14"), retries=0)
+            pid = wait_until(lambda: running_pids(ledger, [job]), 20, 0.05, "the job to run")[job]
+            mysqld = db.pid()
+            os.kill(mysqld, signal.SIGSTOP)
+            try:        # a submission makes the server use the database during the hang
+                during = subprocess.Popen(
+                    [os.path.join(REPO, "bin", "hq-submit"), ledger_command(ledger, "true")],
+                    env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                holds_for(10, lambda: pid_alive(pid), "the job was fenced while MySQL hung")
+            finally:
+                os.kill(mysqld, signal.SIGCONT)
+            out, err = during.communicate(timeout=60)     # its answer came in time, or
+            assert during.returncode == 0 or "[DATABASE_ERROR]" in err or \
+                "may still be recorded" in err, err         # its client says it may be kept
+            assert during.returncode != 0 or out.strip().isdigit(), (out, err)
+            ids = [job] + ([int(out)] if during.returncode == 0 else [])
+            ids.append(client.submit(ledger_command(ledger, "true"), retries=0))
+            jobs = wait_settled(client, ids, 60)
+            assert [(j["state"], len(j["attempts"])) for j in jobs] == [("done", 1)] * len(ids)
+            counts = ledger_counts(ledger)
+            assert set(ids) <= set(counts) and len(counts) <= len(ids) + 1, counts
+            assert set(counts.values()) == {1}, counts      # whatever ran, ran once
+            assert "fenced" not in cluster.server_log()
+
+
 # -- 3: a full $HQ_HOME under a killed agent ----------------------------------------------
 def agent_pid(cluster, host="localhost"):
     return read_pid(os.path.join(cluster.home, "run", f"agent-{host}.pid"))

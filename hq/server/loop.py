@@ -27,6 +27,7 @@ from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
 from hq.server import dispatch, fleet, handlers, limits, pushes, zap
 from hq.server.core import Core
 from hq.server.dbprobe import DatabaseProbe
+from hq.server.dbwait import DatabaseWait, WaitedStore
 from hq.server.parking import Parking
 from hq.store import open_store
 
@@ -47,25 +48,27 @@ class Loop:
 
     def __init__(self, settings, store, bind_address, keypair):
         self.settings = settings
-        self.store = store
-        self.core = Core(settings, store, time.time())
+        self.context = zmq.Context.instance()
+        self.core = Core(settings, None, time.time())
+        self.dbwait = DatabaseWait(self.core)   # heartbeats answered during slow store calls
+        self.store = self.core.store = WaitedStore(store, self.dbwait)
         self.core.address = bind_address
         self.core.database_id = store.database_id()
-        self.core.parking = Parking(self.core, store, max(1, settings.max_live_jobs_per_user))
+        self.core.parking = Parking(self.core, self.store,
+                                    max(1, settings.max_live_jobs_per_user))
         self.pushes = pushes.attach(self.core)     # ENDED to user-servers after each commit
         self.ticks = 0
         self.next_prune = 0.0
         self.retention_cursor = 0   # the last job id looked at by the current retention sweep
         self.next_retention = 0.0
         self.next_tick = 0.0
-        self.probe = DatabaseProbe(store)    # while commits fail: when to try again
+        self.probe = DatabaseProbe(store)    # while commits fail (its own thread: the raw store)
         self.last_commit = 0.0      # time.monotonic() of the last commit
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
         self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.next_export = 0.0
-        self.context = zmq.Context.instance()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
@@ -79,6 +82,7 @@ class Loop:
         self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
         self.socket.bind(bind_address)
+        self.dbwait.socket = self.socket
 
     def load(self):
         core, now = self.core, time.time()
@@ -102,7 +106,8 @@ class Loop:
         poller.register(self.socket, zmq.POLLIN)
         last_turn = 0.0
         while self.core.running:
-            timeout = 0 if self.again else max(0, min(TICK_S, self.next_tick - time.time())) * 1000
+            timeout = 0 if self.again or self.dbwait.stash else \
+                max(0, min(TICK_S, self.next_tick - time.time())) * 1000
             self.again = False
             poller.poll(timeout)
             pause = last_turn + self.settings.commit_interval_s - time.time()
@@ -113,6 +118,7 @@ class Loop:
             self.turn()
         self.commit(lazy=False)
         self.probe.close()
+        self.dbwait.close()
         self.socket.close(linger=1000)
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
@@ -130,14 +136,14 @@ class Loop:
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
                 self.again = True
                 break
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            frames, answered = self.next_message()
+            if frames is None:
                 core.drained_at = time.time()   # what arrives from now on was sent later
                 break
             self.handle(frames)
             for identity, reply in core.outbox.take_now():  # replies that record nothing
-                self.send(identity, reply)
+                if not answered:                # (a heartbeat answered while we waited)
+                    self.send(identity, reply)
         else:
             self.again = True
         ticked = core.now >= self.next_tick
@@ -151,6 +157,16 @@ class Loop:
             self.refresh_keys()
         self.pushes.queue()
         self.commit()
+
+    def next_message(self):
+        """(frames, answered) of the next message: those kept while the database was waited
+        for come first, in order; (None, False) when there is none."""
+        if self.dbwait.stash:
+            return self.dbwait.stash.popleft()
+        try:
+            return self.socket.recv_multipart(zmq.NOBLOCK, copy=False), False
+        except zmq.Again:
+            return None, False
 
     def rows(self):
         """Rows the turn will commit so far: its events (one per job transition) and the jobs

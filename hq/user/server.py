@@ -31,6 +31,7 @@ log = logging.getLogger("hq.user-server")
 
 HELLO_EVERY_S = 10.0
 MAX_LEASE_S = 3600.0      # longest a ZeroMQ client's WATCH lasts without renewal
+READ_KINDS = {p.STATUS, p.LIST, p.DETAILS, p.PING, p.AGENTS}     # no answer: nothing changed
 
 
 class UserServer:
@@ -57,7 +58,7 @@ class UserServer:
         self.monitor = None     # handshake events of the backend: tells a refused key apart
         self.key_refused = False
         self.waiting = []       # (deadline, client identity, client req, kind, body) not yet sent
-        self.in_flight = {}     # our req -> (deadline, client identity, client req)
+        self.in_flight = {}     # our req -> (deadline, client identity, client req, kind)
         self.counter = 0
         self.remote = launch.RemoteStarter(settings)
         self.last_request = time.time()
@@ -201,7 +202,8 @@ class UserServer:
             self.counter += 1
             req = self.counter
             if self.forward_raw(kind, dict(body, req=req)):
-                self.in_flight[req] = (now + self.settings.request_timeout_s, identity, client_req)
+                self.in_flight[req] = (now + self.settings.request_timeout_s, identity,
+                                       client_req, kind)
             elif now >= deadline:
                 self.reply_error(identity, client_req, self.unreachable("cannot connect to"))
             else:
@@ -237,7 +239,7 @@ class UserServer:
             entry = self.in_flight.pop(body.get("req"), None)
             if entry is None:
                 continue     # hello replies, or answers that came after their deadline
-            _, identity, client_req = entry
+            _, identity, client_req, _ = entry
             body["req"] = client_req
             self.to_client(identity, p.encode(kind, body))
 
@@ -263,13 +265,19 @@ class UserServer:
         return security.cert_paths(self.home, security.USER_CERT)[0]
 
     def expire(self, now):
-        late = [req for req, (deadline, _, _) in self.in_flight.items() if now >= deadline]
+        late = [req for req, entry in self.in_flight.items() if now >= entry[0]]
         if not late:
             return
         for req in late:
-            _, identity, client_req = self.in_flight.pop(req)
-            self.reply_error(identity, client_req, self.unreachable("no answer within "
-                             f"{self.settings.request_timeout_s:g}s from"))
+            _, identity, client_req, kind = self.in_flight.pop(req)
+            message = self.unreachable(f"no answer within {self.settings.request_timeout_s:g}s "
+                                       "from")
+            if kind not in READ_KINDS:      # it may have been recorded all the same
+                message = (f"no answer within {self.settings.request_timeout_s:g}s from "
+                           f"hq-server at {self.server_address}: the {kind.decode().lower()} "
+                           "may still be recorded; look ('hq-client list') before trying "
+                           "again")
+            self.reply_error(identity, client_req, message)
         self.reset_backend()
 
     def unreachable(self, what):
