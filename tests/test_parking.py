@@ -85,3 +85,23 @@ def test_batch_cancel_reaches_parked_jobs_and_restart_keeps_them(small):
                        timeout=150)
     assert waited.returncode == 0 and waited.stdout.strip() == "done 30"
     assert set(states(small, batch).values()) == {"cancelled"}
+
+
+@pytest.mark.slow
+def test_a_restart_serves_after_loading_a_few_waiting_jobs_then_loads_the_rest(db_url):
+    """Catches a restart that loads every waiting job before it serves (with 1 M waiting jobs,
+    a minute without answers): it loads RESTART_LOAD of a user's waiting jobs, serves, and
+    loads the rest tick after tick; nothing is lost."""
+    from hq.server.parking import RESTART_LOAD
+    c = Cluster(db_url)
+    with c.running():
+        ids, batch = submit(c, ["true"] * (RESTART_LOAD + 300), "--hold")
+        c.stop_server()
+        c.start_server()
+        wait_until(lambda: re.search(rf"loaded \d+ hosts, \d+ users, {RESTART_LOAD} live jobs",
+                                     c.server_log()), 20, 0.1, "the restarted server's load")
+        wait_until(lambda: info(c)["live_jobs"] == len(ids), 20, 0.2,
+                   "the other waiting jobs to be loaded")
+        assert set(states(c, batch).values()) == {"held"}
+        last = c.run("hq-client", "details", "--json", str(ids[-1]), check=True)
+        assert json.loads(last.stdout)[0]["state"] == "held"

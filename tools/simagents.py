@@ -246,7 +246,8 @@ class Worker:
         elif kind == p.OK:
             self.on_ok(agent, body, now)
         elif kind == p.ERROR:
-            if body.get("code") == "UNKNOWN_AGENT":
+            if body.get("code") == "UNKNOWN_AGENT":     # a restarted server: register again
+                agent.registered = False
                 self.register(agent, now)
             elif body.get("req") == "register":
                 agent.gave_up = True           # exec_server exits when REGISTER is refused

@@ -86,7 +86,7 @@ class Loop:
 
     def load(self):
         core, now = self.core, time.time()
-        count = core.load(self.store, now, core.parking.limit)
+        count = core.load(self.store, now, core.parking.restart_load())
         core.parking.after_load()
         self.refresh_keys()
         fleet.expect_agents(core, now)

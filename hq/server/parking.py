@@ -10,6 +10,8 @@ from hq.model import HELD, PENDING, TERMINAL
 log = logging.getLogger("hq.server.parking")
 
 WAITING = (PENDING, HELD)
+RESTART_LOAD = 5000     # waiting jobs of a user a restarted server loads before serving ...
+REFILL_ROWS = 5000      # ... and parked jobs it loads per tick afterwards, all users together
 
 
 class Parking:
@@ -45,11 +47,14 @@ class Parking:
         return jobs[:room]
 
     def refill(self, now, skip_batches=()):
-        """Load parked jobs of users whose jobs in memory have run down to half the limit."""
+        """Load parked jobs of users whose jobs in memory have run down to half the limit, at
+        most REFILL_ROWS a tick (a tick must stay short: agents wait for their replies)."""
+        budget = REFILL_ROWS
         for user, first in list(self.parked.items()):
-            room = self.limit - self.live[user]
-            if room < self.limit // 2:
+            room = min(self.limit - self.live[user], budget)
+            if self.limit - self.live[user] < self.limit // 2 or room <= 0:
                 continue
+            budget -= room
             rows = self.store.parked_jobs(user, first, room)
             if len(rows) < room:
                 del self.parked[user]
@@ -80,14 +85,19 @@ class Parking:
         """How many jobs of a batch wait in the database only."""
         return self.store.count_parked(user, batch, self.parked.get(user))
 
+    def restart_load(self):
+        """How many waiting jobs per user a restarted server loads before it serves: the rest
+        is loaded by `refill`, tick after tick (1 M waiting jobs would take a minute)."""
+        return min(self.limit, RESTART_LOAD)
+
     def after_load(self):
-        """Count what a restarted server loaded; users with `limit` waiting jobs loaded may
-        have more in the database."""
+        """Count what a restarted server loaded; users with `restart_load()` waiting jobs
+        loaded may have more in the database."""
         waiting = collections.defaultdict(list)
         for job in self.core.jobs.values():
             if job.state in WAITING:
                 waiting[job.user].append(job.id)
         self.loaded(self.core.jobs.values())
         for user, ids in waiting.items():
-            if len(ids) >= self.limit:
+            if len(ids) >= self.restart_load():
                 self.parked[user] = max(ids) + 1
