@@ -25,6 +25,7 @@ OLD = [
     ("v1-late", "c10f77a473676aee11d731af9ca78f4a000626c5", 1),
     ("v2", "321cbcbc9e8c4022cb9fa5e878a8dbfc70272d95", 2),
     ("v3", "47e2c16b18cf7babccebf8b7ee56d73bbb9b42b2", 3),
+    ("v4", "f340c7f6cf092d0b834a61e2d44664fad81ad9cc", 4),
 ]
 ME = getpass.getuser()
 STATES = ["held", "pending", "dispatched", "running", "done", "failed", "cancelled", "lost"]

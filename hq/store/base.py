@@ -22,6 +22,7 @@ class SqlStore(Retention):
     dialect = None
     insert_ignore = None
     db_errors = ()
+    fence = None        # fence(cursor): the first statement of every group commit (a lease)
 
     # -- backend hooks -------------------------------------------------------------------
     def connection(self):
@@ -207,9 +208,12 @@ class SqlStore(Retention):
         parts = [w for w in parts if w]
         if not parts:
             return
-        with self.transaction() as cur, self.statements(cur) as target:
-            for writes in parts:
-                self._apply(target, writes)
+        with self.transaction() as cur:
+            if self.fence is not None:
+                self.fence(cur)
+            with self.statements(cur) as target:
+                for writes in parts:
+                    self._apply(target, writes)
 
     @contextlib.contextmanager
     def statements(self, cur):
