@@ -158,3 +158,31 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     assert all(j["state"] == "done" and j["attempt"] == 1 for j in jobs.values()), jobs
     assert "term 2 taken" in servers.log("node2")
     assert dispatching <= 15, dispatching
+
+
+@pytest.mark.slow
+def test_a_partitioned_active_server_steps_down_and_the_standby_serves(standby_box, tmp_path):
+    """Catches two active servers: node1 (active) is cut off from everything while its jobs
+    run; node2 takes over, and node1, once it cannot renew its lease, stops and exits 3
+    without committing (after the heal it is gone, not a second writer). The jobs end done
+    exactly once."""
+    box, servers = standby_box
+    ledger = tmp_path / "ledger"
+    ledger.touch()
+    ids = [int(w) for w in submit(box, [f"sleep 12; echo $HQ_JOB_ID >> {ledger}"] * 2)
+           .stdout.split()]
+    wait_until(lambda: all(j["state"] == "running" for j in box.jobs(ids).values()), 60, 0.5,
+               "2 jobs running")
+    box.tool("partition", "node1")
+    try:
+        servers.wait_for("node2", "listening on", timeout=30)
+        old = servers.procs["node1"]
+        wait_until(lambda: old.poll() is not None, 30, 0.2, "node1's server to step down")
+    finally:
+        box.tool("heal", "node1")
+    assert old.returncode == 3, servers.output("node1")
+    assert "stepping down" in servers.log("node1")
+    box.hq("hq-client", "wait", *map(str, ids), timeout=90, check=True)
+    runs = collections.Counter(ledger.read_text().split())
+    assert {i: runs[str(i)] for i in ids} == {i: 1 for i in ids}
+    assert all(j["state"] == "done" for j in box.jobs(ids).values())
