@@ -5,17 +5,13 @@ takes over, the jobs end done exactly once (a ledger they write), new submission
 import collections
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.helpers import BIN, REPO, Cluster, MYSQL, wait_until
-from tests.netbox import NetBox, skip_unless_possible
-
-SHIPPED = (("server", "heartbeat_s", "2"), ("server", "requeue_grace_s", "10"),
-           ("server", "standby", "yes"), ("user-server", "connect_timeout_s", "3"),
-           ("user-server", "request_timeout_s", "10"))
+from tests.helpers import BIN, Cluster, wait_until
+from tests.netbox import skip_unless_possible
+from tools.netstandby import StandbyCluster
 
 
 def test_standby_is_refused_on_sqlite(tmp_path):
@@ -33,86 +29,16 @@ def test_standby_is_refused_on_sqlite(tmp_path):
         cluster.close()
 
 
-class Servers:
-    """hq-server processes started inside hosts' namespaces (so `crash` is a power cut)."""
-
-    def __init__(self, box):
-        self.box, self.procs = box, {}
-
-    def start(self, host):
-        netns, address = f"{self.box.prefix}-{host}", self.address(host)
-        out = os.path.join(self.box.cluster.root, f"server-{host}.out")
-        with open(out, "ab") as log:
-            self.procs[host] = subprocess.Popen(
-                ["ip", "netns", "exec", netns, os.path.join(BIN, "hq-server"),
-                 f"--bind={address}", "--log-level=INFO",
-                 f"--log-file={self.box.cluster.root}/server-{host}.log"],
-                env=self.box.cluster.env, stdout=log, stderr=log, cwd=self.box.cluster.root)
-        return self.procs[host]
-
-    def address(self, host):
-        return next(h["address"] for h in self.box.state["hosts"] if h["name"] == host)
-
-    def output(self, host):
-        with open(os.path.join(self.box.cluster.root, f"server-{host}.out")) as handle:
-            return handle.read()
-
-    def log(self, host):
-        try:
-            with open(os.path.join(self.box.cluster.root, f"server-{host}.log")) as handle:
-                return handle.read()
-        except OSError:
-            return ""
-
-    def wait_for(self, host, text, timeout=20):
-        proc = self.procs[host]
-        wait_until(lambda: text in self.output(host) or proc.poll() is not None, timeout,
-                   0.1, f"{host}: {text}")
-        assert text in self.output(host), self.output(host) + self.log(host)[-2000:]
-
-    def stop(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-
-
 @pytest.fixture
 def standby_box(tmp_path, mysql_database):
-    """node1 and node2 run hq-server (node1 first: active), node3 and node4 the agents; MySQL
-    reached from the namespaces through a relay on the bridge."""
+    """node1 (active) and node2 (standby) run hq-server, node3 and node4 the agents."""
     skip_unless_possible()
-    box = NetBox(tmp_path, hosts=4, settings=SHIPPED)
-    relay = servers = None
+    box = StandbyCluster(str(tmp_path), agent_hosts=2, database=mysql_database)
     try:
-        relay = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "tcprelay.py"),
-                                  box.address, f"{MYSQL['host']}:{MYSQL['port']}"],
-                                 stdout=subprocess.PIPE, text=True)
-        port = int(relay.stdout.readline().split()[1])
-        password = f":{MYSQL['password']}" if MYSQL["password"] else ""
-        url = f"mysql://{MYSQL['user']}{password}@{box.address}:{port}/{mysql_database.name}"
-        box.cluster.db_url = box.cluster.env["HQ_DB_URL"] = url
-        agents = [h for h in box.state["hosts"] if h["name"] in ("node3", "node4")]
-        box.cluster.write_cluster([(h["name"], "2", "net", h["address"], "active")
-                                   for h in agents])
-        servers = Servers(box)
-        box.cluster.env["HQ_SERVER"] = ",".join(
-            f"tcp://{servers.address(h)}:{box.cluster.port}" for h in ("node1", "node2"))
-        box.cluster.setup_database()
-        servers.start("node1")
-        servers.wait_for("node1", "listening on")
-        servers.start("node2")
-        servers.wait_for("node2", "standby on")
-        box.state["hosts"] = agents          # all_up() waits for these
-        box.all_up(timeout=90)
-        yield box, servers
+        box.start()
+        yield box
     finally:
-        if servers is not None:
-            servers.stop()
         box.close()
-        if relay is not None:
-            relay.kill()
-            relay.wait()
 
 
 def submit(box, commands, check=True):
@@ -127,7 +53,7 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     address, and a takeover that loses or duplicates jobs: 3 jobs running on node3/node4 when
     node1 (the active server's host) crashes end done exactly once, in their first attempt;
     a job submitted during the takeover exists at most once, and one submitted after runs."""
-    box, servers = standby_box
+    box = standby_box
     ledger = tmp_path / "ledger"
     ledger.touch()
     ids = [int(w) for w in submit(box, [f"sleep 14; echo $HQ_JOB_ID >> {ledger}"] * 3)
@@ -139,7 +65,7 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     during = subprocess.Popen([os.path.join(BIN, "hq-submit"), f"echo during >> {ledger}"],
                               env=box.cluster.env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)     # in flight
-    servers.wait_for("node2", "listening on", timeout=30)
+    box.wait_for("node2", "listening on", timeout=30)
     took_over = time.monotonic() - crashed
     marker = tmp_path / "after"
     (new,) = [int(w) for w in submit(box, [f"touch {marker}"]).stdout.split()]
@@ -156,7 +82,7 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     assert {i: runs[str(i)] for i in ids} == {i: 1 for i in ids}
     assert runs["during"] <= 1 and (during.returncode != 0 or runs["during"] == 1)
     assert all(j["state"] == "done" and j["attempt"] == 1 for j in jobs.values()), jobs
-    assert "term 2 taken" in servers.log("node2")
+    assert "term 2 taken" in box.log("node2")
     assert dispatching <= 15, dispatching
 
 
@@ -166,7 +92,7 @@ def test_a_partitioned_active_server_steps_down_and_the_standby_serves(standby_b
     run; node2 takes over, and node1, once it cannot renew its lease, stops and exits 3
     without committing (after the heal it is gone, not a second writer). The jobs end done
     exactly once."""
-    box, servers = standby_box
+    box = standby_box
     ledger = tmp_path / "ledger"
     ledger.touch()
     ids = [int(w) for w in submit(box, [f"sleep 12; echo $HQ_JOB_ID >> {ledger}"] * 2)
@@ -175,13 +101,13 @@ def test_a_partitioned_active_server_steps_down_and_the_standby_serves(standby_b
                "2 jobs running")
     box.tool("partition", "node1")
     try:
-        servers.wait_for("node2", "listening on", timeout=30)
-        old = servers.procs["node1"]
+        box.wait_for("node2", "listening on", timeout=30)
+        old = box.procs["node1"]
         wait_until(lambda: old.poll() is not None, 30, 0.2, "node1's server to step down")
     finally:
         box.tool("heal", "node1")
-    assert old.returncode == 3, servers.output("node1")
-    assert "stepping down" in servers.log("node1")
+    assert old.returncode == 3, box.output("node1")
+    assert "stepping down" in box.log("node1")
     box.hq("hq-client", "wait", *map(str, ids), timeout=90, check=True)
     runs = collections.Counter(ledger.read_text().split())
     assert {i: runs[str(i)] for i in ids} == {i: 1 for i in ids}
