@@ -75,9 +75,8 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     jobs = box.jobs(ids)
     said = during.communicate(timeout=60)[0].strip()
     print(f"\nnode1 crashed: node2 active after {took_over:.1f}s, a new job ran "
-          f"{dispatching:.1f}s after the crash; submission in flight: rc {during.returncode} {said!r}; "
-          f"attempts "
-          f"{[jobs[i]['attempt'] for i in ids]}")
+          f"{dispatching:.1f}s after the crash; submission in flight: rc {during.returncode} "
+          f"{said!r}; attempts {[jobs[i]['attempt'] for i in ids]}")
     runs = collections.Counter(ledger.read_text().split())
     assert {i: runs[str(i)] for i in ids} == {i: 1 for i in ids}
     assert runs["during"] <= 1 and (during.returncode != 0 or runs["during"] == 1)
