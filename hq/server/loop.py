@@ -117,6 +117,8 @@ class Loop:
         self.socket.close(linger=0 if self.stepped_down else 1000)
         if self.lease is not None:
             self.lease.stop()
+            if self.stepped_down is None:
+                self.lease.release()
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
 
