@@ -60,7 +60,7 @@ def old_rows():
                    "mem_available": 4 << 30, "nprocs": 100, "last_seen": 1e9 + 50,
                    "status_reason": "old reason", "foreign_load": 0.75}],
         "batches": [{"id": 1, "user": ME, "submitted": 1e9, "size": len(jobs),
-                     "env": json.dumps({"OLD": "1"})}],
+                     "env": json.dumps({"OLD": "1"}), "umask": 0o22}],
         "jobs": jobs,
         "job_events": events,
         "host_metrics": [{"id": n, "host": "gone", "time": 1e9 + n, "load1": 0.5 * n,
@@ -68,7 +68,7 @@ def old_rows():
                           "mem_available": n << 30, "nprocs": 90 + n, "foreign_load": 0.5}
                          for n in (1, 2)],
         "reservations": [{"code": "r1", "host": "gone", "slots": 1, "user": ME,
-                          "created": 1e9 + 2}],
+                          "created": 1e9 + 2, "users": ME}],
     }
 
 
@@ -84,7 +84,9 @@ def job(job_id, state):
            "term_signal": None, "max_rss": None, "reason": "",
            "depends_on": "5" if job_id in (2, 6) else "",
            "reservation": "r1" if state == "cancelled" else "",
-           "entry": f"line {job_id}" if job_id % 2 else ""}
+           "entry": f"line {job_id}" if job_id % 2 else "",
+           "script": "#!/bin/sh\necho old script\n" if job_id == 3 else "",
+           "array_index": job_id if job_id in (4, 5) else None}
     if state in ("dispatched", "running", "done", "failed", "cancelled", "lost"):
         row.update(attempt=1, host="gone")
     if state in ("running", "done", "failed", "lost"):
@@ -230,6 +232,9 @@ def test_upgrade_keeps_every_row_and_serves(label, commit, version, old_trees, f
             assert store.schema_version() == SCHEMA_VERSION
             assert re.fullmatch(r"[0-9a-f]{16}", store.database_id())
             after = dump(store)
+            kept_id = [r for r in before["settings"] if r["name"] == "database_id"]
+            assert all(r["value"] == store.database_id() for r in kept_id)   # v4 had one
+            before["settings"] = [r for r in before["settings"] if r["name"] != "database_id"]
             after["settings"] = [r for r in after["settings"] if r["name"] != "database_id"]
             before.pop("schema_version")
             check_rows_kept(before, after)
