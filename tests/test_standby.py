@@ -80,6 +80,8 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     runs = collections.Counter(ledger.read_text().split())
     assert {i: runs[str(i)] for i in ids} == {i: 1 for i in ids}
     assert runs["during"] <= 1 and (during.returncode != 0 or runs["during"] == 1)
+    assert during.returncode == 0 or "may or may not have been carried out" in said \
+        or "cannot connect" in said, said      # never a false "nothing submitted"
     assert all(j["state"] == "done" and j["attempt"] == 1 for j in jobs.values()), jobs
     assert "term 2 taken" in box.log("node2")
     assert dispatching <= 15, dispatching
