@@ -221,6 +221,10 @@ def load_settings(etc=None):
     if not 2 <= s.server_lease_s <= 60:
         raise HQError(CONFIG_ERROR, f"{path}: [server] server_lease_s must be between 2 and 60 "
                       f"(seconds), not {s.server_lease_s:g}")
+    if s.standby and s.server_lease_s + 2 > s.agent_lease_s:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] server_lease_s ({s.server_lease_s:g}s) "
+                      f"must be at least 2 s shorter than the agents' lease "
+                      f"({s.agent_lease_s:g}s), or agents kill their jobs in every takeover")
     env = os.environ.get("HQ_SERVER")
     if env:
         urls = [url.strip() for url in env.split(",")]
