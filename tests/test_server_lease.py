@@ -47,6 +47,8 @@ def test_a_deposed_server_commits_nothing_and_knows_it(mysql_store):
     assert refused.value.code == "NOT_ACTIVE" and "term 1 is over" in refused.value.message
     assert [j["id"] for j in mysql_store.get_jobs([1, 2])] == [1]
     assert old.lost and not old.held()
+    with pytest.raises(HQError, match="NOT_ACTIVE|term 1 is over"):
+        mysql_store.add_hosts([])               # an admin write (reload) is fenced too
     old.lost = None
     old.renew()                                  # a renewal cannot bring the old term back
     assert old.lost and not old.held()
