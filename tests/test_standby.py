@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import BIN, Cluster, wait_until
 from tests.netbox import skip_unless_possible
-from tools.netstandby import StandbyCluster
+from tools.netstandby import SHIPPED, StandbyCluster
 
 
 def test_standby_is_refused_on_sqlite(tmp_path):
@@ -20,7 +20,8 @@ def test_standby_is_refused_on_sqlite(tmp_path):
     cluster = Cluster(f"sqlite:///{tmp_path}/hq.sqlite")
     try:
         cluster.setup_database()
-        cluster.set_config("server", "standby", "yes")
+        for section, key, value in SHIPPED:        # standby = yes, with the shipped timing
+            cluster.set_config(section, key, value)
         result = cluster.run("hq-server", timeout=20)
         assert result.returncode == 1 and result.stderr.count("\n") == 1
         assert "[server] standby needs the MySQL backend" in result.stderr
