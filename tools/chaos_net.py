@@ -197,13 +197,14 @@ def figures(jobs, ledger, waves, faults):
 
 
 def dispatch_gaps(jobs, takeovers):
-    """For each takeover: seconds from the fault to the first dispatch after it."""
+    """For each takeover: seconds from the fault to the first dispatch by the new server (from
+    shortly before this tool saw it listening: the old one may dispatch at the fault itself)."""
     times = sorted(epoch(e["time"]) for j in jobs for e in j["events"]
                    if e["state"] == "dispatched")
     gaps = []
     for seconds, when in takeovers:
         struck = when - seconds
-        later = [t for t in times if t > struck]
+        later = [t for t in times if t > when - 0.5]
         gaps.append(round(later[0] - struck, 1) if later else None)
     return gaps
 
