@@ -8,7 +8,8 @@ Usage:
   hq-exec-server (-h | --help)
 
 Options:
-  --server=ADDR      hq-server address (default: HQ_SERVER, else tcp://localhost:10101).
+  --server=ADDR      hq-server address (default: HQ_SERVER, else tcp://localhost:10101);
+                     several (an active server and its standby): comma separated.
   --host-name=NAME   Name of this host in cluster.tab (default: the short host name).
   --user=USER        User whose jobs this agent runs (default: the current user).
   --heartbeat=S      Seconds between heartbeats [default: 2].
@@ -47,6 +48,8 @@ from hq.errors import HQError
 log = logging.getLogger("hq.agent")
 
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
+TRY_S = 1.5             # several server addresses: how long one gets to answer a REGISTER
+NOT_ACTIVE_PAUSE_S = 0.5    # a standby said NOT_ACTIVE: the next address is tried after this
 RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message)
 ADOPTED_POLL_S = 0.2
@@ -55,7 +58,9 @@ ADOPTED_POLL_S = 0.2
 class Agent:
     def __init__(self, server, host_name, user, heartbeat_s, orphan_s, curve_keys=None,
                  idle_s=0.0, state_dir=None):
-        self.server = server
+        self.servers = [s.strip() for s in server.split(",") if s.strip()] or [server]
+        self.server = self.servers[0]
+        self.silent_tries = 0     # addresses tried in a row that did not answer at all
         self.idle_s = idle_s
         self.last_busy = time.time()     # last time a job ran here or was assigned
         self.bye_sent = None             # when an idle agent asked to leave (BYE)
@@ -244,6 +249,8 @@ class Agent:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
+        if self.next_try() is not None:
+            until.append(self.next_try() + 0.01)
         if self.runner.adopted:           # not our children: no SIGCHLD, so look often
             until.append(time.time() + ADOPTED_POLL_S)
         remaining = self.lease.remaining()
@@ -259,6 +266,7 @@ class Agent:
                 return
             self.last_heard = self.last_contact = time.time()
             self.backoff = BACKOFF_START_S
+            self.silent_tries = 0
             try:
                 kind, body = p.decode(frames, kinds={p.OK, p.ERROR, p.RUN, p.KILL, p.STOP})
             except Exception as exc:
@@ -320,7 +328,11 @@ class Agent:
         elif kind == p.ERROR:
             if body.get("req") in RENEWING:
                 self.lease.answered(body.get("req"), False)
-            if body.get("code") == "UNKNOWN_AGENT":
+            if body.get("code") == "NOT_ACTIVE":
+                if self.reconnect_at is None:
+                    log.info("%s is a standby: trying the next address", self.server)
+                    self.reconnect_at = time.time() + NOT_ACTIVE_PAUSE_S
+            elif body.get("code") == "UNKNOWN_AGENT":
                 log.info("server does not know this agent: registering again")
                 self.register()
             else:
@@ -365,6 +377,8 @@ class Agent:
         if orphaned > self.orphan_s and not self.runner.holds_jobs():
             log.info("no server for %.0fs and no jobs: exiting", orphaned)
             self.running = False
+        elif len(self.servers) > 1:
+            self.follow_active(now, silent)
         elif silent > 3 * self.heartbeat_s:
             if self.reconnect_at is None:
                 self.reconnect_at = now + self.backoff
@@ -374,6 +388,32 @@ class Agent:
                 self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
                 self.connect()
                 self.last_heard = now - 3 * self.heartbeat_s + self.backoff
+
+
+    def follow_active(self, now, silent):
+        """Several addresses (an active server and standbys): a silent server (3 heartbeats;
+        a REGISTER unanswered for TRY_S) or a NOT_ACTIVE answer moves the agent to the next
+        address at once; only a whole round of silent addresses waits (backoff)."""
+        if self.reconnect_at is None and silent > (3 * self.heartbeat_s if self.registered
+                                                   else TRY_S):
+            self.silent_tries += 1
+            delay = 0.0
+            if self.silent_tries % len(self.servers) == 0:
+                delay, self.backoff = self.backoff, min(BACKOFF_MAX_S, self.backoff * 2)
+            log.warning("%s silent for %.1fs: trying the next address in %.0fs", self.server,
+                        silent, delay)
+            self.reconnect_at = now + delay
+        if self.reconnect_at is not None and now >= self.reconnect_at:
+            self.reconnect_at = None
+            self.server = self.servers[(self.servers.index(self.server) + 1) % len(self.servers)]
+            log.info("connecting to %s", self.server)
+            self.connect()
+
+    def next_try(self):
+        """When follow_active must look again (an unanswered REGISTER's TRY_S)."""
+        if len(self.servers) > 1 and not self.registered and self.reconnect_at is None:
+            return self.last_heard + TRY_S
+        return None
 
 
 def _drain(fd):

@@ -81,6 +81,9 @@ class Settings:
     spawn_retry_s: float = 15.0
     requeue_grace_s: float = 10.0
     lease_s: float = 0.0                # agents' lease (fencing); 0: agent_lease_s below
+    standby: bool = False               # servers share a lease in MySQL: one active, others wait
+    server_lease_s: float = 5.0         # the active server's lease (renewed every second)
+    server_urls: tuple = ()             # from HQ_SERVER (tcp://HOST:PORT, comma separated)
     commit_interval_s: float = 0.03
     metrics_interval_s: float = 60.0
     metrics_retention_s: float = 86400.0
@@ -100,8 +103,17 @@ class Settings:
     etc: str = ""
 
     @property
+    def server_addresses(self):
+        """Every hq-server address clients try, in order: `[server] host` may list several
+        (an active server and its standbys), comma separated; HQ_SERVER likewise."""
+        if self.server_urls:
+            return list(self.server_urls)
+        return [f"tcp://{host.strip()}:{self.port}" for host in self.server_host.split(",")
+                if host.strip()]
+
+    @property
     def server_address(self):
-        return f"tcp://{self.server_host}:{self.port}"
+        return ",".join(self.server_addresses)
 
     @property
     def requeue_after_s(self):
@@ -162,6 +174,8 @@ def load_settings(etc=None):
         spawn_retry_s=_get(p, path, "server", "spawn_retry_s", float, d.spawn_retry_s),
         requeue_grace_s=_get(p, path, "server", "requeue_grace_s", float, d.requeue_grace_s),
         lease_s=_get(p, path, "server", "lease_s", float, d.lease_s),
+        standby=_get(p, path, "server", "standby", bool, d.standby),
+        server_lease_s=_get(p, path, "server", "server_lease_s", float, d.server_lease_s),
         commit_interval_s=_get(p, path, "server", "commit_interval_s", float,
                                d.commit_interval_s),
         metrics_interval_s=_get(p, path, "server", "metrics_interval_s", float,
@@ -204,12 +218,23 @@ def load_settings(etc=None):
     if s.ssh_unknown_host_keys not in ("reject", "accept-new"):
         raise HQError(CONFIG_ERROR, f"{path}: [ssh] unknown_host_keys must be reject or "
                       f"accept-new, not {s.ssh_unknown_host_keys!r}")
+    if not 2 <= s.server_lease_s <= 60:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] server_lease_s must be between 2 and 60 "
+                      f"(seconds), not {s.server_lease_s:g}")
+    if s.standby and s.server_lease_s + 2 > s.agent_lease_s:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] server_lease_s ({s.server_lease_s:g}s) "
+                      f"must be at least 2 s shorter than the agents' lease "
+                      f"({s.agent_lease_s:g}s), or agents kill their jobs in every takeover")
     env = os.environ.get("HQ_SERVER")
     if env:
-        parts = urlsplit(env)
-        if parts.scheme != "tcp" or not parts.hostname or not parts.port:
-            raise HQError(CONFIG_ERROR, f"HQ_SERVER={env!r}: expected tcp://HOST:PORT")
-        s.server_host, s.port = parts.hostname, parts.port
+        urls = [url.strip() for url in env.split(",")]
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme != "tcp" or not parts.hostname or not parts.port:
+                raise HQError(CONFIG_ERROR, f"HQ_SERVER={env!r}: expected tcp://HOST:PORT "
+                              "(several: comma separated)")
+        first = urlsplit(urls[0])
+        s.server_host, s.port, s.server_urls = first.hostname, first.port, tuple(urls)
     return s
 
 

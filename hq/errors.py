@@ -17,6 +17,7 @@ USER_SERVER_UNREACHABLE = "USER_SERVER_UNREACHABLE"
 DATABASE_ERROR = "DATABASE_ERROR"    # the database refused or is unreachable
 CONFIG_ERROR = "CONFIG_ERROR"        # bad or missing configuration file
 TIMEOUT = "TIMEOUT"                  # a wait reached its deadline
+NOT_ACTIVE = "NOT_ACTIVE"            # a standby hq-server: ask the other address
 BAD_USAGE = "BAD_USAGE"              # a command line a command does not accept (CLIs only)
 INTERNAL = "INTERNAL"                # a bug: logged with a traceback on the server
 

@@ -69,6 +69,25 @@ def test_settings_and_server_override(tmp_path, monkeypatch):
                                 ).commit_interval_s == 0
 
 
+def test_several_server_addresses_and_standby_settings(tmp_path, monkeypatch):
+    """Catches a second address dropped (clients could not follow a standby), and a server
+    lease the agents' lease cannot outlast (every takeover would kill the running jobs)."""
+    monkeypatch.delenv("HQ_SERVER", raising=False)
+    s = config.load_settings(write(tmp_path, "hq.cfg", "[server]\nhost = a, b\nport = 7\n"))
+    assert s.server_addresses == ["tcp://a:7", "tcp://b:7"] and not s.standby
+    monkeypatch.setenv("HQ_SERVER", "tcp://x:1,tcp://y:2")
+    assert config.load_settings(str(tmp_path)).server_addresses == ["tcp://x:1", "tcp://y:2"]
+    monkeypatch.setenv("HQ_SERVER", "tcp://x:1,y")
+    with pytest.raises(HQError, match="HQ_SERVER"):
+        config.load_settings(str(tmp_path))
+    monkeypatch.delenv("HQ_SERVER")
+    s = config.load_settings(write(tmp_path, "hq.cfg", "[server]\nstandby = yes\n"))
+    assert s.standby and s.server_lease_s == 5 and s.agent_lease_s == 11
+    with pytest.raises(HQError, match=r"server_lease_s \(9.5s\) must be at least 2 s shorter"):
+        config.load_settings(write(tmp_path, "hq.cfg", "[server]\nstandby = yes\n"
+                                   "server_lease_s = 9.5\n"))
+
+
 def test_database_urls(tmp_path, monkeypatch):
     assert config.parse_db_url("sqlite:////tmp/x.db").path == "/tmp/x.db"
     my = config.parse_db_url("mysql://hq:s%40cret@db.lab:3307/jobs")

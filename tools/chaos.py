@@ -3,6 +3,8 @@ kill -9 of hq-server, agents, the user-server and, with --faults, full disks and
 
 Usage: .venv/bin/python tools/chaos.py [--jobs N] [--sleep S] [--kills K] [--faults disk,db]
                                        [--outages M] [--runs R] [--backend sqlite|mysql] [--seed S]
+       .venv/bin/python tools/chaos.py --net [--jobs N] [--sleep S] [--events E] [--hosts H]
+                                       [--runs R] [--seed S]
 
 --faults adds kinds to the kills (default: kills only): `disk`, $HQ_HOME on a tmpfs filled for a
 few seconds, then freed; `db`, the database out for a few seconds (SQLite: its file on a tmpfs
@@ -10,6 +12,12 @@ filled, then freed; MySQL: a private MariaDB stopped, then started). Each kind s
 run; half of the outages also see a kill -9 while they last. Needs root for the tmpfs mounts.
 Every job appends "ID PID" to a ledger: prints jobs, done, failed (`unknown outcome` and other
 reasons), lost, requeued attempts and jobs that ran twice (which must be 0: exit status 1).
+
+--net (root, MySQL; tools/chaos_net.py): the jobs run on netcluster hosts with an active
+hq-server and its standby on hosts of their own, shipped timing; E faults strike one after the
+other: an agent host crashed or cut off (3-14 s), the active server's host crashed or cut off
+(the standby takes over). Prints crashes, partitions, takeovers (and their seconds), jobs, done,
+lost (with reasons), ran twice and duplicated submissions (both must be 0: exit status 1).
 """
 
 import argparse
@@ -199,6 +207,10 @@ def parse(argv=None):
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--grace", type=float, default=10.0,
                         help="requeue_grace_s of the server (the shipped default: 10)")
+    parser.add_argument("--net", action="store_true",
+                        help="netcluster hosts, a standby server, MySQL (root only)")
+    parser.add_argument("--events", type=int, default=6, help="--net: faults a run")
+    parser.add_argument("--hosts", type=int, default=3, help="--net: agent hosts")
     args = parser.parse_args(argv)
     unknown = set(args.faults) - {"disk", "db", "kill"}
     if unknown:
@@ -209,6 +221,12 @@ def parse(argv=None):
 
 def main(argv=None):
     args = parse(argv)
+    if args.net:
+        if os.geteuid() != 0:
+            print("chaos --net: needs root (network namespaces)", file=sys.stderr)
+            return 2
+        from tools import chaos_net
+        return chaos_net.main(args)
     started = time.monotonic()
     totals, tally, failures = collections.Counter(), collections.Counter(), collections.Counter()
     for run in range(args.runs):

@@ -26,8 +26,9 @@ class DatabaseWait:
     watcher takes go to `stash` as (frames, answered): a known agent's HEARTBEAT is answered at
     once (its reply is `{}` whatever the handler finds, so the handler's reply is dropped)."""
 
-    def __init__(self, core):
+    def __init__(self, core, may_answer=lambda: True):
         self.core = core
+        self.may_answer = may_answer    # false once the server has lost its lease (standby)
         self.socket = None              # the ROUTER, set once bound
         self.stash = collections.deque()
         self.lock = threading.Lock()    # held by the loop's thread outside store calls
@@ -85,7 +86,7 @@ class DatabaseWait:
 
     def _answer(self, frames):
         """Answer a known agent's heartbeat now; whether it was answered."""
-        if len(frames) != 4 or frames[2].bytes != p.HEARTBEAT:
+        if len(frames) != 4 or frames[2].bytes != p.HEARTBEAT or not self.may_answer():
             return False                # (only heartbeats are decoded twice)
         identity = frames[0].bytes
         agent = self.core.agents.get(identity)

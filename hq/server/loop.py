@@ -17,14 +17,15 @@ Options:
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 
 import zmq
 
 from hq import config, logs, protocol as p, security
-from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, HQError
-from hq.server import dispatch, fleet, handlers, limits, pushes, zap
+from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, NOT_ACTIVE, HQError
+from hq.server import dispatch, fleet, handlers, limits, pushes, standby, zap
 from hq.server.core import Core
 from hq.server.dbprobe import DatabaseProbe
 from hq.server.dbwait import DatabaseWait, WaitedStore
@@ -50,7 +51,7 @@ class Loop:
         self.settings = settings
         self.context = zmq.Context.instance()
         self.core = Core(settings, None, time.time())
-        self.dbwait = DatabaseWait(self.core)   # heartbeats answered during slow store calls
+        self.dbwait = DatabaseWait(self.core, self.may_answer)   # during slow store calls
         self.store = self.core.store = WaitedStore(store, self.dbwait)
         self.core.address = bind_address
         self.core.database_id = store.database_id()
@@ -68,6 +69,8 @@ class Loop:
         self.again = False
         self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
+        self.lease = None           # with [server] standby: this server's lease (lease.py)
+        self.stepped_down = None    # why this server stopped being the active one
         self.next_export = 0.0
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -81,7 +84,7 @@ class Loop:
         # the ZAP handler must run before the first connection
         self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
-        self.socket.bind(bind_address)
+        bind_after_close(self.socket, bind_address)
         self.dbwait.socket = self.socket
 
     def load(self):
@@ -105,7 +108,7 @@ class Loop:
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         last_turn = 0.0
-        while self.core.running:
+        while self.core.running and self.leased():
             timeout = 0 if self.again or self.dbwait.stash else \
                 max(0, min(TICK_S, self.next_tick - time.time())) * 1000
             self.again = False
@@ -116,12 +119,36 @@ class Loop:
             self.submitted = False
             last_turn = time.time()
             self.turn()
-        self.commit(lazy=False)
+        if self.stepped_down is None:
+            self.commit(lazy=False)
         self.probe.close()
         self.dbwait.close()
-        self.socket.close(linger=1000)
+        self.socket.close(linger=0 if self.stepped_down else 1000)
+        if self.lease is not None:
+            self.lease.stop()
+            if self.stepped_down is None:
+                self.lease.release()
         self.authenticator.stop()
         self.context.term()   # flushes the last replies (e.g. to 'shutdown') before exit
+
+    def leased(self):
+        """With a standby: whether this server may still act (its lease holds); once not, it
+        steps down at once: nothing more is committed or sent, and hq-server exits."""
+        if self.lease is None or self.stepped_down is not None:
+            return self.stepped_down is None
+        if not self.lease.held():
+            self.step_down(self.lease.why_not_held())
+        return self.stepped_down is None
+
+    def may_answer(self):
+        """Whether this server may answer agents now (its lease holds); the DatabaseWait's
+        watcher asks from its thread, so this only reads."""
+        return self.stepped_down is None and (self.lease is None or self.lease.held())
+
+    def step_down(self, why):
+        log.error("stepping down: %s", why)
+        self.stepped_down = why
+        self.core.running = False
 
     def busy(self):
         """Whether jobs queue for slots (and no submission waits to be scheduled): only then
@@ -141,11 +168,14 @@ class Loop:
                 core.drained_at = time.time()   # what arrives from now on was sent later
                 break
             self.handle(frames)
-            for identity, reply in core.outbox.take_now():  # replies that record nothing
-                if not answered:                # (a heartbeat answered while we waited)
+            now_replies = core.outbox.take_now()            # replies that record nothing,
+            if not answered and self.may_answer():         # unless a watcher gave it one
+                for identity, reply in now_replies:         # (a deposed server says nothing)
                     self.send(identity, reply)
         else:
             self.again = True
+        if not self.leased():
+            return
         ticked = core.now >= self.next_tick
         if ticked:
             self.tick()
@@ -250,7 +280,10 @@ class Loop:
         try:
             self.store.apply(core.writes, *(s.writes for s in core.staged))
         except HQError as exc:
-            self.database_failed(exc, time.monotonic() - started)
+            if exc.code == NOT_ACTIVE:
+                self.step_down(exc.message)
+            else:
+                self.database_failed(exc, time.monotonic() - started)
             return
         self.committed(core.staged)
 
@@ -321,7 +354,9 @@ class Loop:
             self.store.apply(writes)
             return True
         except HQError as exc:
-            if sub is not None:
+            if exc.code == NOT_ACTIVE:
+                self.step_down(exc.message)
+            elif sub is not None:
                 log.warning("batch %s of %s refused: %s", sub.batch, sub.jobs[0].user,
                             exc.message)
                 self.refuse(sub, exc.message)
@@ -356,22 +391,58 @@ def start_exporter(loop, port):
     loop.exporter.refresh(loop.core)
 
 
+def bind_after_close(sock, address, timeout=3.0):
+    """Bind, waiting a little while the port is still held by a socket just closed (the
+    standby's, which libzmq releases in its I/O thread)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sock.bind(address)
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def take_lease(settings, store, address, home):
+    """[server] standby: wait (answering NOT_ACTIVE) until this server holds the lease, then
+    fence every group commit by its term."""
+    from hq.server.lease import ServerLease
+    if store.dialect != "mysql":
+        raise HQError(CONFIG_ERROR, "[server] standby needs the MySQL backend: an embedded "
+                      "SQLite database cannot be shared by two hq-servers")
+    security.ensure_keypair(home, security.SERVER_CERT)
+    keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
+    lease = ServerLease(store, f"{socket.gethostname()} {address} pid {os.getpid()}",
+                        settings.server_lease_s)
+    if not store.end_idle_transactions(max(1, settings.server_lease_s - 1)):
+        log.warning("this MySQL cannot end a crashed server's open transaction early "
+                    "(no idle_transaction_timeout): a takeover may wait for its wait_timeout")
+    standby.wait_for_lease(lease, address, keypair, settings.max_message_bytes)
+    store.fence = lease.check
+    lease.start()
+    return lease
+
+
 def start(settings, port=None, bind=None):
     """Open the store, sync etc/ into it, bind, load: a Loop ready for serve_forever()."""
     store = open_store(config.load_db_config(settings.etc))
     store.check_schema()
+    address = f"tcp://{bind or settings.bind}:{port or settings.port}"
+    lease = take_lease(settings, store, address, config.home_dir()) if settings.standby \
+        else None
     users = config.load_users(settings.etc)
     me, home = config.current_user(), config.home_dir()
     store.add_users(users + [(me, ["USER", "ADMIN"])])
     store.add_hosts(config.load_cluster(settings.etc))
     security.register_local_user(store, home, me)
     keypair = security.load_keypair(security.cert_paths(home, security.SERVER_CERT)[1])
-    address = f"tcp://{bind or settings.bind}:{port or settings.port}"
     limits.raise_open_files()
     try:
         loop = Loop(settings, store, address, keypair)
     except zmq.ZMQError as exc:
         raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc}") from None
+    loop.lease = lease
     loop.load()
     return loop
 
@@ -399,6 +470,9 @@ def main(argv=None):
     print(f"hq-server listening on {loop.core.address} (database: {loop.store.describe()}, "
           f"pid {os.getpid()})", flush=True)
     loop.serve_forever()
+    if loop.stepped_down:
+        print(f"hq-server: stepped down: {loop.stepped_down}", file=sys.stderr)
+        return 3
     log.info("hq-server stopped")
     return 0
 

@@ -22,6 +22,7 @@ class SqlStore(Retention):
     dialect = None
     insert_ignore = None
     db_errors = ()
+    fence = None        # fence(cursor): the first statement of every writing transaction
 
     # -- backend hooks -------------------------------------------------------------------
     def connection(self):
@@ -40,12 +41,16 @@ class SqlStore(Retention):
 
     # -- helpers -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def transaction(self):
-        """A cursor whose statements commit together, or roll back and raise DATABASE_ERROR."""
+    def transaction(self, writes=False):
+        """A cursor whose statements commit together, or roll back and raise DATABASE_ERROR.
+        A transaction that `writes` starts with the fence (a standby's lease: hq/server/
+        lease.py), so a server that lost the lease changes nothing."""
         try:
             with self.connection() as conn:
                 cursor = conn.cursor()
                 try:
+                    if writes and self.fence is not None:
+                        self.fence(cursor)
                     yield cursor
                     conn.commit()
                 except BaseException:
@@ -68,7 +73,7 @@ class SqlStore(Retention):
             return [dict(zip(names, row)) for row in cur.fetchall()]
 
     def execute(self, statement, args=()):
-        with self.transaction() as cur:
+        with self.transaction(writes=True) as cur:
             cur.execute(self.sql(statement), args)
             return cur.rowcount
 
@@ -117,7 +122,7 @@ class SqlStore(Retention):
         """Insert users not yet known: [(name, roles)]; known users keep their database state."""
         now = now or time.time()
         rows = [(name, ",".join(roles), 1, None, now) for name, roles in users]
-        with self.transaction() as cur:
+        with self.transaction(writes=True) as cur:
             cur.executemany(self.sql(
                 f"{self.insert_ignore} INTO users (name, roles, enabled, public_key, created) "
                 "VALUES (?, ?, ?, ?, ?)"), rows)
@@ -133,7 +138,7 @@ class SqlStore(Retention):
     def add_hosts(self, entries):
         """Insert hosts from cluster.tab not yet known; refresh slots, groups and address of
         known ones. Administrative state is set only for new hosts: it survives restarts."""
-        with self.transaction() as cur:
+        with self.transaction(writes=True) as cur:
             cur.execute("UPDATE hosts SET in_config = 0")
             for e in entries:
                 cur.execute(self.sql(
@@ -207,9 +212,10 @@ class SqlStore(Retention):
         parts = [w for w in parts if w]
         if not parts:
             return
-        with self.transaction() as cur, self.statements(cur) as target:
-            for writes in parts:
-                self._apply(target, writes)
+        with self.transaction(writes=True) as cur:
+            with self.statements(cur) as target:
+                for writes in parts:
+                    self._apply(target, writes)
 
     @contextlib.contextmanager
     def statements(self, cur):

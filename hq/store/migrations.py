@@ -14,7 +14,7 @@ from collections import namedtuple
 
 from hq.errors import DATABASE_ERROR, HQError
 from hq.store import introspect
-from hq.store.schema import SCHEMA_VERSION, column_sql, create_table_sql
+from hq.store.schema import LEASE_COLUMNS, SCHEMA_VERSION, column_sql, create_table_sql
 
 Column = namedtuple("Column", "table definition")    # NOT NULL columns start as '' (text only)
 Index = namedtuple("Index", "table name columns")
@@ -32,7 +32,8 @@ STEPS = {
     4: [Column("jobs", "script TEXT NOT NULL"), Column("jobs", "array_index INT"),
         Column("batches", "umask INT"), Column("reservations", "users TEXT"),
         Setting("database_id", lambda: secrets.token_hex(8))],
-    5: [Index("jobs", "jobs_user_id", "user, id")],   # a listing page without a sort of all
+    5: [Index("jobs", "jobs_user_id", "user, id"),     # a listing page without a sort of all
+        Table("server_lease", LEASE_COLUMNS, "id")],
 }
 
 

@@ -31,22 +31,39 @@ class MysqlStore(SqlStore):
         self._max_packet = None     # @@max_allowed_packet, read once for the pool
         if create_database:
             self._create_database()
-        self._pool = self._make_pool(LONG_IO_TIMEOUT_S)
+        self._io_timeout = LONG_IO_TIMEOUT_S
+        self._session = None        # statements every new connection runs first
+        self._pool = self._make_pool()
 
-    def _make_pool(self, io_timeout_s):
+    def serving(self):
+        """hq-server has loaded and serves: from now on a statement times out after
+        IO_TIMEOUT_S (loading and admin tools may take LONG_IO_TIMEOUT_S)."""
+        self._io_timeout = IO_TIMEOUT_S
+        self._pool.close()
+        self._pool = self._make_pool()
+
+    def end_idle_transactions(self, seconds):
+        """MariaDB ends a transaction of ours left idle `seconds` (its client crashed or was
+        cut off), so its row locks (the lease row) do not wait for wait_timeout (8 hours).
+        False where the server has no such setting (MySQL)."""
+        try:
+            with self.transaction() as cur:
+                cur.execute("SELECT @@idle_transaction_timeout")
+        except HQError:
+            return False
+        self._session = [f"SET SESSION idle_transaction_timeout = {int(seconds)}"]
+        self._pool.close()
+        self._pool = self._make_pool()
+        return True
+
+    def _make_pool(self):
         c = self.config
         return PooledDB(
             creator=pymysql, mincached=0, maxconnections=c.pool_size, blocking=True,
-            ping=1, host=c.host, port=c.port, user=c.user, password=c.password,
-            database=c.database, charset="utf8mb4", autocommit=False,
-            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=io_timeout_s,
-            write_timeout=io_timeout_s, client_flag=CLIENT.MULTI_STATEMENTS)
-
-    def serving(self):
-        """hq-server has loaded and serves: from now on no statement may keep its loop
-        waiting longer than IO_TIMEOUT_S (loading and admin tools may take LONG_IO_TIMEOUT_S)."""
-        self._pool.close()
-        self._pool = self._make_pool(IO_TIMEOUT_S)
+            ping=1, setsession=self._session, host=c.host, port=c.port, user=c.user,
+            password=c.password, database=c.database, charset="utf8mb4", autocommit=False,
+            connect_timeout=CONNECT_TIMEOUT_S, read_timeout=self._io_timeout,
+            write_timeout=self._io_timeout, client_flag=CLIENT.MULTI_STATEMENTS)
 
     def _create_database(self):
         c = self.config

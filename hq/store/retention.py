@@ -20,7 +20,7 @@ class Retention:
         ended = (f"state IN ({TERMINAL_SQL}) AND (finished < ? OR (finished IS NULL AND "
                  "submitted < ? AND NOT EXISTS (SELECT 1 FROM job_events e WHERE "
                  "e.job_id = jobs.id AND e.time >= ?)))")
-        with self.transaction() as cur:
+        with self.transaction(writes=True) as cur:
             cur.execute(self.sql(f"SELECT id, batch FROM jobs WHERE id > ? AND {ended} "
                                  f"ORDER BY id LIMIT {int(limit)}"),
                         (after_id, before, before, before))

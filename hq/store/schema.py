@@ -7,7 +7,12 @@ SCHEMA_VERSION = 5   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load,
                      # 3: jobs.entry (the input line of `hq-submit --each-line`);
                      # 4: settings database_id, jobs.script, jobs.array_index, batches.umask,
                      #    reservations.users (who may use the code);
-                     # 5: index jobs_user_id (a user's jobs in id order: listing pages)
+                     # 5: index jobs_user_id (a user's jobs in id order: listing pages),
+                     #    server_lease (the active hq-server's lease and term, for a standby)
+
+# one row (id 1): the term of the active hq-server, who holds it and until when (database clock)
+LEASE_COLUMNS = ["id INT NOT NULL", "term BIGINT NOT NULL", "holder STR255 NOT NULL",
+                 "expires_at REAL NOT NULL"]
 
 # (table, [column definitions], primary key, [(index name, columns)])
 # Types are written in a neutral form and mapped per dialect by `_type`.
@@ -48,6 +53,7 @@ TABLES = [
      [("host_metrics_host_time", "host, time"), ("host_metrics_time", "time")]),
     ("reservations", ["code STR64 NOT NULL", "host STR255 NOT NULL", "slots INT NOT NULL",
                       "user STR64 NOT NULL", "created REAL NOT NULL", "users TEXT"], "code, host", []),
+    ("server_lease", LEASE_COLUMNS, "id", []),
 ]
 
 TABLE_NAMES = [t[0] for t in TABLES]

@@ -24,12 +24,13 @@ import zmq
 from hq import config, logs, protocol as p, security, text
 from hq.user import launch
 from hq.user.streams import Streams
-from hq.errors import PERMISSION_DENIED, SERVER_UNREACHABLE, TOO_LARGE, HQError
+from hq.errors import NOT_ACTIVE, PERMISSION_DENIED, SERVER_UNREACHABLE, TOO_LARGE, HQError
 from hq.paths import pid_path, socket_path
 
 log = logging.getLogger("hq.user-server")
 
 HELLO_EVERY_S = 10.0
+ROTATE_S = 1.0            # several server addresses: not connected for this long, try the next
 MAX_LEASE_S = 3600.0      # longest a ZeroMQ client's WATCH lasts without renewal
 READ_KINDS = {p.STATUS, p.LIST, p.DETAILS, p.PING, p.AGENTS}     # no answer: nothing changed
 
@@ -40,7 +41,9 @@ class UserServer:
         self.home = home
         self.idle_s = idle_s
         self.user = config.current_user()
-        self.server_address = settings.server_address
+        self.addresses = settings.server_addresses     # an active server and its standbys
+        self.server_address = self.addresses[0]
+        self.backend_since = 0.0
         # CURVE: (server public, our public, our secret)
         self.server_key = (security.server_public_key(settings, home),
                            *security.ensure_keypair(home, security.USER_CERT))
@@ -58,7 +61,7 @@ class UserServer:
         self.monitor = None     # handshake events of the backend: tells a refused key apart
         self.key_refused = False
         self.waiting = []       # (deadline, client identity, client req, kind, body) not yet sent
-        self.in_flight = {}     # our req -> (deadline, client identity, client req, kind)
+        self.in_flight = {}     # our req -> (deadline, identity, client req, kind, body, ...)
         self.counter = 0
         self.remote = launch.RemoteStarter(settings)
         self.last_request = time.time()
@@ -67,8 +70,14 @@ class UserServer:
         self.hello_then_recheck = False
         self.reset_backend()
 
-    def reset_backend(self):
-        """Lazy Pirate: a fresh socket drops whatever the old one still queued."""
+    def reset_backend(self, rotate=False):
+        """Lazy Pirate: a fresh socket drops whatever the old one still queued; with `rotate`
+        (no answer, or NOT_ACTIVE) it connects to the next of several server addresses."""
+        self.lost_in_flight()
+        if rotate and len(self.addresses) > 1:
+            self.server_address = self.addresses[
+                (self.addresses.index(self.server_address) + 1) % len(self.addresses)]
+            log.info("trying hq-server at %s", self.server_address)
         if self.backend is not None:
             self.backend.disable_monitor()
             self.monitor.close(linger=0)
@@ -81,9 +90,13 @@ class UserServer:
         # disconnects (e.g. the answer to 'shutdown'). Sending is gated on `connected` instead.
         self.connected = False
         self.backend.setsockopt(zmq.LINGER, 0)
+        if len(self.addresses) > 1:     # a crashed server's host sends no reset: notice it
+            self.backend.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+            self.backend.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
         if self.server_key:
             security.make_client_socket(self.backend, *self.server_key)
         self.backend.connect(self.server_address)
+        self.backend_since = time.time()
         self.next_hello = 0.0
 
     # -- loop --------------------------------------------------------------------------------
@@ -106,16 +119,19 @@ class UserServer:
                 self.watchers.pop(identity, None)
             if self.backend in ready:
                 self.from_server()
-            self.send_waiting(now)
-            self.expire(now)
-            self.reap_children()
-            self.remote_outcomes()
-            if now >= self.next_hello:
+            if now >= self.next_hello:      # before requests: the server learns who we are
                 sent = self.forward_raw(p.HELLO, {"req": "hello", "user": self.user})
                 self.next_hello = now + (HELLO_EVERY_S if sent else 0.2)
                 if sent and self.hello_then_recheck:    # ends missed while the link was down
                     self.hello_then_recheck = False     # are seen by the clients' next look,
                     self.push(p.RECHECK, {})            # which the server reads after HELLO
+            self.send_waiting(now)
+            self.expire(now)
+            if not self.connected and len(self.addresses) > 1 and \
+                    now - self.backend_since > ROTATE_S:
+                self.reset_backend(rotate=True)
+            self.reap_children()
+            self.remote_outcomes()
             self.expire_watchers(now)
             if not self.in_flight and not self.waiting and not self.watchers and \
                     now - self.last_request > self.idle_s:
@@ -162,7 +178,7 @@ class UserServer:
             self.watch(identity, body, now)
             return
         body["user"] = self.user
-        deadline = now + self.settings.connect_timeout_s
+        deadline = now + self.settings.connect_timeout_s * len(self.addresses)
         self.waiting.append((deadline, identity, body.get("req"), kind, body))
         if self.key_refused:    # zmq does not retry a refused key: try again (registered?)
             self.key_refused = False
@@ -203,7 +219,7 @@ class UserServer:
             req = self.counter
             if self.forward_raw(kind, dict(body, req=req)):
                 self.in_flight[req] = (now + self.settings.request_timeout_s, identity,
-                                       client_req, kind)
+                                       client_req, kind, body, deadline)
             elif now >= deadline:
                 self.reply_error(identity, client_req, self.unreachable("cannot connect to"))
             else:
@@ -237,11 +253,34 @@ class UserServer:
                 self.push(p.ENDED, body)
                 continue
             entry = self.in_flight.pop(body.get("req"), None)
+            if kind == p.ERROR and body.get("code") == NOT_ACTIVE:
+                self.not_active(entry)
+                return
             if entry is None:
                 continue     # hello replies, or answers that came after their deadline
-            _, identity, client_req, _ = entry
+            _, identity, client_req = entry[:3]
             body["req"] = client_req
             self.to_client(identity, p.encode(kind, body))
+
+    def lost_in_flight(self):
+        """Requests sent on a socket being replaced get no answer any more: they are told at
+        once (not resent: the server may have carried them out before it went silent)."""
+        lost, self.in_flight = self.in_flight, {}
+        for _, identity, client_req, *_ in lost.values():
+            self.reply_error(identity, client_req, f"lost the connection to hq-server at "
+                             f"{self.server_address} before its answer: the request may or may "
+                             "not have been carried out (look before doing it again)")
+
+    def not_active(self, entry):
+        """A standby answered: it did nothing with the request, which goes again (to the next
+        address). Requests still in flight on this socket are not resent: they may have
+        reached a server that had become active, so they get an error when they expire."""
+        if entry is not None:
+            _, identity, client_req, kind, body, deadline = entry
+            self.waiting.append((max(deadline, time.time() + self.settings.connect_timeout_s),
+                                 identity, client_req, kind, body))
+        log.info("hq-server at %s is a standby", self.server_address)
+        self.reset_backend(rotate=True)
 
     def handshake_events(self):
         while True:
@@ -269,7 +308,7 @@ class UserServer:
         if not late:
             return
         for req in late:
-            _, identity, client_req, kind = self.in_flight.pop(req)
+            _, identity, client_req, kind = self.in_flight.pop(req)[:4]
             message = self.unreachable(f"no answer within {self.settings.request_timeout_s:g}s "
                                        "from")
             if kind not in READ_KINDS:      # it may have been recorded all the same
@@ -278,7 +317,7 @@ class UserServer:
                            "may still be recorded; look ('hq-client list') before trying "
                            "again")
             self.reply_error(identity, client_req, message)
-        self.reset_backend()
+        self.reset_backend(rotate=True)
 
     def unreachable(self, what):
         return (f"{what} hq-server at {self.server_address}; is it running? "
@@ -309,9 +348,9 @@ class UserServer:
         server_key = self.server_key[0].decode() if self.server_key else ""
         s = self.settings
         if config.is_local_address(address):
-            return launch.start_agent(self.home, name, self.server_address, self.user,
+            return launch.start_agent(self.home, name, ",".join(self.addresses), self.user,
                                       s.heartbeat_s, s.agent_orphan_s, server_key, s.agent_idle_s)
-        command = launch.remote_script(self.home, name, self.server_address, self.user,
+        command = launch.remote_script(self.home, name, ",".join(self.addresses), self.user,
                                        s.heartbeat_s, s.agent_orphan_s, server_key,
                                        s.ssh_python or None, s.agent_idle_s)
         if self.remote.request(name, address, command):

@@ -72,7 +72,7 @@ import sys
 
 from hq.client.cli.common import (INT64_MAX, main as cli_main, parse_int, parse_size, print_json,
                                   usage_error)
-from hq.errors import HQError
+from hq.errors import SERVER_UNREACHABLE, USER_SERVER_UNREACHABLE, HQError
 
 
 def job_options(args):
@@ -191,6 +191,8 @@ def refusal(exc, reader, count, batch):
     elif numbers:
         message = f"lines {numbers[0]}-{numbers[-1]}: {message}"
     kept = f"{count} jobs submitted before it (batch {batch})" if count else "nothing submitted"
+    if not count and exc.code in (SERVER_UNREACHABLE, USER_SERVER_UNREACHABLE):
+        kept = "nothing submitted before it"    # its own fate is unknown: the message says so
     return f"{message}; stopped there, {kept}"
 
 
