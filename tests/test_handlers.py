@@ -775,3 +775,31 @@ def test_reserved_slots_are_given_back_when_a_coded_job_ends(h):
     h.report("alice", "finished", second, 1, exit_code=0)
     h.report("alice", "finished", second, 1, exit_code=0)          # resent
     assert host.reserved_used == {code: 1} and host.slots_used == 1
+
+
+def test_a_run_that_never_reached_its_agent_uses_up_no_retry(h):
+    """Catches a job lost for good because its RUN was lost (an hq-server that crashed or was
+    replaced right after dispatching it; chaos --net lost a job so): an attempt its agent
+    does not know never started (the agent journals a RUN before it starts it), so it is
+    requeued even with no retry left, at most UNSTARTED_TRIES times; one that had started
+    (a `started` report came) counts as a try."""
+    from hq.server.core import UNSTARTED_TRIES
+    h.register("alice")
+    (job,) = h.submit("alice", "sleep 9", retries=0)
+    for attempt in range(1, UNSTARTED_TRIES + 2):
+        assert h.core.jobs[job].state == "dispatched" and h.core.jobs[job].attempt == attempt
+        sent = h.core.attempts[(job, attempt)].sent
+        h.at(sent + 10)
+        h.core.reconcile("h1", "alice", set(), sent + 10, grace=5)
+        h.turn()
+    assert h.state(job) == "lost"
+    assert [s for s in story(h, job) if s[0] == "pending" and "requeued" in s[2]] == [
+        ("pending", n, f"requeued: agent on h1 does not know attempt {n}")
+        for n in range(1, UNSTARTED_TRIES + 1)]
+    (ran,) = h.submit("alice", "sleep 9", retries=0)
+    h.report("alice", "started", ran, 1)
+    sent = h.core.attempts[(ran, 1)].sent
+    h.at(sent + 10)
+    h.core.reconcile("h1", "alice", set(), sent + 10, grace=5)
+    h.turn()
+    assert h.state(ran) == "lost"

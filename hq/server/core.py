@@ -24,6 +24,7 @@ JOB_FIELDS = set(Job.__dataclass_fields__) - {"signal"}
 PATH_FIELDS = ("stdout", "stderr", "logfile")
 QUIET_STATES = frozenset({DISPATCHED, RUNNING})   # logged at DEBUG level only
 UNKNOWN_OUTCOME = "unknown outcome"               # an agent cannot tell how an attempt ended
+UNSTARTED_TRIES = 3     # attempts whose RUN never reached the agent that use up no retry
 
 
 @dataclass(slots=True)
@@ -408,13 +409,16 @@ class Core:
                                    exit_code=columns["exit_code"],
                                    term_signal=columns["signal"], max_rss=columns["max_rss"])
 
-    def attempt_gone(self, job_id, attempt, now, why):
-        """An attempt ended without a result: requeue while retries last, else the job is lost."""
+    def attempt_gone(self, job_id, attempt, now, why, started=True):
+        """An attempt ended without a result: requeue while retries last, else the job is lost.
+        One that surely never started (`started` False: its RUN never reached the agent) does
+        not use up a retry, up to UNSTARTED_TRIES of them."""
         job = self.jobs.get(job_id)
         self.free_slots(job_id, attempt)
         if job is None or job.attempt != attempt:
             return
-        if job.attempt <= job.retries:
+        if job.attempt <= job.retries or (not started and job.state == DISPATCHED
+                                          and job.attempt <= job.retries + UNSTARTED_TRIES):
             host = job.host
             self.set_state(job, PENDING, now, f"requeued: {why}", host="",
                            reason=f"requeued: {why}")
@@ -470,8 +474,9 @@ class Core:
         now = self.heard_since(now)
         for held in self.attempts_of(host_name, user):
             if held.key not in known and held.sent is not None and now - held.sent > grace:
-                self.attempt_gone(held.job_id, held.number, now,
-                                  f"agent on {host_name} does not know attempt {held.number}")
+                self.attempt_gone(held.job_id, held.number, now,        # the agent journals a
+                                  f"agent on {host_name} does not know attempt {held.number}",
+                                  started=False)                      # RUN before it starts it
 
     # -- user requests -----------------------------------------------------------------------
     def cancel(self, job, now):
