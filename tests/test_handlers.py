@@ -3,6 +3,8 @@ request changes, records and sends (tests/core_harness.py drives the core as the
 
 Each test names in its docstring the bug it catches."""
 
+import time
+
 import pytest
 
 from hq import protocol as p
@@ -154,7 +156,9 @@ def test_a_lost_host_requeues_while_retries_last_else_the_job_is_lost(h):
 
 
 def test_a_late_report_of_an_earlier_attempt_never_ends_the_current_one(h):
-    """Issue 14: catches job_finished ignoring the attempt number."""
+    """Issue 14: a job's end counts once. Catches job_finished ignoring the attempt number
+    (attempt 1's late `done` ended attempt 2's run). Checked by dropping `job.attempt !=
+    attempt` from Core.job_finished's stale test: the job ends `done` at the late report."""
     job = running_job(h, retries=2)
     h.at(h.now + 7).turn(tick=True)
     h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
@@ -169,7 +173,9 @@ def test_a_late_report_of_an_earlier_attempt_never_ends_the_current_one(h):
 
 
 def test_an_agent_cannot_report_another_users_job(h):
-    """Issue 14: catches an ownership check that always answers yes."""
+    """Issue 14: an agent reports only its own user's jobs. Catches an ownership check that
+    always answers yes. Checked with `return True` at the top of handlers/agent._ours: bob's
+    agent ends alice's job."""
     job = running_job(h)
     h.register("bob")
     h.report("bob", "finished", job, 1, exit_code=0)
@@ -775,3 +781,185 @@ def test_reserved_slots_are_given_back_when_a_coded_job_ends(h):
     h.report("alice", "finished", second, 1, exit_code=0)
     h.report("alice", "finished", second, 1, exit_code=0)          # resent
     assert host.reserved_used == {code: 1} and host.slots_used == 1
+
+
+# -- hosts and agents (hq/server/fleet.py), written against mutants that survived make mutate --
+def host_row(h, name="h1"):
+    return next(r for r in h.store.load_hosts() if r["name"] == name)
+
+
+def metrics_reporter(h, users):
+    """Whose heartbeats give h1's metrics: each of `users` reports its own load1, in this order
+    (a host without a reporter would take the last one)."""
+    for number, user in enumerate(users, 1):
+        h.heartbeat(user, load1=float(number))
+    return users[int(h.core.hosts["h1"].load1) - 1]
+
+
+def test_when_the_reporting_agent_leaves_an_admins_agent_then_the_oldest_reports(tmp_path):
+    """Catches the next reporter of a host's metrics chosen by name, by registration order of
+    the user instead of the agent (alice's agent restarted: it is now the youngest), with
+    admins last or not first, none at all (every agent's load taken, the last wins) or the
+    leaver kept (nobody's); and the host's row not saying why it has no agent left
+    (fleet._next_reporter, _registered, agent_forgotten, agent_left)."""
+    h = CoreHarness(tmp_path, users=("alice", "bob", "carol"), outside_load=False)
+    try:
+        h.core.users_configured([("ops", ["USER", "ADMIN"])])
+        for step, user in enumerate(("root", "alice", "carol", "bob", "ops", "alice")):
+            h.at(1000.0 + step).register(user)
+        order = ["ops", "carol", "bob", "alice"]
+        for leaver, expected in (("root", "ops"), ("ops", "carol"), ("carol", "bob")):
+            assert h.request(leaver, p.BYE, f"agent:{leaver}@h1".encode())["bye"] is True
+            order.remove(leaver) if leaver in order else None
+            assert metrics_reporter(h, order) == expected, leaver
+        for leaver in ("bob", "alice"):
+            h.request(leaver, p.BYE, f"agent:{leaver}@h1".encode())
+        assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("unknown",
+                                                                         "no agent: idle")
+    finally:
+        h.close()
+
+
+
+def test_a_silent_agent_is_asked_for_again_at_once_and_only_its_users_jobs_requeued(h):
+    """Catches an agent gone at exactly 3 heartbeats of silence, its user's agent not asked
+    for again at once (SPAWN held back by the retry delay, or asked of the users with pending
+    jobs instead), and another user's jobs on the host requeued with the silent agent's
+    (fleet.agent_gone, check_liveness)."""
+    h.hello("alice")
+    h.hello("bob")
+    (first,) = h.submit("alice", "true")
+    h.turn(tick=True)                       # no agent yet: alice's user-server is asked
+    assert len(h.messages(p.SPAWN, b"us:alice")) == 1
+    alice = running_job(h)
+    bob = running_job(h, user="bob")
+    start = h.now
+    h.at(start + 3).heartbeat("bob", running=[(bob, 1)])
+    h.at(start + 6).turn(tick=True)         # exactly 3 heartbeats: not yet gone
+    assert "alice" in h.core.hosts["h1"].agents
+    h.at(start + 6).heartbeat("bob", running=[(bob, 1)])
+    h.at(start + 6.5).turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents
+    spawns = h.messages(p.SPAWN, b"us:alice")
+    assert len(spawns) == 2 and [s["name"] for s in spawns[-1]["hosts"]] == ["h1"]
+    for t in (10, 14, 16.5):
+        h.at(start + t).heartbeat("bob", running=[(bob, 1)])
+    h.turn(tick=True)                       # the grace is over
+    assert [h.state(j) for j in (first, alice, bob)] == ["pending", "pending", "running"]
+    assert h.messages(p.SPAWN, b"us:bob") == []
+
+
+def test_a_down_host_and_its_requeued_jobs_say_why_in_their_rows(h):
+    """Catches the down host's row not written or without its reason, the time in the reason
+    wrong, and a requeued job's reason not naming its host's (fleet.host_down, agent_gone,
+    check_liveness)."""
+    job = running_job(h)
+    silent = f"silent since {time.ctime(h.now)}"
+    h.at(h.now + 7).turn(tick=True)
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("down", silent)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.store.get_jobs([job])[0]["reason"] == f"requeued: host h1 {silent}"
+
+
+def test_agents_are_asked_for_on_active_hosts_and_again_after_the_retry_delay(tmp_path):
+    """Catches SPAWN asking for agents on an inactive host or for users without pending jobs,
+    a host's address missing from it, and the retry delay (spawn_retry_s) not kept or kept
+    one turn too long; and, after an agent left (BYE), new work waiting for that delay before
+    its agent is asked for again (fleet.request_agents, agent_left)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        h.request("root", p.ADMIN, command="deactivatehost", arg="h2")
+        h.hello("alice")
+        h.hello("bob")
+        h.submit("alice", "true")
+        h.turn(tick=True)
+        assert h.messages(p.SPAWN, b"us:alice") == [{"hosts": [{"name": "h1", "address": ""}]}]
+        retry = h.core.settings.spawn_retry_s
+        h.at(h.now + retry - 0.1).turn(tick=True)
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 1
+        h.at(h.now + 0.1).turn(tick=True)
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 2
+        assert h.messages(p.SPAWN, b"us:bob") == []
+        h.register("alice")
+        h.report("alice", "finished", h.runs_to("alice")[0][0], 1, exit_code=0)
+        assert h.request("alice", p.BYE, b"agent:alice@h1")["bye"] is True
+        h.submit("alice", "true")
+        h.turn(tick=True)                   # at once, within the retry delay
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 3
+    finally:
+        h.close()
+
+
+def test_after_a_restart_agents_are_awaited_3_heartbeats_then_asked_for(h, tmp_path):
+    """Catches a restarted server asking for agents before the 3 heartbeats it gives them to
+    come back, or asking nobody (or the users with pending jobs) then; the host down at
+    exactly 3 heartbeats, or its reason's time wrong (fleet.check_liveness after
+    expect_agents)."""
+    running_job(h)
+    h.close()
+    server = CoreHarness(tmp_path, outside_load=False)
+    try:
+        start = h.now + 100
+        server.at(start)
+        fleet.expect_agents(server.core, start)
+        server.hello("alice")
+        server.at(start + 5.9).turn(tick=True)
+        assert server.messages(p.SPAWN) == []
+        server.at(start + 6).turn(tick=True)
+        assert server.core.hosts["h1"].status == "up"
+        assert server.messages(p.SPAWN) == [{"hosts": [{"name": "h1", "address": ""}]}]
+        server.at(start + 6.1).turn(tick=True)
+        row = host_row(server)
+        assert (row["status"], row["status_reason"]) == ("down",
+                                                         f"silent since {time.ctime(start)}")
+    finally:
+        server.close()
+
+
+def test_an_agent_that_cannot_be_reached_keeps_its_lease_before_its_jobs_are_requeued(h):
+    """Catches a route lost to an agent (undeliverable) not recorded as the host's reason,
+    its jobs requeued before its lease (3 heartbeats after it was last heard) and the grace
+    are over, and a lost route to one user-server forgetting another's (fleet.undeliverable)."""
+    h.hello("alice")
+    h.hello("bob")
+    job = running_job(h)
+    h.at(h.now + 2).heartbeat("alice", running=[(job, 1)])
+    lease_end = h.now + 3 * h.core.settings.heartbeat_s
+    h.at(h.now + 1)
+    fleet.undeliverable(h.core, b"agent:alice@h1", h.now)
+    h.turn()
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("down",
+                                                                     "cannot be reached")
+    grace = h.core.settings.requeue_grace_s
+    h.at(lease_end + grace - 0.1).turn(tick=True)
+    assert h.state(job) == "running"
+    h.at(lease_end + grace).turn(tick=True)
+    assert h.state(job) == "pending"
+    fleet.undeliverable(h.core, b"us:bob", h.now)
+    assert h.core.user_servers == {"alice": b"us:alice"}
+
+
+def test_reload_keeps_known_hosts_with_their_agents_and_adds_new_ones_in_their_state(tmp_path):
+    """Catches `hq-admin reload` replacing a known host (its agents forgotten), a new host's
+    state from cluster.tab ignored, and more slots not used at once (fleet.configure_hosts)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "cluster.tab").write_text("h1\t6\t-\t127.0.0.1\nh2\t4\t-\t127.0.0.1\tinactive\n")
+    (etc / "users").write_text("alice USER\nbob USER\n")
+    h = CoreHarness(tmp_path, outside_load=False, etc=str(etc))
+    try:
+        h.register("alice")
+        ids = h.submit("alice", *["sleep 9"] * 6)
+        assert [h.state(i) for i in ids].count("pending") == 2
+        h.request("root", p.ADMIN, command="reload")
+        assert [h.state(i) for i in ids] == ["dispatched"] * 6
+        assert h.core.hosts["h2"].state == "inactive"
+    finally:
+        h.close()
+
+
+def test_an_unreachable_hosts_reason_is_stored_and_cut_to_its_column(h):
+    """Catches the reason of UNREACHABLE not written to the host's row, or not cut to the
+    column's 255 characters (fleet.host_unreachable)."""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="x" * 300)
+    assert host_row(h)["status_reason"] == ("alice: " + "x" * 300)[:255]
