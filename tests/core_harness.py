@@ -84,9 +84,9 @@ class CoreHarness:
         return self.request(user, p.EVENTS, f"agent:{user}@{host}".encode(), seq=1,
                             events=[event])
 
-    def submit(self, user, *commands, **defaults):
+    def submit(self, user, *commands, hold=False, **defaults):
         reply = self.request(user, p.SUBMIT, jobs=list(commands), defaults=defaults, env={},
-                             cwd="/tmp")
+                             cwd="/tmp", hold=hold)
         return reply["ids"]
 
     # -- looking ---------------------------------------------------------------------------

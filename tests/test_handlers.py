@@ -9,7 +9,8 @@ import pytest
 
 from hq import protocol as p
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
-from hq.server import fleet
+from hq.server import fleet, handlers
+from hq.server.core import UNKNOWN_OUTCOME
 from tests.core_harness import CoreHarness
 
 
@@ -963,3 +964,214 @@ def test_an_unreachable_hosts_reason_is_stored_and_cut_to_its_column(h):
     column's 255 characters (fleet.host_unreachable)."""
     h.request("alice", p.UNREACHABLE, host="h1", reason="x" * 300)
     assert host_row(h)["status_reason"] == ("alice: " + "x" * 300)[:255]
+
+
+# -- the core (hq/server/core.py), written against mutants that survived make mutate ------------
+def requeued_while_cut_off(h, *jobs):
+    """Jobs running on h1 whose agent went silent: requeued after the grace, no agent left."""
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert [h.state(j) for j in jobs] == ["pending"] * len(jobs)
+
+
+def test_an_attempt_that_ended_where_it_ran_while_requeued_counts_and_is_not_run_again(h):
+    """Catches a retry sent while the returning agent is about to report the attempt's end
+    (it would run twice), that report not counting (the job kept pending, or recorded without
+    its host, with a reason, or with the event's text lost), and the wait shorter than 10 s
+    (Core.await_result, job_finished, attempt_gone)."""
+    job = running_job(h)
+    requeued_while_cut_off(h, job)
+    h.register("alice", reported=[[job, 1]])
+    since = h.now
+    h.at(since + 5).heartbeat("alice")
+    h.at(since + 9.9).turn(tick=True)
+    assert h.runs_to("alice") == [(job, 1)] and h.state(job) == "pending"
+    h.report("alice", "finished", job, 1, exit_code=0, time=h.now - 20)
+    row = h.store.get_jobs([job])[0]
+    assert (row["state"], row["attempt"], row["host"], row["reason"], row["exit_code"]) == (
+        "done", 1, "h1", "", 0)
+    assert ("dispatched", 1, "attempt 1 ended on h1 before its requeue was known there: its "
+            "result counts, no retry") in story(h, job)
+    assert h.runs_to("alice") == [(job, 1)]
+
+
+def test_a_retry_waits_for_the_returning_agents_report_until_it_comes_or_10_s_pass(h):
+    """Catches a retry held for good (or not at all) when the awaited report says the outcome
+    is unknown, or when no report comes within 10 s (Core._stop_awaiting, release_awaited,
+    job_finished)."""
+    unknown, silent = running_job(h), running_job(h)
+    requeued_while_cut_off(h, unknown, silent)
+    h.register("alice", reported=[[unknown, 1], [silent, 1]])
+    since = h.now
+    h.report("alice", "finished", unknown, 1, exit_code=None, error=UNKNOWN_OUTCOME)
+    assert (unknown, 2) in h.runs_to("alice") and h.state(unknown) == "dispatched"
+    h.at(since + 5).heartbeat("alice", running=[(unknown, 2)])
+    h.at(since + 9.9).turn(tick=True)
+    assert (silent, 2) not in h.runs_to("alice")
+    h.at(since + 10).turn(tick=True)
+    assert (silent, 2) in h.runs_to("alice")
+
+
+def test_an_attempt_its_agent_fenced_is_requeued_while_retries_last_else_lost(h):
+    """Catches the agent's report that it killed an attempt at the end of its lease ignored
+    (the job kept running for good) or counted as the job's end, and the loss recorded
+    without its reason (Core.attempt_fenced, attempt_gone)."""
+    again, once = running_job(h, retries=1), running_job(h, retries=0)
+    fenced = "fenced: no answer from hq-server within the lease (11s)"
+    for job in (again, once):
+        h.report("alice", "finished", job, 1, exit_code=None, signal=9, reason=fenced)
+    assert ("pending", 1, f"requeued: {fenced} on h1") in story(h, again)
+    assert (again, 2) in h.runs_to("alice")
+    row = h.store.get_jobs([once])[0]
+    assert (row["state"], row["reason"]) == ("lost", f"lost: {fenced} on h1")
+    assert story(h, once)[-1] == ("lost", 1, f"{fenced} on h1")
+
+
+def test_each_waiting_job_in_a_listing_gets_its_own_reason(tmp_path):
+    """Catches the reasons of a listing shared between jobs of different shapes, computed
+    without the outside load setting, or missing (Core.waiting_reason with its memo)."""
+    h = CoreHarness(tmp_path)                       # outside load counted (the default)
+    try:
+        h.register("alice")
+        h.heartbeat("alice", foreign_load=2.0)
+        ids = h.submit("alice", "sleep 9", "sleep 9", "sleep 9", "sleep 9")
+        (wide,) = h.submit("alice", "sleep 9", cores=2)
+        reasons = {j["id"]: j.get("reason") for j in h.request("alice", p.LIST)["jobs"]}
+        held = " free (2 taken by outside load on h1)"
+        assert [reasons[i] for i in ids[2:] + [wide]] == [
+            "resources: needs 1 slots; hosts that fit have at most 0" + held,
+            "resources: needs 1 slots; hosts that fit have at most 0" + held,
+            "resources: needs 2 slots; hosts that fit have at most 0" + held]
+    finally:
+        h.close()
+
+
+def test_a_child_submitted_as_its_parent_ends_follows_how_it_ended(h):
+    """Catches a child whose submission is committed in the turn its parent ends failed with
+    `ended unknown` instead of running (Core._release_dependents' just_ended)."""
+    parent = running_job(h)
+    submit = {"req": 1, "jobs": ["true"], "defaults": {"depends_on": str(parent)}, "env": {},
+              "cwd": "/tmp"}
+    handlers.handle(h.core, handlers.Peer(b"us:alice", "alice"), p.SUBMIT, submit)
+    events = {"seq": 1, "events": [{"type": "finished", "job": parent, "attempt": 1,
+                                    "time": h.now, "exit_code": 0}]}
+    handlers.handle(h.core, handlers.Peer(b"agent:alice@h1", "alice"), p.EVENTS, events)
+    h.turn()
+    h.turn()
+    assert [h.state(j) for j in (parent, parent + 1)] == ["done", "dispatched"]
+
+
+def test_a_child_of_two_parents_waits_for_both_and_a_held_child_runs_when_released(h):
+    """Catches a child started when the first of its two parents is done, and a held child
+    whose parent is done never started once released (Core._release_dependents)."""
+    first, second = running_job(h), running_job(h)
+    (child,) = h.submit("alice", "true", depends_on=f"{first},{second}")
+    (held,) = h.submit("alice", "true", depends_on=str(first), hold=True)
+    h.report("alice", "finished", first, 1, exit_code=0)
+    assert (h.state(child), h.state(held)) == ("pending", "held")
+    h.request("alice", p.RELEASE, ids=[held])
+    assert h.state(held) == "dispatched"
+    h.report("alice", "finished", second, 1, exit_code=0)
+    assert h.state(child) == "dispatched"
+
+
+def test_slots_and_memory_come_back_exactly_when_an_attempt_ends(h):
+    """Catches a cancelled job's slots given back without a scheduling pass (the waiting job
+    started only at the next change), and memory or reserved slots not given back exactly
+    (Core.free_slots)."""
+    h.register("alice")
+    jobs = h.submit("alice", *["sleep 9"] * 5)
+    h.request("alice", p.CANCEL, ids=[jobs[0]])
+    assert h.state(jobs[4]) == "pending"
+    h.report("alice", "finished", jobs[0], 1, exit_code=None, signal=15)
+    assert h.state(jobs[4]) == "dispatched"
+    for job in jobs[1:]:
+        h.report("alice", "finished", job, 1, exit_code=0)
+    (big,) = h.submit("alice", "sleep 9", memory=8 << 30)
+    (second,) = h.submit("alice", "sleep 9", memory=8 << 30)
+    assert h.state(second) == "pending"
+    h.report("alice", "finished", big, 1, exit_code=0)
+    assert h.state(second) == "dispatched"
+    h.report("alice", "finished", second, 1, exit_code=0)
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]],
+                     users=["alice"])["code"]
+    (coded,) = h.submit("alice", "sleep 9", cores=2, reservation=code)
+    h.report("alice", "finished", coded, 1, exit_code=0)
+    (again,) = h.submit("alice", "sleep 9", cores=2, reservation=code)
+    assert h.state(again) == "dispatched"
+
+
+def test_the_end_of_a_cancelled_job_and_the_time_an_agent_reports_are_recorded(h):
+    """Catches a cancelled job's exit code (reported when its process ended) not recorded, and
+    a job's end time taken from the server's clock instead of the agent's report
+    (Core._late_result, job_finished)."""
+    cancelled = running_job(h)
+    h.request("alice", p.CANCEL, ids=[cancelled])
+    h.report("alice", "finished", cancelled, 1, exit_code=143)
+    assert h.store.get_jobs([cancelled])[0]["exit_code"] == 143
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0, time=h.now - 5)
+    assert h.store.get_jobs([job])[0]["finished"] == h.now - 5
+
+
+def test_the_cluster_state_and_a_reservations_time_survive_a_restart(h, tmp_path):
+    """Catches `hq-admin deactivate` not stored (a restarted server runs jobs), `activate`
+    not scheduling at once, and a reloaded reservation without its creation time
+    (Core.set_cluster_state, _reservation_loaded)."""
+    h.request("root", p.ADMIN, command="deactivate")
+    h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 1]], users=["alice"])
+    before = h.request("root", p.ADMIN, command="reservations")["reservations"]
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        again.register("alice")
+        (job,) = again.submit("alice", "true")
+        assert again.state(job) == "pending"
+        again.request("root", p.ADMIN, command="activate")
+        assert again.state(job) == "dispatched"
+        assert again.request("root", p.ADMIN, command="reservations")["reservations"] == before
+    finally:
+        again.close()
+
+
+def test_dropping_a_reservation_gives_its_slots_to_waiting_jobs_at_once(tmp_path):
+    """Catches unreserve not scheduling at once, and failing on a host the reservation did
+    not hold (Core.drop_reservation)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        h.register("alice")
+        code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 3]],
+                         users=["bob"])["code"]
+        jobs = h.submit("alice", "sleep 9", "sleep 9", "sleep 9")
+        assert [h.state(j) for j in jobs].count("pending") == 2
+        h.request("root", p.ADMIN, command="unreserve", arg=code)
+        assert [h.state(j) for j in jobs] == ["dispatched"] * 3
+    finally:
+        h.close()
+
+
+def test_a_server_behind_its_messages_does_not_count_their_delay_as_silence(h):
+    """Catches silence counted up to now instead of up to when the loop last found its socket
+    empty (a busy server forgot agents whose heartbeats it had not read yet) (Core.heard_since)."""
+    running_job(h)
+    h.core.drained_at = h.now + 1
+    h.at(h.now + 10).turn(tick=True)
+    assert "alice" in h.core.hosts["h1"].agents
+    h.core.drained_at = None
+    h.turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents
+
+
+def test_a_run_carries_its_batchs_environment_and_umask_also_after_pruning(h):
+    """Catches a RUN without the submission's environment, and the umask of a live batch
+    dropped with the environments of ended batches (Core.env_json, prune_envs)."""
+    job = running_job(h)
+    reply = h.request("alice", p.SUBMIT, jobs=["true"], env={"A": "1"}, cwd="/tmp",
+                      umask=0o27, hold=True)
+    (later,) = reply["ids"]
+    h.report("alice", "finished", job, 1, exit_code=0)
+    h.core.prune_envs()
+    h.request("alice", p.RELEASE, ids=[later])
+    run = h.messages(p.RUN)[-1]
+    assert run["jobs"][0]["umask"] == 0o27
+    assert run["envs"] == {str(reply["batch"]): {"A": "1"}}

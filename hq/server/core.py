@@ -335,10 +335,10 @@ class Core:
         return held
 
     def free_slots(self, job_id, attempt):
-        """Free the slots an attempt holds; False if it held none (already freed)."""
+        """Free the slots an attempt holds (nothing if they are already free)."""
         held = self.attempts.pop((job_id, attempt), None)
         if held is None:
-            return False
+            return
         self.changed = True
         self.on_host[held.host].discard(held.key)
         host = self.hosts.get(held.host)
@@ -349,7 +349,6 @@ class Core:
             if code and code in host.reserved_used:
                 host.reserved_used[code] = max(0, host.reserved_used[code] - held.cores)
         self.user_slots[held.user] = max(0, self.user_slots[held.user] - held.cores)
-        return True
 
     def attempts_of(self, host_name, user=None):
         """The attempts held on a host (of one user, or of all)."""
