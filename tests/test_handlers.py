@@ -1175,3 +1175,132 @@ def test_a_run_carries_its_batchs_environment_and_umask_also_after_pruning(h):
     run = h.messages(p.RUN)[-1]
     assert run["jobs"][0]["umask"] == 0o27
     assert run["envs"] == {str(reply["batch"]): {"A": "1"}}
+
+
+# -- agents' messages (hq/server/handlers/agent.py), against survivors of make mutate ------------
+def refused(h, user, kind, identity, **body):
+    with pytest.raises(HQError) as info:
+        h.request(user, kind, identity, **body)
+    return info.value.code, info.value.message
+
+
+def test_register_answers_with_the_settings_and_refuses_strangers(h):
+    """Catches REGISTER's reply without the heartbeat period, database id or lease, and an
+    unknown host or user refused without its code or text (x_register)."""
+    reply = h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=4)
+    assert (reply["heartbeat_s"], reply["database_id"], reply["lease_s"]) == (
+        2.0, h.store.database_id(), h.core.settings.agent_lease_s)
+    assert refused(h, "alice", p.REGISTER, b"agent:alice@x", host="n" * 80) == (
+        "UNKNOWN_HOST", f"host {'n' * 64!r} is not in cluster.tab")
+    assert refused(h, "mallory", p.REGISTER, b"agent:mallory@h1", host="h1") == (
+        "UNKNOWN_USER", "user 'mallory' is unknown")
+
+
+def test_register_takes_the_hosts_facts_within_their_bounds(h):
+    """Catches cores, memory or the OS not read from REGISTER (or their defaults wrong), and
+    the bounds of cores (1 to 2**31 - 1) and memory (0 and more) moved (x_register facts)."""
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=1, memory_total=0,
+              os="L" * 300)
+    host = h.core.hosts["h1"]
+    assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1")     # kept when not sent
+    assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=(1 << 31) - 1,
+              memory_total=5)
+    assert (host.cores, host.memory_total) == ((1 << 31) - 1, 5)
+    for bad in ({"cores": 0}, {"cores": 1 << 31}, {"memory_total": -1}):
+        assert refused(h, "alice", p.REGISTER, b"agent:alice@h1", host="h1", **bad)[0] == \
+            BAD_REQUEST, bad
+
+
+def test_register_kills_what_the_agent_runs_that_is_no_longer_its_work(tmp_path):
+    """Catches a registering agent's running list not checked: an earlier attempt, a job
+    that ended, another user's job, a job sent to another host or one the server does not
+    know go on running (x__kill_unwanted); entries that are not [job, attempt] accepted, or
+    read in the wrong order (x__pair); and the list of an agent of another database (its
+    own records) killed (x_register same_database)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        mine = running_job(h)
+        (ended,) = h.submit("alice", "true")
+        h.report("alice", "finished", ended, 1, exit_code=0)
+        bobs = running_job(h, user="bob")
+        h.register("alice", host="h2")
+        (elsewhere,) = h.submit("alice", "sleep 9", host_req="h2")
+        running = [(mine, 1), (mine, 0), (ended, 1), (bobs, 1), (elsewhere, 1), (999, 3)]
+        h.register("alice", running=running)
+        assert h.messages(p.KILL, b"agent:alice@h1") == [
+            {"jobs": [[mine, 0], [ended, 1], [bobs, 1], [elsewhere, 1], [999, 3]]}]
+        h.register("alice", running=running, database_id="another")
+        assert len(h.messages(p.KILL, b"agent:alice@h1")) == 1
+        for entry in ([1], [1, "2"], "12", [1, 2, 3]):
+            assert refused(h, "alice", p.REGISTER, b"agent:alice@h1", host="h1",
+                           running=[entry]) == (BAD_REQUEST,
+                                                "running entries must be [job id, attempt]")
+    finally:
+        h.close()
+
+
+def test_a_heartbeat_requeues_what_its_agent_does_not_know_after_2_heartbeats_and_1_s(h):
+    """Catches the heartbeat's reconciliation grace (2 heartbeats + 1 s after the RUN left)
+    changed, and jobs the agent reports as ended but not yet acknowledged counted as unknown
+    to it (x_heartbeat)."""
+    h.register("alice")
+    unknown, reported = h.submit("alice", "sleep 9", "sleep 9")
+    sent = h.now
+    h.at(sent + 5).heartbeat("alice", reported=[[reported, 1]])
+    assert [h.state(j) for j in (unknown, reported)] == ["dispatched", "dispatched"]
+    h.at(sent + 5.5).heartbeat("alice", reported=[[reported, 1]])
+    assert (h.state(unknown), h.state(reported)) == ("dispatched", "dispatched")
+    assert (unknown, 2) in h.runs_to("alice")            # requeued and sent again
+    assert (reported, 2) not in h.runs_to("alice")
+
+
+def test_events_are_acknowledged_by_sequence_and_only_from_the_registered_agent(h):
+    """Catches EVENTS answered without its sequence number (the agent would resend for
+    ever), a started report's time replaced by the server's clock, and a connection whose
+    user changed not told to register again, with its text (x_events, x__agent)."""
+    job = running_job(h)
+    reply = h.request("alice", p.EVENTS, b"agent:alice@h1", seq=7, events=[])
+    assert reply["seq"] == 7
+    (other,) = h.submit("alice", "sleep 9")
+    h.report("alice", "started", other, 1, time=h.now - 3)
+    assert h.store.get_jobs([other])[0]["started"] == h.now - 3
+    assert refused(h, "bob", p.EVENTS, b"agent:alice@h1", seq=1, events=[]) == (
+        "UNKNOWN_AGENT", "agent connection changed user: register again")
+    assert refused(h, "bob", p.EVENTS, b"agent:bob@h9", seq=1, events=[]) == (
+        "UNKNOWN_AGENT", "agent not registered (server restarted?): register again")
+    assert h.state(job) == "running"
+
+
+def test_reports_about_attempts_that_are_not_the_agents_own(tmp_path):
+    """Catches a report accepted from the user's agent on another host than the attempt's,
+    a late report of an earlier attempt not recorded as stale, and another user's agent
+    ending a cancelled job whose process still holds its slots (x__ours)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        job = running_job(h)
+        h.register("alice", host="h2")
+        h.report("alice", "finished", job, 1, host="h2", exit_code=0)
+        assert h.state(job) == "running"
+        h.request("alice", p.CANCEL, ids=[job])
+        h.register("bob")
+        h.report("bob", "finished", job, 1, exit_code=0)
+        assert h.core.hosts["h1"].slots_used == 1
+        assert h.store.get_jobs([job])[0]["exit_code"] is None
+        again = running_job(h, retries=1)
+        h.request("root", p.ADMIN, command="deactivatehost", arg="h1")
+        h.report("alice", "finished", again, 1, exit_code=None, signal=9,
+                 reason="fenced: lease over")
+        assert (again, 2) in h.runs_to("alice", host="h2")
+        h.report("alice", "finished", again, 1, exit_code=0)
+        assert ("stale", 1, "result of attempt 1 ignored (exit 0)") in story(h, again)
+    finally:
+        h.close()
+
+
+def test_bye_is_not_refused_for_another_users_work_on_the_host(h):
+    """Catches an idle agent kept because another user's job runs on its host (x_bye)."""
+    running_job(h)
+    h.register("bob")
+    assert h.request("bob", p.BYE, b"agent:bob@h1")["bye"] is True
