@@ -315,3 +315,30 @@ def test_explain_names_what_the_roomiest_host_lacks():
     kept.foreign_load = 0.0
     assert why(wide, [kept]) == ("resources: needs 4 slots; hosts that fit have at most 3 "
                                  "free (1 held for reservations on r)")
+
+
+def test_a_one_slot_job_that_does_not_fit_claims_no_host():
+    """Catches one-slot jobs claiming hosts (a claim is for a wide job that starves while
+    narrow ones take each freed slot) (_place_level 55)."""
+    host = make_host("h", 4, used=3, mem_total=8 * GB, mem_available=GB)
+    result = place(index_of([make_job(1, memory=4 * GB)]), [host], {}, now=1000.0,
+                   reserve_after_s=300)
+    assert result.assignments == [] and result.claims == {}
+
+
+def test_normal_jobs_never_take_unused_reserved_slots():
+    """Catches the pass's free slots counting the reserved ones instead of taking them off
+    (HostPool.__init__ 19)."""
+    jobs = [make_job(i) for i in range(1, 5)]
+    result = place(index_of(jobs), [reserved_host(4, 2)], {})
+    assert [j.id for j, _ in result.assignments] == [1, 2]
+    assert place(index_of([make_job(1, cores=3)]), [reserved_host(4, 2)], {}).assignments == []
+
+
+def test_a_pass_stops_when_coded_jobs_and_others_took_every_slot():
+    """Catches the count of free slots left wrong after a job of a reservation took its
+    slots, so the pass went on looking at queues on a full host (take 20, 23)."""
+    coded_jobs = [coded(1), coded(2)]
+    others = [make_job(10 + i, "bob", memory=i * GB) for i in range(1, 11)]     # 10 shapes
+    result = place(index_of(coded_jobs + others), [reserved_host(4, 2)], {})
+    assert len(result.assignments) == 4 and result.examined == 4
