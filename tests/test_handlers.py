@@ -1304,3 +1304,31 @@ def test_bye_is_not_refused_for_another_users_work_on_the_host(h):
     running_job(h)
     h.register("bob")
     assert h.request("bob", p.BYE, b"agent:bob@h1")["bye"] is True
+
+
+def test_stopped_agents_leave_their_host_unknown_with_the_reason(h):
+    """Catches `hq-client cleanup` leaving the host's row without the reason it has no agent
+    (fleet.stop_agent)."""
+    h.register("alice")
+    assert h.request("alice", p.AGENTS, action="stop")["stopped"] == ["h1"]
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("unknown",
+                                                                     "agents stopped")
+
+
+def test_every_user_with_pending_jobs_is_asked_for_agents_in_one_tick(tmp_path):
+    """Catches the users after one without a user-server, or after one whose agents already
+    run everywhere, left unasked until a later tick (fleet.request_agents goes through the
+    users in name order)."""
+    h = CoreHarness(tmp_path, users=("aaron", "ann", "bob"), outside_load=False)
+    try:
+        for user in ("aaron", "bob"):
+            h.hello(user)
+        h.register("aaron")
+        h.submit("aaron", *["sleep 9"] * 5)            # one waits: his agent runs everywhere
+        h.submit("ann", "true")                         # no user-server to ask
+        h.submit("bob", "true")
+        h.turn(tick=True)
+        assert h.messages(p.SPAWN, b"us:bob") == [{"hosts": [{"name": "h1", "address": ""}]}]
+        assert h.messages(p.SPAWN, b"us:aaron") == []
+    finally:
+        h.close()

@@ -220,7 +220,7 @@ def request_agents(core, only_user=None, force=False):
     (users with pending jobs, or `only_user`); returns the host names asked for."""
     asked_for = []
     retry = core.settings.spawn_retry_s
-    for user in [only_user] if only_user else core.pending.users():
+    for user in [only_user] if only_user else sorted(core.pending.users()):
         identity = core.user_servers.get(user)
         if identity is None:
             continue
