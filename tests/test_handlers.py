@@ -1022,6 +1022,7 @@ def test_an_attempt_its_agent_fenced_is_requeued_while_retries_last_else_lost(h)
         h.report("alice", "finished", job, 1, exit_code=None, signal=9, reason=fenced)
     assert ("pending", 1, f"requeued: {fenced} on h1") in story(h, again)
     assert (again, 2) in h.runs_to("alice")
+    assert h.store.get_jobs([again])[0]["reason"] == ""         # the retry runs: no reason
     row = h.store.get_jobs([once])[0]
     assert (row["state"], row["reason"]) == ("lost", f"lost: {fenced} on h1")
     assert story(h, once)[-1] == ("lost", 1, f"{fenced} on h1")
@@ -1117,10 +1118,12 @@ def test_the_end_of_a_cancelled_job_and_the_time_an_agent_reports_are_recorded(h
 def test_the_cluster_state_and_a_reservations_time_survive_a_restart(h, tmp_path):
     """Catches `hq-admin deactivate` not stored (a restarted server runs jobs), `activate`
     not scheduling at once, and a reloaded reservation without its creation time
-    (Core.set_cluster_state, _reservation_loaded)."""
+    (Core.set_cluster_state, _reservation_loaded), and a waiting job's environment not stored
+    (Core.stage_batch)."""
     h.request("root", p.ADMIN, command="deactivate")
     h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 1]], users=["alice"])
     before = h.request("root", p.ADMIN, command="reservations")["reservations"]
+    waiting = h.request("alice", p.SUBMIT, jobs=["true"], env={"A": "1"}, cwd="/tmp")
     h.close()
     again = CoreHarness(tmp_path, outside_load=False)
     try:
@@ -1130,6 +1133,8 @@ def test_the_cluster_state_and_a_reservations_time_survive_a_restart(h, tmp_path
         again.request("root", p.ADMIN, command="activate")
         assert again.state(job) == "dispatched"
         assert again.request("root", p.ADMIN, command="reservations")["reservations"] == before
+        (run,) = again.messages(p.RUN)
+        assert run["envs"][str(waiting["batch"])] == {"A": "1"}
     finally:
         again.close()
 
@@ -1332,3 +1337,35 @@ def test_every_user_with_pending_jobs_is_asked_for_agents_in_one_tick(tmp_path):
         assert h.messages(p.SPAWN, b"us:aaron") == []
     finally:
         h.close()
+
+
+def test_a_users_slots_and_a_hosts_memory_add_up_over_jobs(h):
+    """Catches the slots of a user or the memory held on a host set to the last job's instead
+    of added up, or taken off (lsuser's slots, --mem jobs placed beyond the memory)
+    (Core._hold_slots)."""
+    h.register("alice")
+    jobs = h.submit("alice", *["sleep 9"] * 3, memory=3 << 30)
+    assert [h.state(j) for j in jobs] == ["dispatched", "dispatched", "pending"]
+    assert h.request("alice", p.ADMIN, command="lsuser")["user"]["slots_used"] == 2
+
+
+def test_each_transition_is_logged_with_its_host_and_each_end_pushed_to_the_user_server(h):
+    """Catches events recorded without the attempt's host or with a made-up detail, and the
+    ENDED push (which wakes waiting clients) not sent (Core._transition's event and
+    listeners)."""
+    h.hello("alice")
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0)
+    events = [(e["state"], e["host"], e["detail"]) for e in h.store.job_events([job])]
+    assert events[:2] == [("pending", None, "submitted"), ("dispatched", "h1", "")]
+    batch = h.store.get_jobs([job])[0]["batch"]
+    assert h.messages(p.ENDED, b"us:alice") == [{"jobs": [[job, "done", 0, batch]]}]
+
+
+def test_a_later_chunk_of_a_streamed_submission_grows_its_batch(h):
+    """Catches the size of a batch not grown by its later chunks (`hq-submit -` streams long
+    inputs in chunks) (Core.stage_batch)."""
+    first = h.request("alice", p.SUBMIT, jobs=["true", "true"], env={}, cwd="/tmp")
+    h.request("alice", p.SUBMIT, jobs=["true"] * 3, env={}, cwd="/tmp", batch=first["batch"])
+    (row,) = h.store.query("SELECT size FROM batches WHERE id = ?", (first["batch"],))
+    assert row["size"] == 5

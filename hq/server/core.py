@@ -36,7 +36,6 @@ class Attempt:
     cores: int
     memory: int
     reservation: str
-    since: float                # when it was dispatched (or reloaded after a restart)
     sent: float = None          # when its RUN left (after the commit that recorded it)
 
     @property
@@ -112,7 +111,7 @@ class Core:
         self.make_live(rows, store, now)
         for job in self.jobs.values():
             if job.state in (DISPATCHED, RUNNING):
-                self._hold_slots(job, job.host, now).sent = now
+                self._hold_slots(job, job.host).sent = now
         return len(rows)
 
     def make_live(self, rows, store, now):
@@ -316,11 +315,11 @@ class Core:
         """A new attempt of `job` on a host: its slots are held from now on."""
         job.attempt += 1
         self.set_state(job, DISPATCHED, now, host=host_name, attempt=job.attempt, reason="")
-        return self._hold_slots(job, host_name, now)
+        return self._hold_slots(job, host_name)
 
-    def _hold_slots(self, job, host_name, now):
+    def _hold_slots(self, job, host_name):
         held = Attempt(job.id, job.attempt, host_name, job.user, job.cores, job.memory,
-                       job.reservation, now)
+                       job.reservation)
         self.attempts[held.key] = held
         self.unsent.append(held)
         self.on_host[host_name].add(held.key)
