@@ -748,7 +748,9 @@ def test_a_stale_started_report_is_recorded_and_its_process_killed(h):
     assert h.state(job) == "running"
     h.report("alice", "started", job, 2, pid=6)      # sent again (its ack was lost): kept
     assert h.state(job) == "running"
-    assert h.messages(p.KILL, b"agent:alice@h1")[-1] == {"jobs": [[job, 1]]}
+    assert h.messages(p.KILL, b"agent:alice@h1") == [{"jobs": [[job, 1]]}]
+    h.report("alice", "started", job, 1, pid=5)      # the old one again, while 2 runs
+    assert h.messages(p.KILL, b"agent:alice@h1") == [{"jobs": [[job, 1]]}] * 2
 
 
 def test_a_failed_dependency_is_recorded_on_each_dependent(h):
