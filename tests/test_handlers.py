@@ -8,6 +8,7 @@ import time
 import pytest
 
 from hq import protocol as p
+from hq.config import HostEntry
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
 from hq.server import fleet, handlers
 from hq.server.core import UNKNOWN_OUTCOME
@@ -1371,3 +1372,47 @@ def test_a_later_chunk_of_a_streamed_submission_grows_its_batch(h):
     h.request("alice", p.SUBMIT, jobs=["true"] * 3, env={}, cwd="/tmp", batch=first["batch"])
     (row,) = h.store.query("SELECT size FROM batches WHERE id = ?", (first["batch"],))
     assert row["size"] == 5
+
+
+def test_a_restarted_server_knows_its_hosts_as_they_were(tmp_path):
+    """Catches a host's row read back wrong after a restart: address, slots, groups, state,
+    facts, the last metrics and when they came, an unreachable host's reason, or a host that
+    was up counted as up before its agents come back (core.host_from_row)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    h.store.add_hosts([HostEntry("h2", 3, ("big", "gpu"), "10.0.0.2"), HostEntry("h3", 2)])
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    metrics = {"load1": 1.5, "load5": 2.5, "load15": 3.5, "cpu_percent": 40.0,
+               "mem_available": 5 << 30, "foreign_load": 0.5}
+    h.register("alice", host="h2", cores=6, memory=16 << 30, **metrics)
+    h.request("root", p.ADMIN, command="deactivatehost", arg="h2")
+    h.request("alice", p.UNREACHABLE, host="h3", reason="ssh: refused")
+    shown = {n: h.request("root", p.ADMIN, command="hostinfo", arg=n)["host"] for n in ("h2", "h3")}
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        for name, before in shown.items():
+            after = again.request("root", p.ADMIN, command="hostinfo", arg=name)["host"]
+            kept = {k: v for k, v in before.items()
+                    if k not in ("status", "agents", "heartbeat_age", "slots_used")}
+            assert {k: after[k] for k in kept} == kept, name
+        assert again.core.hosts["h2"].status == "down"
+        assert again.core.hosts["h3"].status == "unknown"
+        assert shown["h2"]["groups"] == ["big", "gpu"] and shown["h2"]["load15"] == 3.5
+    finally:
+        again.close()
+
+
+def test_output_paths_get_the_job_the_array_index_and_the_batch(h):
+    """Catches %j, %a or %A of --output paths not replaced, replaced by the wrong value, or
+    %a replaced in a job that is not part of an array (core.job_path)."""
+    h.register("alice")
+    pattern = {"stdout": "o.%A.%a.%j", "stderr": "e.%j.%a"}
+    array = h.request("alice", p.SUBMIT, jobs=[{"command": "true", "array_index": 3}],
+                      defaults=pattern, env={}, cwd="/tmp")
+    plain = h.request("alice", p.SUBMIT, jobs=["true"], defaults=pattern, env={}, cwd="/tmp")
+    (a,), (b,) = array["ids"], plain["ids"]
+    runs = {j["id"]: j for run in h.messages(p.RUN) for j in run["jobs"]}
+    assert (runs[a]["stdout"], runs[a]["stderr"]) == (f"o.{array['batch']}.3.{a}", f"e.{a}.3")
+    assert (runs[b]["stdout"], runs[b]["stderr"]) == ("o.%A.%a." + str(b), f"e.{b}.%a")
+    assert h.store.get_jobs([a])[0]["stdout"] == f"o.{array['batch']}.3.{a}"
