@@ -1416,3 +1416,40 @@ def test_output_paths_get_the_job_the_array_index_and_the_batch(h):
     assert (runs[a]["stdout"], runs[a]["stderr"]) == (f"o.{array['batch']}.3.{a}", f"e.{a}.3")
     assert (runs[b]["stdout"], runs[b]["stderr"]) == ("o.%A.%a." + str(b), f"e.{b}.%a")
     assert h.store.get_jobs([a])[0]["stdout"] == f"o.{array['batch']}.3.{a}"
+
+
+def test_a_new_agent_replaces_its_predecessor_and_an_admins_takes_over_the_metrics(h):
+    """Catches a registering agent's predecessor kept (its messages still accepted), a new
+    agent on a host already up not scheduling its user's waiting jobs at once, an admin's
+    agent not taking over the host's metrics from a user's, and the note on a conflicting
+    report of facts in bytes instead of MB (fleet.agent_registered, _take_facts)."""
+    h.register("bob", memory=8 << 30)
+    (job,) = h.submit("alice", "sleep 9")
+    assert h.state(job) == "pending"
+    h.request("alice", p.REGISTER, b"agent:alice@h1#1", host="h1", cores=4,
+              memory_total=2 << 30)
+    assert h.state(job) == "dispatched"
+    assert h.core.hosts["h1"].facts_note == ("agent of alice reports 4 cores, 2048 MB; kept 4 "
+                                             "cores, 8192 MB from bob")
+    h.request("alice", p.REGISTER, b"agent:alice@h1#2", host="h1", cores=4)
+    with pytest.raises(HQError) as gone:
+        h.request("alice", p.HEARTBEAT, b"agent:alice@h1#1")
+    assert gone.value.code == "UNKNOWN_AGENT"
+    h.register("root")
+    h.heartbeat("bob", load1=7.0)
+    h.heartbeat("root", load1=1.0)
+    h.heartbeat("bob", load1=7.0)
+    assert h.core.hosts["h1"].load1 == 1.0
+
+
+def test_metrics_are_sampled_once_a_minute_with_the_process_count(h):
+    """Catches the host_metrics samples (lscluster's history) taken at every heartbeat or
+    never, at exactly the interval refused, or without the number of processes (or with a
+    count that is no count) (fleet._sample_metrics)."""
+    h.register("alice", nprocs=0)
+    start = h.now
+    for after, nprocs in ((30, 5), (60, 7), (61, -1), (120, "x"), (180, 1 << 31)):
+        h.at(start + after).heartbeat("alice", nprocs=nprocs)
+    rows = h.store.query("SELECT time, nprocs FROM host_metrics ORDER BY time")
+    assert [(r["time"] - start, r["nprocs"]) for r in rows] == [(0, 0), (60, 7), (120, None),
+                                                                  (180, None)]
