@@ -307,6 +307,8 @@ def test_after_a_cancelled_or_lost_parent_fails_the_child(h):
         ("failed", "dependency")]
     (late,) = h.submit("alice", "true", depends_on=str(cancelled_parent))
     assert h.store.get_jobs([late])[0]["reason"] == "dependency"     # already ended
+    assert story(h, late)[-1] == ("failed", 0, f"dependency: job {cancelled_parent} ended "
+                                               "cancelled")
     (after_done,) = h.submit("alice", "true", depends_on=str(done_parent))
     assert h.state(after_done) == "dispatched"
 
