@@ -1381,12 +1381,14 @@ def test_a_restarted_server_knows_its_hosts_as_they_were(tmp_path):
     facts, the last metrics and when they came, an unreachable host's reason, or a host that
     was up counted as up before its agents come back (core.host_from_row)."""
     h = CoreHarness(tmp_path, outside_load=False)
-    h.store.add_hosts([HostEntry("h2", 3, ("big", "gpu"), "10.0.0.2"), HostEntry("h3", 2)])
+    h.store.add_hosts([HostEntry("h2", 3, ("big", "gpu"), "10.0.0.2"), HostEntry("h3", 2),
+                       HostEntry("h4", 0)])
     h.close()
     h = CoreHarness(tmp_path, outside_load=False)
     metrics = {"load1": 1.5, "load5": 2.5, "load15": 3.5, "cpu_percent": 40.0,
                "mem_available": 5 << 30, "foreign_load": 0.5}
     h.register("alice", host="h2", cores=6, memory=16 << 30, **metrics)
+    h.register("alice", host="h4", cores=6)
     h.request("root", p.ADMIN, command="deactivatehost", arg="h2")
     h.request("alice", p.UNREACHABLE, host="h3", reason="ssh: refused")
     shown = {n: h.request("root", p.ADMIN, command="hostinfo", arg=n)["host"] for n in ("h2", "h3")}
@@ -1398,9 +1400,13 @@ def test_a_restarted_server_knows_its_hosts_as_they_were(tmp_path):
             kept = {k: v for k, v in before.items()
                     if k not in ("status", "agents", "heartbeat_age", "slots_used")}
             assert {k: after[k] for k in kept} == kept, name
+        h2 = again.request("root", p.ADMIN, command="hostinfo", arg="h2")["host"]
+        assert (h2["address"], h2["max_slots"], h2["groups"], h2["in_config"], h2["state"],
+                h2["cores"], h2["memory_total"], h2["os"], h2["load15"]) == (
+            "10.0.0.2", 3, ["big", "gpu"], False, "inactive", 6, 16 << 30, "Linux", 3.5)
         assert again.core.hosts["h2"].status == "down"
         assert again.core.hosts["h3"].status == "unknown"
-        assert shown["h2"]["groups"] == ["big", "gpu"] and shown["h2"]["load15"] == 3.5
+        assert again.core.hosts["h4"].slots == 6              # '-' in cluster.tab: its cores
     finally:
         again.close()
 
