@@ -1461,3 +1461,17 @@ def test_metrics_are_sampled_once_a_minute_with_the_process_count(h):
     rows = h.store.query("SELECT time, nprocs FROM host_metrics ORDER BY time")
     assert [(r["time"] - start, r["nprocs"]) for r in rows] == [(0, 0), (60, 7), (120, None),
                                                                   (180, None)]
+
+
+def test_a_hosts_row_gets_heartbeat_metrics_at_most_every_30_s_and_only_sane_ones(h):
+    """Catches a host's row written at every heartbeat (an fsync per turn with thousands of
+    agents) or a turn late, and metrics refused or let through at the wrong bounds (a load of
+    0, memory beyond 4 GiB, numbers of 2**62 and more) (fleet.host_seen)."""
+    h.register("alice", load1=1.0)
+    start = h.now
+    h.at(start + 29.9).heartbeat("alice", load1=2.0)
+    assert host_row(h)["load1"] == 1.0
+    h.at(start + 30).heartbeat("alice", load1=0.0, mem_available=8 << 30)
+    assert (host_row(h)["load1"], host_row(h)["last_seen"]) == (0.0, start + 30)
+    h.heartbeat("alice", mem_available=1 << 62)
+    assert h.core.hosts["h1"].mem_available == 8 << 30
