@@ -960,6 +960,7 @@ def test_reload_keeps_known_hosts_with_their_agents_and_adds_new_ones_in_their_s
         h.request("root", p.ADMIN, command="reload")
         assert [h.state(i) for i in ids] == ["dispatched"] * 6
         assert h.core.hosts["h2"].state == "inactive"
+        assert h.request("root", p.ADMIN, command="hostinfo", arg="h2")["host"]["name"] == "h2"
     finally:
         h.close()
 
@@ -1407,6 +1408,11 @@ def test_a_restarted_server_knows_its_hosts_as_they_were(tmp_path):
         assert again.core.hosts["h2"].status == "down"
         assert again.core.hosts["h3"].status == "unknown"
         assert again.core.hosts["h4"].slots == 6              # '-' in cluster.tab: its cores
+        h3 = again.request("root", p.ADMIN, command="hostinfo", arg="h3")["host"]
+        assert [h3[k] for k in ("cores", "memory_total", "os", "load1", "load5", "load15",
+                                "cpu_percent", "mem_available", "foreign_load",
+                                "status_reason")] == [0, 0, "", 0, 0, 0, 0, 0, 0,
+                                                      "alice: ssh: refused"]
     finally:
         again.close()
 
