@@ -38,7 +38,8 @@ test-fast: all
 # Mutation testing (mutmut, configured in pyproject.toml [tool.mutmut]) of the modules that hold
 # hq's invariants, driven by their fast unit tests only; then the score per module (see
 # docs/mutation.md). MUTANTS chooses (mutmut's names, globs allowed), JOBS the workers. Results
-# stay in mutants/: a second run checks only what changed. Needs mutmut (requirements.txt).
+# stay in mutants/ (the run's output in mutants.log); each run checks every mutant MUTANTS names
+# again (mutmut re-runs the names it is given). Needs mutmut (requirements.txt).
 MUTANTS ?= 'hq.model.*' 'hq.server.scheduler.*' 'hq.server.core.*' 'hq.server.fleet.*' \
 	'hq.server.handlers.x_*' 'hq.server.handlers.agent.*' 'hq.protocol.x_decode_*' \
 	'hq.protocol.x__finite_*' 'hq.protocol.x__no_constant_*' 'hq.protocol.x__has_lone_surrogate_*'

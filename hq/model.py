@@ -115,7 +115,6 @@ class Host:
     foreign_load: float = 0.0   # cores busy with processes outside hq jobs (agent-measured)
     last_seen: float = None
     status_reason: str = ""     # why the host is down or unreachable
-    down_since: float = None    # when it went silent; its jobs are requeued after a grace
     slots_used: int = 0
     mem_reserved: int = 0       # memory asked for by the hq jobs placed here
     reserved: dict = field(default_factory=dict)       # reservation code -> slots held back

@@ -44,10 +44,13 @@ class CoreHarness:
         return None
 
     def turn(self, tick=False):
-        """The end of a loop turn: the tick (if asked), a scheduling pass and the commit."""
+        """The end of a loop turn: the tick (if asked: liveness, awaited results, asking for
+        agents, as hq.server.loop's tick), a scheduling pass and the commit."""
         core = self.core
         if tick:
             fleet.check_liveness(core, core.now)
+            core.release_awaited(core.now)
+            fleet.request_agents(core)
         if core.changed or tick:
             core.changed = False
             dispatch.schedule(core)
@@ -81,9 +84,9 @@ class CoreHarness:
         return self.request(user, p.EVENTS, f"agent:{user}@{host}".encode(), seq=1,
                             events=[event])
 
-    def submit(self, user, *commands, **defaults):
+    def submit(self, user, *commands, hold=False, **defaults):
         reply = self.request(user, p.SUBMIT, jobs=list(commands), defaults=defaults, env={},
-                             cwd="/tmp")
+                             cwd="/tmp", hold=hold)
         return reply["ids"]
 
     # -- looking ---------------------------------------------------------------------------

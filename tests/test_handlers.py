@@ -3,11 +3,15 @@ request changes, records and sends (tests/core_harness.py drives the core as the
 
 Each test names in its docstring the bug it catches."""
 
+import time
+
 import pytest
 
 from hq import protocol as p
+from hq.config import HostEntry
 from hq.errors import BAD_REQUEST, PERMISSION_DENIED, UNKNOWN_JOB, HQError
-from hq.server import fleet
+from hq.server import fleet, handlers
+from hq.server.core import UNKNOWN_OUTCOME
 from tests.core_harness import CoreHarness
 
 
@@ -154,7 +158,9 @@ def test_a_lost_host_requeues_while_retries_last_else_the_job_is_lost(h):
 
 
 def test_a_late_report_of_an_earlier_attempt_never_ends_the_current_one(h):
-    """Issue 14: catches job_finished ignoring the attempt number."""
+    """Issue 14: a job's end counts once. Catches job_finished ignoring the attempt number
+    (attempt 1's late `done` ended attempt 2's run). Checked by dropping `job.attempt !=
+    attempt` from Core.job_finished's stale test: the job ends `done` at the late report."""
     job = running_job(h, retries=2)
     h.at(h.now + 7).turn(tick=True)
     h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
@@ -169,7 +175,9 @@ def test_a_late_report_of_an_earlier_attempt_never_ends_the_current_one(h):
 
 
 def test_an_agent_cannot_report_another_users_job(h):
-    """Issue 14: catches an ownership check that always answers yes."""
+    """Issue 14: an agent reports only its own user's jobs. Catches an ownership check that
+    always answers yes. Checked with `return True` at the top of handlers/agent._ours: bob's
+    agent ends alice's job."""
     job = running_job(h)
     h.register("bob")
     h.report("bob", "finished", job, 1, exit_code=0)
@@ -299,6 +307,8 @@ def test_after_a_cancelled_or_lost_parent_fails_the_child(h):
         ("failed", "dependency")]
     (late,) = h.submit("alice", "true", depends_on=str(cancelled_parent))
     assert h.store.get_jobs([late])[0]["reason"] == "dependency"     # already ended
+    assert story(h, late)[-1] == ("failed", 0, f"dependency: job {cancelled_parent} ended "
+                                               "cancelled")
     (after_done,) = h.submit("alice", "true", depends_on=str(done_parent))
     assert h.state(after_done) == "dispatched"
 
@@ -741,7 +751,9 @@ def test_a_stale_started_report_is_recorded_and_its_process_killed(h):
     assert h.state(job) == "running"
     h.report("alice", "started", job, 2, pid=6)      # sent again (its ack was lost): kept
     assert h.state(job) == "running"
-    assert h.messages(p.KILL, b"agent:alice@h1")[-1] == {"jobs": [[job, 1]]}
+    assert h.messages(p.KILL, b"agent:alice@h1") == [{"jobs": [[job, 1]]}]
+    h.report("alice", "started", job, 1, pid=5)      # the old one again, while 2 runs
+    assert h.messages(p.KILL, b"agent:alice@h1") == [{"jobs": [[job, 1]]}] * 2
 
 
 def test_a_failed_dependency_is_recorded_on_each_dependent(h):
@@ -803,3 +815,697 @@ def test_a_run_that_never_reached_its_agent_uses_up_no_retry(h):
     h.core.reconcile("h1", "alice", set(), sent + 10, grace=5)
     h.turn()
     assert h.state(ran) == "lost"
+
+
+# -- hosts and agents (hq/server/fleet.py), written against mutants that survived make mutate --
+def host_row(h, name="h1"):
+    return next(r for r in h.store.load_hosts() if r["name"] == name)
+
+
+def metrics_reporter(h, users):
+    """Whose heartbeats give h1's metrics: each of `users` reports its own load1, in this order
+    (a host without a reporter would take the last one)."""
+    for number, user in enumerate(users, 1):
+        h.heartbeat(user, load1=float(number))
+    return users[int(h.core.hosts["h1"].load1) - 1]
+
+
+def test_when_the_reporting_agent_leaves_an_admins_agent_then_the_oldest_reports(tmp_path):
+    """Catches the next reporter of a host's metrics chosen by name, by registration order of
+    the user instead of the agent (alice's agent restarted: it is now the youngest), with
+    admins last or not first, none at all (every agent's load taken, the last wins) or the
+    leaver kept (nobody's); and the host's row not saying why it has no agent left
+    (fleet._next_reporter, _registered, agent_forgotten, agent_left)."""
+    h = CoreHarness(tmp_path, users=("alice", "bob", "carol"), outside_load=False)
+    try:
+        h.core.users_configured([("ops", ["USER", "ADMIN"])])
+        for step, user in enumerate(("root", "alice", "carol", "bob", "ops", "alice")):
+            h.at(1000.0 + step).register(user)
+        order = ["ops", "carol", "bob", "alice"]
+        for leaver, expected in (("root", "ops"), ("ops", "carol"), ("carol", "bob")):
+            assert h.request(leaver, p.BYE, f"agent:{leaver}@h1".encode())["bye"] is True
+            order.remove(leaver) if leaver in order else None
+            assert metrics_reporter(h, order) == expected, leaver
+        for leaver in ("bob", "alice"):
+            h.request(leaver, p.BYE, f"agent:{leaver}@h1".encode())
+        assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("unknown",
+                                                                         "no agent: idle")
+    finally:
+        h.close()
+
+
+
+def test_a_silent_agent_is_asked_for_again_at_once_and_only_its_users_jobs_requeued(h):
+    """Catches an agent gone at exactly 3 heartbeats of silence, its user's agent not asked
+    for again at once (SPAWN held back by the retry delay, or asked of the users with pending
+    jobs instead), and another user's jobs on the host requeued with the silent agent's
+    (fleet.agent_gone, check_liveness)."""
+    h.hello("alice")
+    h.hello("bob")
+    (first,) = h.submit("alice", "true")
+    h.turn(tick=True)                       # no agent yet: alice's user-server is asked
+    assert len(h.messages(p.SPAWN, b"us:alice")) == 1
+    alice = running_job(h)
+    bob = running_job(h, user="bob")
+    start = h.now
+    h.at(start + 3).heartbeat("bob", running=[(bob, 1)])
+    h.at(start + 6).turn(tick=True)         # exactly 3 heartbeats: not yet gone
+    assert "alice" in h.core.hosts["h1"].agents
+    h.at(start + 6).heartbeat("bob", running=[(bob, 1)])
+    h.at(start + 6.5).turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents
+    spawns = h.messages(p.SPAWN, b"us:alice")
+    assert len(spawns) == 2 and [s["name"] for s in spawns[-1]["hosts"]] == ["h1"]
+    for t in (10, 14, 16.5):
+        h.at(start + t).heartbeat("bob", running=[(bob, 1)])
+    h.turn(tick=True)                       # the grace is over
+    assert [h.state(j) for j in (first, alice, bob)] == ["pending", "pending", "running"]
+    assert h.messages(p.SPAWN, b"us:bob") == []
+
+
+def test_a_down_host_and_its_requeued_jobs_say_why_in_their_rows(h):
+    """Catches the down host's row not written or without its reason, the time in the reason
+    wrong, and a requeued job's reason not naming its host's (fleet.host_down, agent_gone,
+    check_liveness)."""
+    job = running_job(h)
+    silent = f"silent since {time.ctime(h.now)}"
+    h.at(h.now + 7).turn(tick=True)
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("down", silent)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.store.get_jobs([job])[0]["reason"] == f"requeued: host h1 {silent}"
+
+
+def test_agents_are_asked_for_on_active_hosts_and_again_after_the_retry_delay(tmp_path):
+    """Catches SPAWN asking for agents on an inactive host or for users without pending jobs,
+    a host's address missing from it, and the retry delay (spawn_retry_s) not kept or kept
+    one turn too long; and, after an agent left (BYE), new work waiting for that delay before
+    its agent is asked for again (fleet.request_agents, agent_left)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        h.request("root", p.ADMIN, command="deactivatehost", arg="h2")
+        h.hello("alice")
+        h.hello("bob")
+        h.submit("alice", "true")
+        h.turn(tick=True)
+        assert h.messages(p.SPAWN, b"us:alice") == [{"hosts": [{"name": "h1", "address": ""}]}]
+        retry = h.core.settings.spawn_retry_s
+        h.at(h.now + retry - 0.1).turn(tick=True)
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 1
+        h.at(h.now + 0.1).turn(tick=True)
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 2
+        assert h.messages(p.SPAWN, b"us:bob") == []
+        h.register("alice")
+        h.report("alice", "finished", h.runs_to("alice")[0][0], 1, exit_code=0)
+        assert h.request("alice", p.BYE, b"agent:alice@h1")["bye"] is True
+        h.submit("alice", "true")
+        h.turn(tick=True)                   # at once, within the retry delay
+        assert len(h.messages(p.SPAWN, b"us:alice")) == 3
+    finally:
+        h.close()
+
+
+def test_after_a_restart_agents_are_awaited_3_heartbeats_then_asked_for(h, tmp_path):
+    """Catches a restarted server asking for agents before the 3 heartbeats it gives them to
+    come back, or asking nobody (or the users with pending jobs) then; the host down at
+    exactly 3 heartbeats, or its reason's time wrong (fleet.check_liveness after
+    expect_agents)."""
+    running_job(h)
+    h.close()
+    server = CoreHarness(tmp_path, outside_load=False)
+    try:
+        start = h.now + 100
+        server.at(start)
+        fleet.expect_agents(server.core, start)
+        server.hello("alice")
+        server.at(start + 5.9).turn(tick=True)
+        assert server.messages(p.SPAWN) == []
+        server.at(start + 6).turn(tick=True)
+        assert server.core.hosts["h1"].status == "up"
+        assert server.messages(p.SPAWN) == [{"hosts": [{"name": "h1", "address": ""}]}]
+        server.at(start + 6.1).turn(tick=True)
+        row = host_row(server)
+        assert (row["status"], row["status_reason"]) == ("down",
+                                                         f"silent since {time.ctime(start)}")
+    finally:
+        server.close()
+
+
+def test_an_agent_that_cannot_be_reached_keeps_its_lease_before_its_jobs_are_requeued(h):
+    """Catches a route lost to an agent (undeliverable) not recorded as the host's reason,
+    its jobs requeued before its lease (3 heartbeats after it was last heard) and the grace
+    are over, and a lost route to one user-server forgetting another's (fleet.undeliverable)."""
+    h.hello("alice")
+    h.hello("bob")
+    job = running_job(h)
+    h.at(h.now + 2).heartbeat("alice", running=[(job, 1)])
+    lease_end = h.now + 3 * h.core.settings.heartbeat_s
+    h.at(h.now + 1)
+    fleet.undeliverable(h.core, b"agent:alice@h1", h.now)
+    h.turn()
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("down",
+                                                                     "cannot be reached")
+    grace = h.core.settings.requeue_grace_s
+    h.at(lease_end + grace - 0.1).turn(tick=True)
+    assert h.state(job) == "running"
+    h.at(lease_end + grace).turn(tick=True)
+    assert h.state(job) == "pending"
+    fleet.undeliverable(h.core, b"us:bob", h.now)
+    assert h.core.user_servers == {"alice": b"us:alice"}
+
+
+def test_reload_keeps_known_hosts_with_their_agents_and_adds_new_ones_in_their_state(tmp_path):
+    """Catches `hq-admin reload` replacing a known host (its agents forgotten), a new host's
+    state from cluster.tab ignored, and more slots not used at once (fleet.configure_hosts)."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "cluster.tab").write_text("h1\t6\t-\t127.0.0.1\nh2\t4\t-\t127.0.0.1\tinactive\n")
+    (etc / "users").write_text("alice USER\nbob USER\n")
+    h = CoreHarness(tmp_path, outside_load=False, etc=str(etc))
+    try:
+        h.register("alice")
+        ids = h.submit("alice", *["sleep 9"] * 6)
+        assert [h.state(i) for i in ids].count("pending") == 2
+        h.request("root", p.ADMIN, command="reload")
+        assert [h.state(i) for i in ids] == ["dispatched"] * 6
+        assert h.core.hosts["h2"].state == "inactive"
+        assert h.request("root", p.ADMIN, command="hostinfo", arg="h2")["host"]["name"] == "h2"
+    finally:
+        h.close()
+
+
+def test_an_unreachable_hosts_reason_is_stored_and_cut_to_its_column(h):
+    """Catches the reason of UNREACHABLE not written to the host's row, or not cut to the
+    column's 255 characters (fleet.host_unreachable)."""
+    h.request("alice", p.UNREACHABLE, host="h1", reason="x" * 300)
+    assert host_row(h)["status_reason"] == ("alice: " + "x" * 300)[:255]
+
+
+# -- the core (hq/server/core.py), written against mutants that survived make mutate ------------
+def requeued_while_cut_off(h, *jobs):
+    """Jobs running on h1 whose agent went silent: requeued after the grace, no agent left."""
+    h.at(h.now + 7).turn(tick=True)
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert [h.state(j) for j in jobs] == ["pending"] * len(jobs)
+
+
+def test_an_attempt_that_ended_where_it_ran_while_requeued_counts_and_is_not_run_again(h):
+    """Catches a retry sent while the returning agent is about to report the attempt's end
+    (it would run twice), that report not counting (the job kept pending, or recorded without
+    its host, with a reason, or with the event's text lost), and the wait shorter than 10 s
+    (Core.await_result, job_finished, attempt_gone)."""
+    job = running_job(h)
+    requeued_while_cut_off(h, job)
+    h.register("alice", reported=[[job, 1]])
+    since = h.now
+    h.at(since + 5).heartbeat("alice")
+    h.at(since + 9.9).turn(tick=True)
+    assert h.runs_to("alice") == [(job, 1)] and h.state(job) == "pending"
+    h.report("alice", "finished", job, 1, exit_code=0, time=h.now - 20)
+    row = h.store.get_jobs([job])[0]
+    assert (row["state"], row["attempt"], row["host"], row["reason"], row["exit_code"]) == (
+        "done", 1, "h1", "", 0)
+    assert ("dispatched", 1, "attempt 1 ended on h1 before its requeue was known there: its "
+            "result counts, no retry") in story(h, job)
+    assert h.runs_to("alice") == [(job, 1)]
+
+
+def test_a_retry_waits_for_the_returning_agents_report_until_it_comes_or_10_s_pass(h):
+    """Catches a retry held for good (or not at all) when the awaited report says the outcome
+    is unknown, or when no report comes within 10 s (Core._stop_awaiting, release_awaited,
+    job_finished)."""
+    unknown, silent = running_job(h), running_job(h)
+    requeued_while_cut_off(h, unknown, silent)
+    h.register("alice", reported=[[unknown, 1], [silent, 1]])
+    since = h.now
+    h.report("alice", "finished", unknown, 1, exit_code=None, error=UNKNOWN_OUTCOME)
+    assert (unknown, 2) in h.runs_to("alice") and h.state(unknown) == "dispatched"
+    h.at(since + 5).heartbeat("alice", running=[(unknown, 2)])
+    h.at(since + 9.9).turn(tick=True)
+    assert (silent, 2) not in h.runs_to("alice")
+    h.at(since + 10).turn(tick=True)
+    assert (silent, 2) in h.runs_to("alice")
+
+
+def test_an_attempt_its_agent_fenced_is_requeued_while_retries_last_else_lost(h):
+    """Catches the agent's report that it killed an attempt at the end of its lease ignored
+    (the job kept running for good) or counted as the job's end, and the loss recorded
+    without its reason (Core.attempt_fenced, attempt_gone)."""
+    again, once = running_job(h, retries=1), running_job(h, retries=0)
+    fenced = "fenced: no answer from hq-server within the lease (11s)"
+    for job in (again, once):
+        h.report("alice", "finished", job, 1, exit_code=None, signal=9, reason=fenced)
+    assert ("pending", 1, f"requeued: {fenced} on h1") in story(h, again)
+    assert (again, 2) in h.runs_to("alice")
+    assert h.store.get_jobs([again])[0]["reason"] == ""         # the retry runs: no reason
+    row = h.store.get_jobs([once])[0]
+    assert (row["state"], row["reason"]) == ("lost", f"lost: {fenced} on h1")
+    assert story(h, once)[-1] == ("lost", 1, f"{fenced} on h1")
+
+
+def test_each_waiting_job_in_a_listing_gets_its_own_reason(tmp_path):
+    """Catches the reasons of a listing shared between jobs of different shapes, computed
+    without the outside load setting, or missing (Core.waiting_reason with its memo)."""
+    h = CoreHarness(tmp_path)                       # outside load counted (the default)
+    try:
+        h.register("alice")
+        h.heartbeat("alice", foreign_load=2.0)
+        ids = h.submit("alice", "sleep 9", "sleep 9", "sleep 9", "sleep 9")
+        (wide,) = h.submit("alice", "sleep 9", cores=2)
+        reasons = {j["id"]: j.get("reason") for j in h.request("alice", p.LIST)["jobs"]}
+        held = " free (2 taken by outside load on h1)"
+        assert [reasons[i] for i in ids[2:] + [wide]] == [
+            "resources: needs 1 slots; hosts that fit have at most 0" + held,
+            "resources: needs 1 slots; hosts that fit have at most 0" + held,
+            "resources: needs 2 slots; hosts that fit have at most 0" + held]
+    finally:
+        h.close()
+
+
+def test_a_child_submitted_as_its_parent_ends_follows_how_it_ended(h):
+    """Catches a child whose submission is committed in the turn its parent ends failed with
+    `ended unknown` instead of running (Core._release_dependents' just_ended)."""
+    parent = running_job(h)
+    submit = {"req": 1, "jobs": ["true"], "defaults": {"depends_on": str(parent)}, "env": {},
+              "cwd": "/tmp"}
+    handlers.handle(h.core, handlers.Peer(b"us:alice", "alice"), p.SUBMIT, submit)
+    events = {"seq": 1, "events": [{"type": "finished", "job": parent, "attempt": 1,
+                                    "time": h.now, "exit_code": 0}]}
+    handlers.handle(h.core, handlers.Peer(b"agent:alice@h1", "alice"), p.EVENTS, events)
+    h.turn()
+    h.turn()
+    assert [h.state(j) for j in (parent, parent + 1)] == ["done", "dispatched"]
+
+
+def test_a_child_of_two_parents_waits_for_both_and_a_held_child_runs_when_released(h):
+    """Catches a child started when the first of its two parents is done, and a held child
+    whose parent is done never started once released (Core._release_dependents)."""
+    first, second = running_job(h), running_job(h)
+    (child,) = h.submit("alice", "true", depends_on=f"{first},{second}")
+    (held,) = h.submit("alice", "true", depends_on=str(first), hold=True)
+    h.report("alice", "finished", first, 1, exit_code=0)
+    assert (h.state(child), h.state(held)) == ("pending", "held")
+    h.request("alice", p.RELEASE, ids=[held])
+    assert h.state(held) == "dispatched"
+    h.report("alice", "finished", second, 1, exit_code=0)
+    assert h.state(child) == "dispatched"
+
+
+def test_slots_and_memory_come_back_exactly_when_an_attempt_ends(h):
+    """Catches a cancelled job's slots given back without a scheduling pass (the waiting job
+    started only at the next change), and memory or reserved slots not given back exactly
+    (Core.free_slots)."""
+    h.register("alice")
+    jobs = h.submit("alice", *["sleep 9"] * 5)
+    h.request("alice", p.CANCEL, ids=[jobs[0]])
+    assert h.state(jobs[4]) == "pending"
+    h.report("alice", "finished", jobs[0], 1, exit_code=None, signal=15)
+    assert h.state(jobs[4]) == "dispatched"
+    for job in jobs[1:]:
+        h.report("alice", "finished", job, 1, exit_code=0)
+    (big,) = h.submit("alice", "sleep 9", memory=8 << 30)
+    (second,) = h.submit("alice", "sleep 9", memory=8 << 30)
+    assert h.state(second) == "pending"
+    h.report("alice", "finished", big, 1, exit_code=0)
+    assert h.state(second) == "dispatched"
+    h.report("alice", "finished", second, 1, exit_code=0)
+    code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 2]],
+                     users=["alice"])["code"]
+    (coded,) = h.submit("alice", "sleep 9", cores=2, reservation=code)
+    h.report("alice", "finished", coded, 1, exit_code=0)
+    (again,) = h.submit("alice", "sleep 9", cores=2, reservation=code)
+    assert h.state(again) == "dispatched"
+
+
+def test_the_end_of_a_cancelled_job_and_the_time_an_agent_reports_are_recorded(h):
+    """Catches a cancelled job's exit code (reported when its process ended) not recorded, and
+    a job's end time taken from the server's clock instead of the agent's report
+    (Core._late_result, job_finished)."""
+    cancelled = running_job(h)
+    h.request("alice", p.CANCEL, ids=[cancelled])
+    h.report("alice", "finished", cancelled, 1, exit_code=143)
+    assert h.store.get_jobs([cancelled])[0]["exit_code"] == 143
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0, time=h.now - 5)
+    assert h.store.get_jobs([job])[0]["finished"] == h.now - 5
+
+
+def test_the_cluster_state_and_a_reservations_time_survive_a_restart(h, tmp_path):
+    """Catches `hq-admin deactivate` not stored (a restarted server runs jobs), `activate`
+    not scheduling at once, and a reloaded reservation without its creation time
+    (Core.set_cluster_state, _reservation_loaded), and a waiting job's environment not stored
+    (Core.stage_batch)."""
+    h.request("root", p.ADMIN, command="deactivate")
+    h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 1]], users=["alice"])
+    before = h.request("root", p.ADMIN, command="reservations")["reservations"]
+    waiting = h.request("alice", p.SUBMIT, jobs=["true"], env={"A": "1"}, cwd="/tmp")
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        again.register("alice")
+        (job,) = again.submit("alice", "true")
+        assert again.state(job) == "pending"
+        again.request("root", p.ADMIN, command="activate")
+        assert again.state(job) == "dispatched"
+        assert again.request("root", p.ADMIN, command="reservations")["reservations"] == before
+        (run,) = again.messages(p.RUN)
+        assert run["envs"][str(waiting["batch"])] == {"A": "1"}
+    finally:
+        again.close()
+
+
+def test_dropping_a_reservation_gives_its_slots_to_waiting_jobs_at_once(tmp_path):
+    """Catches unreserve not scheduling at once, and failing on a host the reservation did
+    not hold (Core.drop_reservation)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        h.register("alice")
+        code = h.request("root", p.ADMIN, command="reserve", hosts=[["h1", 3]],
+                         users=["bob"])["code"]
+        jobs = h.submit("alice", "sleep 9", "sleep 9", "sleep 9")
+        assert [h.state(j) for j in jobs].count("pending") == 2
+        h.request("root", p.ADMIN, command="unreserve", arg=code)
+        assert [h.state(j) for j in jobs] == ["dispatched"] * 3
+    finally:
+        h.close()
+
+
+def test_a_server_behind_its_messages_does_not_count_their_delay_as_silence(h):
+    """Catches silence counted up to now instead of up to when the loop last found its socket
+    empty (a busy server forgot agents whose heartbeats it had not read yet) (Core.heard_since)."""
+    running_job(h)
+    h.core.drained_at = h.now + 1
+    h.at(h.now + 10).turn(tick=True)
+    assert "alice" in h.core.hosts["h1"].agents
+    h.core.drained_at = None
+    h.turn(tick=True)
+    assert "alice" not in h.core.hosts["h1"].agents
+
+
+def test_a_run_carries_its_batchs_environment_and_umask_also_after_pruning(h):
+    """Catches a RUN without the submission's environment, and the umask of a live batch
+    dropped with the environments of ended batches (Core.env_json, prune_envs)."""
+    job = running_job(h)
+    reply = h.request("alice", p.SUBMIT, jobs=["true"], env={"A": "1"}, cwd="/tmp",
+                      umask=0o27, hold=True)
+    (later,) = reply["ids"]
+    h.report("alice", "finished", job, 1, exit_code=0)
+    h.core.prune_envs()
+    h.request("alice", p.RELEASE, ids=[later])
+    run = h.messages(p.RUN)[-1]
+    assert run["jobs"][0]["umask"] == 0o27
+    assert run["envs"] == {str(reply["batch"]): {"A": "1"}}
+
+
+# -- agents' messages (hq/server/handlers/agent.py), against survivors of make mutate ------------
+def refused(h, user, kind, identity, **body):
+    with pytest.raises(HQError) as info:
+        h.request(user, kind, identity, **body)
+    return info.value.code, info.value.message
+
+
+def test_register_answers_with_the_settings_and_refuses_strangers(h):
+    """Catches REGISTER's reply without the heartbeat period, database id or lease, and an
+    unknown host or user refused without its code or text (x_register)."""
+    reply = h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=4)
+    assert (reply["heartbeat_s"], reply["database_id"], reply["lease_s"]) == (
+        2.0, h.store.database_id(), h.core.settings.agent_lease_s)
+    assert refused(h, "alice", p.REGISTER, b"agent:alice@x", host="n" * 80) == (
+        "UNKNOWN_HOST", f"host {'n' * 64!r} is not in cluster.tab")
+    assert refused(h, "mallory", p.REGISTER, b"agent:mallory@h1", host="h1") == (
+        "UNKNOWN_USER", "user 'mallory' is unknown")
+
+
+def test_register_takes_the_hosts_facts_within_their_bounds(h):
+    """Catches cores, memory or the OS not read from REGISTER (or their defaults wrong), and
+    the bounds of cores (1 to 2**31 - 1) and memory (0 and more) moved (x_register facts)."""
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=1, memory_total=0,
+              os="L" * 300)
+    host = h.core.hosts["h1"]
+    assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1")     # kept when not sent
+    assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=(1 << 31) - 1,
+              memory_total=5)
+    assert (host.cores, host.memory_total) == ((1 << 31) - 1, 5)
+    for bad in ({"cores": 0}, {"cores": 1 << 31}, {"memory_total": -1}):
+        assert refused(h, "alice", p.REGISTER, b"agent:alice@h1", host="h1", **bad)[0] == \
+            BAD_REQUEST, bad
+
+
+def test_register_kills_what_the_agent_runs_that_is_no_longer_its_work(tmp_path):
+    """Catches a registering agent's running list not checked: an earlier attempt, a job
+    that ended, another user's job, a job sent to another host or one the server does not
+    know go on running (x__kill_unwanted); entries that are not [job, attempt] accepted, or
+    read in the wrong order (x__pair); and the list of an agent of another database (its
+    own records) killed (x_register same_database)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        mine = running_job(h)
+        (ended,) = h.submit("alice", "true")
+        h.report("alice", "finished", ended, 1, exit_code=0)
+        bobs = running_job(h, user="bob")
+        h.register("alice", host="h2")
+        (elsewhere,) = h.submit("alice", "sleep 9", host_req="h2")
+        running = [(mine, 1), (mine, 0), (ended, 1), (bobs, 1), (elsewhere, 1), (999, 3)]
+        h.register("alice", running=running)
+        assert h.messages(p.KILL, b"agent:alice@h1") == [
+            {"jobs": [[mine, 0], [ended, 1], [bobs, 1], [elsewhere, 1], [999, 3]]}]
+        h.register("alice", running=running, database_id="another")
+        assert len(h.messages(p.KILL, b"agent:alice@h1")) == 1
+        for entry in ([1], [1, "2"], "12", [1, 2, 3]):
+            assert refused(h, "alice", p.REGISTER, b"agent:alice@h1", host="h1",
+                           running=[entry]) == (BAD_REQUEST,
+                                                "running entries must be [job id, attempt]")
+    finally:
+        h.close()
+
+
+def test_a_heartbeat_requeues_what_its_agent_does_not_know_after_2_heartbeats_and_1_s(h):
+    """Catches the heartbeat's reconciliation grace (2 heartbeats + 1 s after the RUN left)
+    changed, and jobs the agent reports as ended but not yet acknowledged counted as unknown
+    to it (x_heartbeat)."""
+    h.register("alice")
+    unknown, reported = h.submit("alice", "sleep 9", "sleep 9")
+    sent = h.now
+    h.at(sent + 5).heartbeat("alice", reported=[[reported, 1]])
+    assert h.runs_to("alice") == [(unknown, 1), (reported, 1)]          # nothing sent again
+    h.at(sent + 5.5).heartbeat("alice", reported=[[reported, 1]])
+    assert (h.state(unknown), h.state(reported)) == ("dispatched", "dispatched")
+    assert (unknown, 2) in h.runs_to("alice")            # requeued and sent again
+    assert (reported, 2) not in h.runs_to("alice")
+
+
+def test_events_are_acknowledged_by_sequence_and_only_from_the_registered_agent(h):
+    """Catches EVENTS answered without its sequence number (the agent would resend for
+    ever), a started report's time replaced by the server's clock, and a connection whose
+    user changed not told to register again, with its text (x_events, x__agent)."""
+    job = running_job(h)
+    reply = h.request("alice", p.EVENTS, b"agent:alice@h1", seq=7, events=[])
+    assert reply["seq"] == 7
+    (other,) = h.submit("alice", "sleep 9")
+    h.report("alice", "started", other, 1, time=h.now - 3)
+    assert h.store.get_jobs([other])[0]["started"] == h.now - 3
+    assert refused(h, "bob", p.EVENTS, b"agent:alice@h1", seq=1, events=[]) == (
+        "UNKNOWN_AGENT", "agent connection changed user: register again")
+    assert refused(h, "bob", p.EVENTS, b"agent:bob@h9", seq=1, events=[]) == (
+        "UNKNOWN_AGENT", "agent not registered (server restarted?): register again")
+    assert h.state(job) == "running"
+
+
+def test_reports_about_attempts_that_are_not_the_agents_own(tmp_path):
+    """Catches a report accepted from the user's agent on another host than the attempt's,
+    a late report of an earlier attempt not recorded as stale, and another user's agent
+    ending a cancelled job whose process still holds its slots (x__ours)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        job = running_job(h)
+        h.register("alice", host="h2")
+        h.report("alice", "finished", job, 1, host="h2", exit_code=0)
+        assert h.state(job) == "running"
+        h.request("alice", p.CANCEL, ids=[job])
+        h.register("bob")
+        h.report("bob", "finished", job, 1, exit_code=0)
+        assert h.core.hosts["h1"].slots_used == 1
+        assert h.store.get_jobs([job])[0]["exit_code"] is None
+        again = running_job(h, retries=1)
+        h.request("root", p.ADMIN, command="deactivatehost", arg="h1")
+        h.report("alice", "finished", again, 1, exit_code=None, signal=9,
+                 reason="fenced: lease over")
+        assert (again, 2) in h.runs_to("alice", host="h2")
+        h.report("alice", "finished", again, 1, exit_code=0)
+        assert ("stale", 1, "result of attempt 1 ignored (exit 0)") in story(h, again)
+    finally:
+        h.close()
+
+
+def test_bye_is_not_refused_for_another_users_work_on_the_host(h):
+    """Catches an idle agent kept because another user's job runs on its host (x_bye)."""
+    running_job(h)
+    h.register("bob")
+    assert h.request("bob", p.BYE, b"agent:bob@h1")["bye"] is True
+
+
+def test_stopped_agents_leave_their_host_unknown_with_the_reason(h):
+    """Catches `hq-client cleanup` leaving the host's row without the reason it has no agent
+    (fleet.stop_agent)."""
+    h.register("alice")
+    assert h.request("alice", p.AGENTS, action="stop")["stopped"] == ["h1"]
+    assert (host_row(h)["status"], host_row(h)["status_reason"]) == ("unknown",
+                                                                     "agents stopped")
+
+
+def test_every_user_with_pending_jobs_is_asked_for_agents_in_one_tick(tmp_path):
+    """Catches the users after one without a user-server, or after one whose agents already
+    run everywhere, left unasked until a later tick (fleet.request_agents goes through the
+    users in name order)."""
+    h = CoreHarness(tmp_path, users=("aaron", "ann", "bob"), outside_load=False)
+    try:
+        for user in ("aaron", "bob"):
+            h.hello(user)
+        h.register("aaron")
+        h.submit("aaron", *["sleep 9"] * 5)            # one waits: his agent runs everywhere
+        h.submit("ann", "true")                         # no user-server to ask
+        h.submit("bob", "true")
+        h.turn(tick=True)
+        assert h.messages(p.SPAWN, b"us:bob") == [{"hosts": [{"name": "h1", "address": ""}]}]
+        assert h.messages(p.SPAWN, b"us:aaron") == []
+    finally:
+        h.close()
+
+
+def test_a_users_slots_and_a_hosts_memory_add_up_over_jobs(h):
+    """Catches the slots of a user or the memory held on a host set to the last job's instead
+    of added up, or taken off (lsuser's slots, --mem jobs placed beyond the memory)
+    (Core._hold_slots)."""
+    h.register("alice")
+    jobs = h.submit("alice", *["sleep 9"] * 3, memory=3 << 30)
+    assert [h.state(j) for j in jobs] == ["dispatched", "dispatched", "pending"]
+    assert h.request("alice", p.ADMIN, command="lsuser")["user"]["slots_used"] == 2
+
+
+def test_each_transition_is_logged_with_its_host_and_each_end_pushed_to_the_user_server(h):
+    """Catches events recorded without the attempt's host or with a made-up detail, and the
+    ENDED push (which wakes waiting clients) not sent (Core._transition's event and
+    listeners)."""
+    h.hello("alice")
+    job = running_job(h)
+    h.report("alice", "finished", job, 1, exit_code=0)
+    events = [(e["state"], e["host"], e["detail"]) for e in h.store.job_events([job])]
+    assert events[:2] == [("pending", None, "submitted"), ("dispatched", "h1", "")]
+    batch = h.store.get_jobs([job])[0]["batch"]
+    assert h.messages(p.ENDED, b"us:alice") == [{"jobs": [[job, "done", 0, batch]]}]
+
+
+def test_a_later_chunk_of_a_streamed_submission_grows_its_batch(h):
+    """Catches the size of a batch not grown by its later chunks (`hq-submit -` streams long
+    inputs in chunks) (Core.stage_batch)."""
+    first = h.request("alice", p.SUBMIT, jobs=["true", "true"], env={}, cwd="/tmp")
+    h.request("alice", p.SUBMIT, jobs=["true"] * 3, env={}, cwd="/tmp", batch=first["batch"])
+    (row,) = h.store.query("SELECT size FROM batches WHERE id = ?", (first["batch"],))
+    assert row["size"] == 5
+
+
+def test_a_restarted_server_knows_its_hosts_as_they_were(tmp_path):
+    """Catches a host's row read back wrong after a restart: address, slots, groups, state,
+    facts, the last metrics and when they came, an unreachable host's reason, or a host that
+    was up counted as up before its agents come back (core.host_from_row)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    h.store.add_hosts([HostEntry("h2", 3, ("big", "gpu"), "10.0.0.2"), HostEntry("h3", 2),
+                       HostEntry("h4", 0)])
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    metrics = {"load1": 1.5, "load5": 2.5, "load15": 3.5, "cpu_percent": 40.0,
+               "mem_available": 5 << 30, "foreign_load": 0.5}
+    h.register("alice", host="h2", cores=6, memory=16 << 30, **metrics)
+    h.register("alice", host="h4", cores=6)
+    h.request("root", p.ADMIN, command="deactivatehost", arg="h2")
+    h.request("alice", p.UNREACHABLE, host="h3", reason="ssh: refused")
+    shown = {n: h.request("root", p.ADMIN, command="hostinfo", arg=n)["host"] for n in ("h2", "h3")}
+    h.close()
+    again = CoreHarness(tmp_path, outside_load=False)
+    try:
+        for name, before in shown.items():
+            after = again.request("root", p.ADMIN, command="hostinfo", arg=name)["host"]
+            kept = {k: v for k, v in before.items()
+                    if k not in ("status", "agents", "heartbeat_age", "slots_used")}
+            assert {k: after[k] for k in kept} == kept, name
+        h2 = again.request("root", p.ADMIN, command="hostinfo", arg="h2")["host"]
+        assert (h2["address"], h2["max_slots"], h2["groups"], h2["in_config"], h2["state"],
+                h2["cores"], h2["memory_total"], h2["os"], h2["load15"]) == (
+            "10.0.0.2", 3, ["big", "gpu"], False, "inactive", 6, 16 << 30, "Linux", 3.5)
+        assert again.core.hosts["h2"].status == "down"
+        assert again.core.hosts["h3"].status == "unknown"
+        assert again.core.hosts["h4"].slots == 6              # '-' in cluster.tab: its cores
+        h3 = again.request("root", p.ADMIN, command="hostinfo", arg="h3")["host"]
+        assert [h3[k] for k in ("cores", "memory_total", "os", "load1", "load5", "load15",
+                                "cpu_percent", "mem_available", "foreign_load",
+                                "status_reason")] == [0, 0, "", 0, 0, 0, 0, 0, 0,
+                                                      "alice: ssh: refused"]
+    finally:
+        again.close()
+
+
+def test_output_paths_get_the_job_the_array_index_and_the_batch(h):
+    """Catches %j, %a or %A of --output paths not replaced, replaced by the wrong value, or
+    %a replaced in a job that is not part of an array (core.job_path)."""
+    h.register("alice")
+    pattern = {"stdout": "o.%A.%a.%j", "stderr": "e.%j.%a"}
+    array = h.request("alice", p.SUBMIT, jobs=[{"command": "true", "array_index": 3}],
+                      defaults=pattern, env={}, cwd="/tmp")
+    plain = h.request("alice", p.SUBMIT, jobs=["true"], defaults=pattern, env={}, cwd="/tmp")
+    (a,), (b,) = array["ids"], plain["ids"]
+    runs = {j["id"]: j for run in h.messages(p.RUN) for j in run["jobs"]}
+    assert (runs[a]["stdout"], runs[a]["stderr"]) == (f"o.{array['batch']}.3.{a}", f"e.{a}.3")
+    assert (runs[b]["stdout"], runs[b]["stderr"]) == ("o.%A.%a." + str(b), f"e.{b}.%a")
+    assert h.store.get_jobs([a])[0]["stdout"] == f"o.{array['batch']}.3.{a}"
+
+
+def test_a_new_agent_replaces_its_predecessor_and_an_admins_takes_over_the_metrics(h):
+    """Catches a registering agent's predecessor kept (its messages still accepted), a new
+    agent on a host already up not scheduling its user's waiting jobs at once, an admin's
+    agent not taking over the host's metrics from a user's, and the note on a conflicting
+    report of facts in bytes instead of MB (fleet.agent_registered, _take_facts)."""
+    h.register("bob", memory=8 << 30)
+    (job,) = h.submit("alice", "sleep 9")
+    assert h.state(job) == "pending"
+    h.request("alice", p.REGISTER, b"agent:alice@h1#1", host="h1", cores=4,
+              memory_total=2 << 30)
+    assert h.state(job) == "dispatched"
+    assert h.core.hosts["h1"].facts_note == ("agent of alice reports 4 cores, 2048 MB; kept 4 "
+                                             "cores, 8192 MB from bob")
+    h.request("alice", p.REGISTER, b"agent:alice@h1#2", host="h1", cores=4)
+    with pytest.raises(HQError) as gone:
+        h.request("alice", p.HEARTBEAT, b"agent:alice@h1#1")
+    assert gone.value.code == "UNKNOWN_AGENT"
+    h.register("root")
+    h.heartbeat("bob", load1=7.0)
+    h.heartbeat("root", load1=1.0)
+    h.heartbeat("bob", load1=7.0)
+    assert h.core.hosts["h1"].load1 == 1.0
+
+
+def test_metrics_are_sampled_once_a_minute_with_the_process_count(h):
+    """Catches the host_metrics samples (lscluster's history) taken at every heartbeat or
+    never, at exactly the interval refused, or without the number of processes (or with a
+    count that is no count) (fleet._sample_metrics)."""
+    h.register("alice", nprocs=0)
+    start = h.now
+    for after, nprocs in ((30, 5), (60, 7), (61, -1), (120, "x"), (180, 1 << 31)):
+        h.at(start + after).heartbeat("alice", nprocs=nprocs)
+    rows = h.store.query("SELECT time, nprocs FROM host_metrics ORDER BY time")
+    assert [(r["time"] - start, r["nprocs"]) for r in rows] == [(0, 0), (60, 7), (120, None),
+                                                                  (180, None)]
+
+
+def test_a_hosts_row_gets_heartbeat_metrics_at_most_every_30_s_and_only_sane_ones(h):
+    """Catches a host's row written at every heartbeat (an fsync per turn with thousands of
+    agents) or a turn late, and metrics refused or let through at the wrong bounds (a load of
+    0, memory beyond 4 GiB, numbers of 2**62 and more) (fleet.host_seen)."""
+    h.register("alice", load1=1.0)
+    start = h.now
+    h.at(start + 29.9).heartbeat("alice", load1=2.0)
+    assert host_row(h)["load1"] == 1.0
+    h.at(start + 30).heartbeat("alice", load1=0.0, mem_available=8 << 30)
+    assert (host_row(h)["load1"], host_row(h)["last_seen"]) == (0.0, start + 30)
+    h.heartbeat("alice", mem_available=1 << 62)
+    assert h.core.hosts["h1"].mem_available == 8 << 30

@@ -86,18 +86,29 @@ def test_valid_unicode_escapes_and_numbers_pass_and_non_finite_ones_do_not():
 
 
 def test_decode_messages_name_what_is_wrong():
-    """Catches the error texts of decode changed or emptied (they reach the peer's log)."""
-    cases = (([b"HQ1", b"SUBMIT"], "expected 3 frames, got 2"),
-             ([b"HQ2", b"SUBMIT", b"{}"], "unknown protocol tag b'HQ2'"),
-             ([b"HQ1", b"BOGUS", b"{}"], "unknown message kind b'BOGUS'"),
-             ([b"HQ1", b"SUBMIT", b"[1]"], "body must be a JSON object"),
-             ([b"HQ1", b"SUBMIT", b"{x"], "body is not JSON: "),
-             ([b"HQ1", b"SUBMIT", b"[" * 100000], "body is nested too deeply"),
-             ([b"HQ1", b"SUBMIT", b'{"a":"\\ud800"}'], "lone surrogate"))
-    for frames, text in cases:
+    """Catches the error texts and codes of decode changed or emptied (they reach the peer's
+    log), and a peer's tag, kind or number quoted at more than 16, 32 or 20 characters
+    (x_decode 14, 20, 39, 43, 50, 60, 61; x__finite 5)."""
+    huge = b"1" + b"0" * 400 + b".0"
+    cases = (([b"HQ1", b"SUBMIT"], BAD_FRAME, "expected 3 frames, got 2"),
+             ([b"HQ2", b"SUBMIT", b"{}"], BAD_FRAME, "unknown protocol tag b'HQ2'"),
+             ([b"T" * 40, b"SUBMIT", b"{}"], BAD_FRAME, f"unknown protocol tag {b'T' * 16!r}"),
+             ([b"HQ1", b"BOGUS", b"{}"], UNKNOWN_KIND, "unknown message kind b'BOGUS'"),
+             ([b"HQ1", b"K" * 60, b"{}"], UNKNOWN_KIND,
+              f"unknown message kind {b'K' * 32!r}"),
+             ([b"HQ1", b"SUBMIT", b"[1]"], BAD_FRAME, "body must be a JSON object"),
+             ([b"HQ1", b"SUBMIT", b'{"a": ' + huge + b"}"], BAD_FRAME,
+              "body is not JSON: 10000000000000000000 is too large"),
+             ([b"HQ1", b"SUBMIT", b"[" * 100000], BAD_FRAME, "body is nested too deeply"),
+             ([b"HQ1", b"SUBMIT", b'{"a":"\\ud800"}'], BAD_FRAME,
+              "body has a string that is not valid Unicode (lone surrogate)"))
+    for frames, code, text in cases:
         with pytest.raises(HQError) as info:
             p.decode(frames)
-        assert text in str(info.value), (frames[:2], str(info.value))
+        assert (info.value.code, info.value.message) == (code, text), frames[:2]
+    with pytest.raises(HQError) as info:
+        p.decode([b"HQ1", b"SUBMIT", b"{x"])
+    assert info.value.message.startswith("body is not JSON: Expecting property name")
     with pytest.raises(HQError) as info:
         p.decode([b"HQ1", b"SUBMIT", b"{}" + b" " * 10], max_body=11)
     assert "message body of 12 bytes exceeds 11" in str(info.value)

@@ -37,7 +37,6 @@ class Attempt:
     cores: int
     memory: int
     reservation: str
-    since: float                # when it was dispatched (or reloaded after a restart)
     sent: float = None          # when its RUN left (after the commit that recorded it)
 
     @property
@@ -113,7 +112,7 @@ class Core:
         self.make_live(rows, store, now)
         for job in self.jobs.values():
             if job.state in (DISPATCHED, RUNNING):
-                self._hold_slots(job, job.host, now).sent = now
+                self._hold_slots(job, job.host).sent = now
         return len(rows)
 
     def make_live(self, rows, store, now):
@@ -317,11 +316,11 @@ class Core:
         """A new attempt of `job` on a host: its slots are held from now on."""
         job.attempt += 1
         self.set_state(job, DISPATCHED, now, host=host_name, attempt=job.attempt, reason="")
-        return self._hold_slots(job, host_name, now)
+        return self._hold_slots(job, host_name)
 
-    def _hold_slots(self, job, host_name, now):
+    def _hold_slots(self, job, host_name):
         held = Attempt(job.id, job.attempt, host_name, job.user, job.cores, job.memory,
-                       job.reservation, now)
+                       job.reservation)
         self.attempts[held.key] = held
         self.unsent.append(held)
         self.on_host[host_name].add(held.key)
@@ -336,10 +335,10 @@ class Core:
         return held
 
     def free_slots(self, job_id, attempt):
-        """Free the slots an attempt holds; False if it held none (already freed)."""
+        """Free the slots an attempt holds (nothing if they are already free)."""
         held = self.attempts.pop((job_id, attempt), None)
         if held is None:
-            return False
+            return
         self.changed = True
         self.on_host[held.host].discard(held.key)
         host = self.hosts.get(held.host)
@@ -350,7 +349,6 @@ class Core:
             if code and code in host.reserved_used:
                 host.reserved_used[code] = max(0, host.reserved_used[code] - held.cores)
         self.user_slots[held.user] = max(0, self.user_slots[held.user] - held.cores)
-        return True
 
     def attempts_of(self, host_name, user=None):
         """The attempts held on a host (of one user, or of all)."""

@@ -31,10 +31,6 @@ class Agent:
     last_seen: float
 
 
-def agent_of(core, identity):
-    return core.agents.get(identity)
-
-
 def is_admin(core, user):
     return "ADMIN" in core.users.get(user, {}).get("roles", ())
 
@@ -117,11 +113,11 @@ def agent_gone(core, agent, now, why):
     log.warning("agent of %s on %s gone: %s", agent.user, host.name, why)
     request_agents(core, only_user=agent.user, force=True)
     if not host.agents and host.status == UP:
-        host_down(core, host, now, why)
+        host_down(core, host, why)
 
 
-def host_down(core, host, now, why):
-    host.status, host.status_reason, host.down_since = DOWN, why, now
+def host_down(core, host, why):
+    host.status, host.status_reason = DOWN, why
     core.writes.update_host(host.name, status=DOWN, status_reason=why)
     log.warning("host %s down: %s", host.name, why)
 
@@ -155,7 +151,7 @@ def host_seen(core, agent, body, now):
     host.last_seen = now
     back = host.status != UP
     if back:
-        host.status, host.down_since = UP, None
+        host.status = UP
         core.changed = True
     if host.reporter and host.reporter != agent.user:
         return
@@ -200,7 +196,7 @@ def check_liveness(core, now):
         agent_gone(core, agent, now, f"silent since {time.ctime(agent.last_seen)}")
     for host in core.hosts.values():      # up after a restart, and no agent came back
         if host.status == UP and not host.agents and (host.last_seen or 0) < silent:
-            host_down(core, host, now, f"silent since {time.ctime(host.last_seen or 0)}")
+            host_down(core, host, f"silent since {time.ctime(host.last_seen or 0)}")
     grace = core.settings.requeue_grace_s
     for (user, host_name), since in list(core.gone.items()):
         if host_name in core.hosts and core.hosts[host_name].agents.get(user):
@@ -224,7 +220,7 @@ def request_agents(core, only_user=None, force=False):
     (users with pending jobs, or `only_user`); returns the host names asked for."""
     asked_for = []
     retry = core.settings.spawn_retry_s
-    for user in [only_user] if only_user else core.pending.users():
+    for user in [only_user] if only_user else sorted(core.pending.users()):
         identity = core.user_servers.get(user)
         if identity is None:
             continue
