@@ -9,7 +9,7 @@ gate closed without that line (the job was dropped, or its agent died) ends the 
 import os
 import signal
 
-from agents import jobfiles, scripts
+from agents import jobfiles, leftovers, scripts
 
 GATE_FD = 3
 GATE = f'read g <&{GATE_FD} || exit 0; exec {GATE_FD}<&-; '
@@ -118,7 +118,8 @@ class JobStarter:
         job_env = {"HQ_JOB_ID": str(spec["id"]), "HQ_HOST": self.host_name,
                    "HQ_CORES": str(spec["cores"]), "HQ_ATTEMPT": str(spec["attempt"]),
                    "HQ_JOB_NAME": spec.get("name") or "",
-                   "HQ_BATCH_ID": str(spec.get("batch", ""))}
+                   "HQ_BATCH_ID": str(spec.get("batch", "")),
+                   "HQ_AGENT_HOME": leftovers.AGENT_HOME}
         if spec.get("entry"):
             job_env["HQ_ENTRY"] = spec["entry"]
         if spec.get("array_index") is not None:

@@ -17,6 +17,10 @@ log = logging.getLogger("hq.runner")
 PR_SET_CHILD_SUBREAPER = 36
 SWEEP_EVERY_S = 0.1       # a busy agent looks for leftovers at most this often
 KEPT_MEMORY = 10000       # ended jobs whose leftovers are kept, remembered (oldest forgotten)
+UNMARKED_GRACE_S = 0.5    # a child without a job's marks is looked at again this long after
+# Which hq installation started a process: jobs get HQ_AGENT_HOME, the agents' $HQ_HOME, so
+# that an agent never takes another installation's jobs of the same user for its own.
+AGENT_HOME = os.path.realpath(os.path.expanduser(os.environ.get("HQ_HOME") or "~/.hq"))
 
 
 def become_subreaper():
@@ -34,6 +38,7 @@ class Leftovers:
         self.pid, self.uid, self.pgid = os.getpid(), os.getuid(), os.getpgid(0)
         self.children_fd = None   # /proc/PID/task/PID/children, read again with pread
         self.owner = {}           # pid -> (job, attempt) or None: children that are no job shell
+        self.unmarked = {}        # pid -> when a child was first seen without a job's marks
         self.killing = {}         # pid -> (when to SIGKILL, create time): signalled leftovers
         self.kept = OrderedDict()  # (job, attempt) of ended jobs that keep their leftovers
         self.subreaper = False
@@ -61,6 +66,7 @@ class Leftovers:
     def reaped(self, pid):
         """A child that is no job shell ended (reaped)."""
         self.owner.pop(pid, None)
+        self.unmarked.pop(pid, None)
         self.killing.pop(pid, None)
 
     def children_ended(self, shells, running_jobs, now):
@@ -86,13 +92,16 @@ class Leftovers:
                 continue
             if running is None:
                 running = running_jobs()
-            if pid not in self.owner:
+            if self.owner.get(pid) is None:     # unmarked so far: read again (see below)
                 self.owner[pid] = self._job_of(pid)
             key = self.owner[pid]
             if key in running or key in self.kept:
                 continue
             if key is None and self._in_running_session(pid, running):
                 continue
+            if key is None and now - self.unmarked.setdefault(pid, now) < UNMARKED_GRACE_S:
+                self.pending = True     # a process read between two execs shows no
+                continue                # environment: look again at the next sweep
             self._terminate(pid, key, now, set(running.values()))
 
     def terminate_tree(self, pid, key, now):
@@ -184,7 +193,8 @@ class Leftovers:
 
 def _marks(pid, host_name):
     """(job, attempt) from HQ_JOB_ID and HQ_ATTEMPT in the process's environment (None when it
-    has no such marks, or those of another host's agent)."""
+    has no such marks, or those of another host's agent or of another hq installation of the
+    same user: HQ_AGENT_HOME, the agents' $HQ_HOME)."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as handle:
             variables = dict(item.split(b"=", 1) for item in handle.read().split(b"\0")
@@ -192,7 +202,8 @@ def _marks(pid, host_name):
     except OSError:
         return None
     try:
-        if variables.get(b"HQ_HOST", b"").decode() != host_name:
+        if variables.get(b"HQ_HOST", b"").decode() != host_name or \
+                variables.get(b"HQ_AGENT_HOME", b"").decode() != AGENT_HOME:
             return None
         return int(variables[b"HQ_JOB_ID"]), int(variables[b"HQ_ATTEMPT"])
     except (KeyError, ValueError):
