@@ -1244,8 +1244,11 @@ def test_register_takes_the_hosts_facts_within_their_bounds(h):
     assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
     h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1")     # kept when not sent
     assert (host.cores, host.memory_total, host.os) == (1, 0, "L" * 255)
-    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=(1 << 31) - 1,
-              memory_total=5)
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=64, memory_total=9)
+    assert (host.cores, host.memory_total) == (1, 0)     # the first report's user cannot grow it
+    assert "agent of alice reports 64 cores" in host.facts_note
+    h.request("root", p.REGISTER, b"agent:root@h1", host="h1", cores=(1 << 31) - 1,
+              memory_total=5)                               # an admin's agent can
     assert (host.cores, host.memory_total) == ((1 << 31) - 1, 5)
     for bad in ({"cores": 0}, {"cores": 1 << 31}, {"memory_total": -1}):
         assert refused(h, "alice", p.REGISTER, b"agent:alice@h1", host="h1", **bad)[0] == \

@@ -56,10 +56,11 @@ def agent_registered(core, identity, user, host, facts, now):
 
 
 def _take_facts(core, host, user, facts):
-    """Cores, memory and OS come from the first agent that reports them, or from an admin's
-    agent; another user's different report is logged and shown, never believed."""
+    """Cores, memory and OS come from the first agent that reports them (since this server
+    started), or from an admin's agent; any other different report, even of the first
+    reporter's user, is logged and shown, never believed (a user cannot grow a shared host)."""
     cores, memory, os_name = facts
-    if not host.cores or not host.facts_from or host.facts_from == user or is_admin(core, user):
+    if not host.cores or not host.facts_from or is_admin(core, user):
         host.cores, host.memory_total, host.os = cores, memory, os_name
         host.facts_from, host.facts_note = user, ""
         return
