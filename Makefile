@@ -37,8 +37,9 @@ TEST_JOBS ?= 4
 test: all
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
+# serial: these tests use the CPU (workers would only add their start-up)
 test-fast: all
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile -m "not slow and not e2e"
+	$(PY) -m pytest -m "not slow and not e2e"
 
 # Mutation testing (mutmut, configured in pyproject.toml [tool.mutmut]) of the modules that hold
 # hq's invariants, driven by their fast unit tests only; then the score per module (see
