@@ -33,7 +33,7 @@ run: all
 # processes (heartbeats, leases, timeouts), not on the CPU. `--dist loadfile` keeps a module's
 # tests on one worker: its module-scoped installation is made once, and the modules that make
 # system-wide things (Unix users, network namespaces) never run twice at once.
-TEST_JOBS ?= 4
+TEST_JOBS ?= 3
 test: all
 	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
