@@ -29,9 +29,15 @@ run: all
 	@echo "  source $(CURDIR)/.hqrc && hq-submit --wait echo hello && hq-client list"
 	@exec bin/hq-server
 
+# The tests run in TEST_JOBS pytest-xdist workers: most of their time is spent waiting on
+# processes (heartbeats, leases, timeouts), not on the CPU. `--dist loadfile` keeps a module's
+# tests on one worker: its module-scoped installation is made once, and the modules that make
+# system-wide things (Unix users, network namespaces) never run twice at once.
+TEST_JOBS ?= 3
 test: all
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
+# serial: these tests use the CPU (workers would only add their start-up)
 test-fast: all
 	$(PY) -m pytest -m "not slow and not e2e"
 

@@ -67,11 +67,16 @@ def _starts_processes(module, cache={}):
     return cache[path]
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     """Mark `e2e` every test that starts real processes (a cluster, an agent, a command):
-    `make test-fast` leaves them out; `make test` runs everything."""
+    `make test-fast` leaves them out; `make test` runs everything. Under pytest-xdist
+    (`make test`: -n, a module's tests on one worker), the modules with `slow` tests go first,
+    each in its order, so that none of them starts last while the other workers are idle."""
     for item in items:
         module = getattr(item, "module", None)
         if "cluster" in getattr(item, "fixturenames", ()) or (
                 module is not None and _starts_processes(module)):
             item.add_marker(pytest.mark.e2e)
+    if getattr(config.option, "numprocesses", None):
+        slow = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow)       # stable: the order otherwise

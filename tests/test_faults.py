@@ -6,7 +6,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from tests.faults import (fill, free, holds_for, home_on_tmpfs, ledger_command, ledger_counts,
@@ -44,6 +46,9 @@ def outage_scenario(cluster, ledger, begin, end, cause):
     held = run("true", hold=True)                      # released during the outage
     pids = wait_until(lambda: running_pids(ledger, [long_job, victim, *short]), 20, 0.05,
                       "four jobs to run")
+    # its shell's `sleep 12` cannot end before this (on a loaded machine, the steps below may
+    # outlast it): an end before it is a kill
+    long_ends = psutil.Process(pids[long_job]).create_time() + 12
     failures = commit_failures(cluster)
     begin()
     wait_until(lambda: commit_failures(cluster) > failures, 10, 0.05, "a commit to fail")
@@ -53,7 +58,8 @@ def outage_scenario(cluster, ledger, begin, end, cause):
         assert cause.search(answer.stderr), answer.stderr
         assert "will be recorded" in answer.stderr, answer.stderr
     assert f"job {held} pending -> dispatched" in cluster.server_log()
-    holds_for(3.5, lambda: pid_alive(pids[long_job]) and cluster.server.poll() is None,
+    holds_for(3.5, lambda: (pid_alive(pids[long_job]) or time.time() >= long_ends)
+              and cluster.server.poll() is None,
               "a job or hq-server died during the outage")     # > reconciliation's 2 s
     assert "does not know" not in cluster.server_log()
     end()
