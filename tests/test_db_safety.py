@@ -10,6 +10,7 @@ import pytest
 
 from hq.errors import HQError
 from hq.store import backup, open_store
+from hq.store.schema import SCHEMA_VERSION
 from hq.store.sqlite import SqliteStore
 from hq.store.writes import Writes
 from tests.helpers import MYSQL, Cluster
@@ -167,5 +168,6 @@ def test_info_shows_database_id_and_schema_version(store, quiet):
     """Catches --info without the id that agents' and user-servers' records are matched on."""
     result = quiet.run("hq-dbadmin", "--info", check=True)
     assert re.search(rf"^database id +{store.database_id()}$", result.stdout, re.M)
-    assert re.search(r"^schema version +4 \(this hq: 4\)$", result.stdout, re.M)
+    assert re.search(rf"^schema version +{SCHEMA_VERSION} \(this hq: {SCHEMA_VERSION}\)$",
+                     result.stdout, re.M)
     assert re.search(r"^jobs +0$", result.stdout, re.M)
