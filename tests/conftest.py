@@ -27,6 +27,18 @@ def mysql_database():
     database.drop()
 
 
+@pytest.fixture
+def mysql_store(mysql_database):
+    """A MySQL store with fresh tables (the session's test database)."""
+    from hq.config import parse_db_url
+    from hq.store import open_store
+    store = open_store(parse_db_url(mysql_database.url))
+    store.drop_tables()
+    store.create_tables()
+    yield store
+    store.close()
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request, tmp_path):
     if request.param == "sqlite":

@@ -1,7 +1,6 @@
 """A cluster in a box for tests: tools/netcluster.py hosts (namespaces, an sshd each) and a real
 hq installation whose server binds to their bridge; skipped (with a reason) unless root."""
 
-import ipaddress
 import json
 import os
 import shutil
@@ -37,14 +36,6 @@ def skip_unless_possible():
     pytest.skip(reason)
 
 
-def free_subnet():
-    for third in range(100 + os.getpid() % 50, 250):
-        network = ipaddress.ip_network(f"10.213.{third}.0/24")
-        if netns_hosts.subnet_in_use(network) is None:
-            return str(network)
-    raise AssertionError("no free 10.213.x.0/24 here")
-
-
 class NetBox:
     """`hosts` namespace hosts of 2 slots each and a Cluster (shipped timing unless told)
     whose hq-server listens on the bridge; the user's ~/.ssh is a private HOME's."""
@@ -54,7 +45,8 @@ class NetBox:
         self.env = dict(os.environ, HOME=str(tmp / "home"))
         os.makedirs(self.env["HOME"], exist_ok=True)
         self.env.pop("SSH_AUTH_SOCK", None)
-        self.state = json.loads(self.tool("up", f"--hosts={hosts}", f"--subnet={free_subnet()}",
+        subnet = netns_hosts.free_subnet()
+        self.state = json.loads(self.tool("up", f"--hosts={hosts}", f"--subnet={subnet}",
                                           "--slots=2", "--json").splitlines()[-1])
         self.address = self.state["server_address"]
         self.cluster = Cluster(f"sqlite:///{tmp}/hq.sqlite", hosts=[

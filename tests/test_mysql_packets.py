@@ -3,24 +3,13 @@ and a row that can never fit is refused by name before anything of the commit is
 
 import pytest
 
-from hq.config import parse_db_url
 from hq.errors import HQError
-from hq.store import open_store
 from hq.store.packets import PACKET_MARGIN, StatementBatch, StatementTooLarge
 from hq.store.writes import Writes
 from tests.test_store import new_job
 
 LINE = 999_000              # a job line just under hq-submit's 1 MiB bound
 pytestmark = pytest.mark.mysql
-
-
-@pytest.fixture
-def mysql_store(mysql_database):
-    store = open_store(parse_db_url(mysql_database.url))
-    store.drop_tables()
-    store.create_tables()
-    yield store
-    store.close()
 
 
 def packet_limit(store):

@@ -3,22 +3,11 @@ only once the lease is over on the database's clock, and term fencing of group c
 
 import pytest
 
-from hq.config import parse_db_url
 from hq.errors import HQError
 from hq.server.lease import ServerLease
-from hq.store import open_store
 from hq.store.writes import Writes
 from tests.helpers import holds_for, wait_until
 from tests.test_store import new_job
-
-
-@pytest.fixture
-def mysql_store(mysql_database):
-    store = open_store(parse_db_url(mysql_database.url))
-    store.drop_tables()
-    store.create_tables()
-    yield store
-    store.close()
 
 
 def one_job(job_id):

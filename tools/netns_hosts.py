@@ -21,6 +21,16 @@ def ip(*args, check=True):
     return result.stdout
 
 
+def free_subnet():
+    """A 10.213.x.0/24 nothing here uses (the starting x varies with the pid: tests of
+    parallel workers pick different ones)."""
+    for third in range(100 + os.getpid() % 50, 250):
+        network = ipaddress.ip_network(f"10.213.{third}.0/24")
+        if subnet_in_use(network) is None:
+            return str(network)
+    raise RuntimeError("no free 10.213.x.0/24 here")
+
+
 def subnet_in_use(network):
     """A line naming what already uses `network` (an address or a route), else None."""
     for link in json.loads(ip("-j", "addr") or "[]"):

@@ -4,7 +4,6 @@ agents on the other hosts, MySQL (reached through tools/tcprelay.py): tests and 
 Each server runs inside its host's namespace, so `netcluster crash` is a power cut for it too.
 """
 
-import ipaddress
 import json
 import os
 import subprocess
@@ -20,14 +19,6 @@ SHIPPED = (("server", "heartbeat_s", "2"), ("server", "requeue_grace_s", "10"),
            ("user-server", "request_timeout_s", "10"))
 
 
-def free_subnet():
-    for third in range(100 + os.getpid() % 50, 250):
-        network = ipaddress.ip_network(f"10.213.{third}.0/24")
-        if netns_hosts.subnet_in_use(network) is None:
-            return str(network)
-    raise RuntimeError("no free 10.213.x.0/24 here")
-
-
 class StandbyCluster:
     """node1 and node2 for hq-server, node3.. for agents (2 slots each); `root` a private
     directory (its home/ is the HOME whose ~/.ssh the hosts trust)."""
@@ -39,8 +30,9 @@ class StandbyCluster:
         os.makedirs(self.env["HOME"], exist_ok=True)
         self.procs, self.relay, self.cluster = {}, None, None
         self.database = database
+        subnet = netns_hosts.free_subnet()
         self.state = json.loads(self.tool("up", f"--hosts={2 + agent_hosts}",
-                                          f"--subnet={free_subnet()}", "--slots=2",
+                                          f"--subnet={subnet}", "--slots=2",
                                           "--json").splitlines()[-1])
         try:
             self._install(settings)
