@@ -18,6 +18,7 @@ log = logging.getLogger("hq.server")
 
 ENGAGE_S = 0.5          # a store call that lasts longer lets the watcher take the socket
 POLL_MS = 20            # how soon the watcher gives the socket back once the call is over
+STASH_MAX = 20000       # messages the watcher keeps at most (then they wait in libzmq)
 
 
 class DatabaseWait:
@@ -67,9 +68,10 @@ class DatabaseWait:
             with self.lock:             # the loop's thread is inside the call: ours
                 log.info("a database call is slow: answering agents' heartbeats meanwhile")
                 while self.calling == number and not self.stopping:
-                    if self.socket is not None and self.socket.poll(POLL_MS, zmq.POLLIN):
+                    if self.socket is not None and len(self.stash) < STASH_MAX and \
+                            self.socket.poll(POLL_MS, zmq.POLLIN):
                         self._take_messages()
-                    elif self.socket is None:
+                    else:
                         self.state_wait(POLL_MS / 1000)
 
     def state_wait(self, seconds):
@@ -77,7 +79,7 @@ class DatabaseWait:
             self.state.wait(seconds)
 
     def _take_messages(self):
-        while True:
+        while len(self.stash) < STASH_MAX:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
