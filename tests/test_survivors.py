@@ -1,0 +1,57 @@
+"""Tests written against the mutants that survived issue 14's runs (docs/mutation.md, "The
+survivors left"): each names in its docstring the bug it catches and the mutants it kills
+(mutmut's names: `mutmut show hq.server.core.xǁCoreǁ_accept__mutmut_24`). Like
+tests/test_handlers.py they drive a real Core on a real SQLite database (tests/core_harness.py)."""
+
+import pytest
+
+from hq import protocol as p
+from hq.server import handlers
+from tests.core_harness import CoreHarness
+
+
+@pytest.fixture
+def h(tmp_path):
+    harness = CoreHarness(tmp_path, outside_load=False)
+    yield harness
+    harness.close()
+
+
+def rows(h, ids):
+    return {r["id"]: (r["state"], r["finished"]) for r in h.store.get_jobs(ids)}
+
+
+def stage(h, user, **body):
+    """Handle a message without ending the turn (its commit comes with a later `turn`)."""
+    body.setdefault("req", 900 + len(h.sent))
+    handlers.handle(h.core, handlers.Peer(f"us:{user}".encode(), user), body.pop("kind"), body)
+
+
+def test_a_batch_cancelled_while_its_chunk_awaits_its_commit_cancels_admitted_and_parked(h):
+    """Catches a chunk of a streamed `hq-submit -` committed in the turn its batch is cancelled
+    (`hq-client cancel --batch`) left waiting: its jobs in memory not cancelled (or without
+    their end time), its jobs parked in the database not cancelled, or cancelled without time
+    (Core._accept mutants 24-27, 29-35)."""
+    h.core.parking.limit = 4
+    keep = h.submit("alice", "true", "true")         # another batch: 2 of alice's 4 live jobs
+    first = h.request("alice", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")
+    h.at(1010.0)
+    stage(h, "alice", kind=p.SUBMIT, jobs=["true"] * 3, env={}, cwd="/tmp",
+          batch=first["batch"])
+    stage(h, "alice", kind=p.CANCEL, batch=first["batch"])
+    h.turn()
+    h.turn()                         # the cancels of the accepted chunk are committed
+    assert set(h.core.jobs) == set(keep)            # 2 jobs of the chunk admitted, 1 parked
+    ids = list(range(first["ids"][0], first["ids"][0] + 4))
+    assert rows(h, ids) == {i: ("cancelled", 1010.0) for i in ids}
+    # a second batch while alice has parked jobs: its chunks are parked whole
+    other = h.request("alice", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")["ids"][0]
+    h.at(1020.0)
+    stage(h, "alice", kind=p.SUBMIT, jobs=["true"], env={}, cwd="/tmp",
+          batch=h.store.get_jobs([other])[0]["batch"])
+    stage(h, "alice", kind=p.CANCEL, batch=h.store.get_jobs([other])[0]["batch"])
+    h.turn()
+    h.turn()
+    assert rows(h, [other, other + 1]) == {other: ("cancelled", 1020.0),
+                                           other + 1: ("cancelled", 1020.0)}
+    assert rows(h, keep) == {i: ("pending", None) for i in keep}
