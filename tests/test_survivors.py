@@ -55,3 +55,37 @@ def test_a_batch_cancelled_while_its_chunk_awaits_its_commit_cancels_admitted_an
     assert rows(h, [other, other + 1]) == {other: ("cancelled", 1020.0),
                                            other + 1: ("cancelled", 1020.0)}
     assert rows(h, keep) == {i: ("pending", None) for i in keep}
+
+
+def test_jobs_with_scripts_loaded_after_a_restart_keep_their_own_scripts(tmp_path):
+    """Catches scripts of waiting jobs lost, or mixed between jobs, when a restarted server
+    loads them (Core.make_live mutants 14-20)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    ids = h.submit("alice", {"command": "a.sh 1", "script": "echo A"},
+                   {"command": "b.sh 2", "script": "echo B"},
+                   {"command": "a.sh 3", "script": "echo A"})
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        h.register("alice")
+        (run,) = h.messages(p.RUN)
+        got = {j["id"]: (run["scripts"][j["script"]], j["args"]) for j in run["jobs"]}
+        assert got == {ids[0]: ("echo A", ["1"]), ids[1]: ("echo B", ["2"]),
+                       ids[2]: ("echo A", ["3"])}
+        assert len(run["scripts"]) == 2
+    finally:
+        h.close()
+
+
+def test_parked_jobs_loaded_as_the_users_jobs_run_down_are_scheduled_at_once(h):
+    """Catches parked jobs made live without a scheduling pass: they would wait for the next
+    change (Core.make_live mutants 42, 43)."""
+    h.core.parking.limit = 2
+    h.register("alice")
+    ids = h.submit("alice", "true", "true", "true", "true")
+    assert sorted(h.runs_to("alice")) == [(ids[0], 1), (ids[1], 1)]
+    for job in ids[:2]:
+        h.report("alice", "finished", job, 1, exit_code=0)
+    h.core.parking.refill(h.now)           # as the loop's tick does
+    h.turn()
+    assert sorted(h.runs_to("alice")) == [(i, 1) for i in ids]
