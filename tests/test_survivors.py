@@ -6,6 +6,7 @@ tests/test_handlers.py they drive a real Core on a real SQLite database (tests/c
 import pytest
 
 from hq import protocol as p
+from hq.errors import PERMISSION_DENIED, UNKNOWN_USER, HQError
 from hq.server import handlers
 from tests.core_harness import CoreHarness
 
@@ -89,3 +90,44 @@ def test_parked_jobs_loaded_as_the_users_jobs_run_down_are_scheduled_at_once(h):
     h.core.parking.refill(h.now)           # as the loop's tick does
     h.turn()
     assert sorted(h.runs_to("alice")) == [(i, 1) for i in ids]
+
+
+def answered_at_once(h, user, kind, identity=None, **body):
+    """Handle one message and return what left at once, before any commit: [(to, body)]."""
+    h.core.outbox.take_now()
+    body["req"] = 77
+    handlers.handle(h.core, handlers.Peer(identity or f"us:{user}".encode(), user), kind, body)
+    sent = [(to, p.decode(frames, p.ALL_KINDS)) for to, frames in h.core.outbox.take_now()]
+    h.turn()
+    return [(to, reply) for to, (k, reply) in sent if k == p.OK]
+
+
+def test_heartbeats_and_reads_are_answered_before_the_commit_and_the_rest_after_it(h):
+    """Catches a heartbeat's reply waiting for the commit (an agent's lease is renewed only by
+    it, also while the database is out) or sent to no one or without its `req`; a read or a
+    read-only admin command waiting for a commit; a request that changes something answered
+    before its commit (handlers.handle mutants 13, 14, 18, 58-61; 20 is equivalent: a heartbeat's reply has no
+    fields)."""
+    agent = h.register("alice")
+    assert answered_at_once(h, "alice", p.HEARTBEAT, agent, running=[]) == [
+        (agent, {"req": 77})]
+    assert answered_at_once(h, "alice", p.EVENTS, agent, seq=5, events=[]) == []   # at commit
+    assert answered_at_once(h, "alice", p.STATUS)[0][0] == b"us:alice"
+    assert answered_at_once(h, "root", p.ADMIN, command="lscluster")[0][0] == b"us:root"
+    assert answered_at_once(h, "root", p.ADMIN, command="deactivate") == []
+    assert answered_at_once(h, "alice", p.HOLD, ids=h.submit("alice", "true")) == []
+
+
+def test_unknown_and_disabled_users_are_refused_with_their_code_and_what_to_do(h):
+    """Catches the refusals of a user missing from etc/users or disabled without their code or
+    text (handlers.handle mutants 34-37, 44, 47-49)."""
+    with pytest.raises(HQError) as refused:
+        h.request("mallory", p.STATUS)
+    assert (refused.value.code, refused.value.message) == (
+        UNKNOWN_USER, "user 'mallory' is not registered in etc/users")
+    h.request("root", p.ADMIN, command="disableuser", arg="bob")
+    with pytest.raises(HQError) as refused:
+        h.submit("bob", "true")
+    assert (refused.value.code, refused.value.message) == (
+        PERMISSION_DENIED, "user 'bob' is disabled: no new jobs "
+        "(an admin can 'hq-admin enableuser:NAME')")
