@@ -7,7 +7,9 @@ import pytest
 
 from hq import protocol as p
 from hq.errors import PERMISSION_DENIED, UNKNOWN_USER, HQError
+from hq.config import Settings
 from hq.server import handlers
+from hq.server.core import Core
 from tests.core_harness import CoreHarness
 
 
@@ -131,3 +133,21 @@ def test_unknown_and_disabled_users_are_refused_with_their_code_and_what_to_do(h
     assert (refused.value.code, refused.value.message) == (
         PERMISSION_DENIED, "user 'bob' is disabled: no new jobs "
         "(an admin can 'hq-admin enableuser:NAME')")
+
+
+def test_a_restarted_server_numbers_on_from_the_last_job_and_batch_and_loads_its_limit(tmp_path):
+    """Catches ids after a restart that skip or reuse a number (job ids and batch ids go on
+    from the last in the database), and a restart loading every waiting job instead of the
+    first `limit_per_user` of each user (Core.load mutants 19, 20, 21, 23)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    first = h.request("alice", p.SUBMIT, jobs=["true"] * 3, env={}, cwd="/tmp")
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        again = h.request("alice", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")
+        assert (again["ids"], again["batch"]) == ([first["ids"][-1] + 1], first["batch"] + 1)
+        core = Core(Settings(outside_load=False), h.store, h.now)
+        core.load(h.store, h.now, limit_per_user=2)
+        assert sorted(core.jobs) == first["ids"][:2]
+    finally:
+        h.close()
