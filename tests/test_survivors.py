@@ -151,3 +151,29 @@ def test_a_restarted_server_numbers_on_from_the_last_job_and_batch_and_loads_its
         assert sorted(core.jobs) == first["ids"][:2]
     finally:
         h.close()
+
+
+def test_a_child_whose_parent_ended_badly_or_vanished_fails_with_its_end_time_and_why(tmp_path):
+    """Catches a child submitted after its parent was cancelled failed without its end time,
+    and a waiting child whose parent's row is gone from the database (when a restarted server
+    loads it) failed without saying the parent ended `unknown` (Core.settle_dependencies
+    mutants 13, 14, 23, 29)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    (parent,) = h.submit("alice", "true", hold=True)
+    (gone,) = h.submit("alice", "true", hold=True)
+    (waiting,) = h.submit("alice", "true", depends_on=str(gone))
+    h.request("alice", p.CANCEL, ids=[parent])
+    h.at(1050.0)
+    (child,) = h.submit("alice", "true", depends_on=str(parent))
+    assert rows(h, [child]) == {child: ("failed", 1050.0)}
+    h.store.execute("DELETE FROM jobs WHERE id = ?", (gone,))
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        h.turn()                            # the first turn commits what the load changed
+        assert rows(h, [waiting]) == {waiting: ("failed", 1000.0)}
+        (detail,) = [r["detail"] for r in h.store.query(
+            "SELECT detail FROM job_events WHERE job_id = ? AND state = 'failed'", (waiting,))]
+        assert detail == f"dependency: job {gone} ended unknown"
+    finally:
+        h.close()
