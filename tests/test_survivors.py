@@ -177,3 +177,15 @@ def test_a_child_whose_parent_ended_badly_or_vanished_fails_with_its_end_time_an
         assert detail == f"dependency: job {gone} ended unknown"
     finally:
         h.close()
+
+
+def test_a_listings_reasons_leave_out_outside_load_when_it_is_not_counted(h):
+    """Catches the reasons of a listing computed as if outside load were counted when the
+    setting says it is not (Core.waiting_reason mutant 55: the memo's first look at a shape)."""
+    h.register("alice")
+    h.heartbeat("alice", foreign_load=2.0)
+    h.submit("alice", *["sleep 9"] * 3)                 # 1 of h1's 4 slots left
+    wide = h.submit("alice", "sleep 9", "sleep 9", cores=2)
+    reasons = {j["id"]: j.get("reason") for j in h.request("alice", p.LIST)["jobs"]}
+    assert [reasons[i] for i in wide] == [
+        "resources: needs 2 slots; hosts that fit have at most 1 free"] * 2
