@@ -189,3 +189,15 @@ def test_a_listings_reasons_leave_out_outside_load_when_it_is_not_counted(h):
     reasons = {j["id"]: j.get("reason") for j in h.request("alice", p.LIST)["jobs"]}
     assert [reasons[i] for i in wide] == [
         "resources: needs 2 slots; hosts that fit have at most 1 free"] * 2
+
+
+def test_memory_held_on_a_host_adds_up_over_passes_and_jobs_without_mem(h):
+    """Catches the memory held on a host set to the last placed job's instead of added up:
+    a job without --mem placed after a --mem job would free the latter's memory, and a third
+    --mem job would start beyond the host's memory (Core._hold_slots mutant 24)."""
+    h.register("alice")                                  # h1: 4 slots, 8 GiB
+    (big,) = h.submit("alice", "sleep 9", memory=5 << 30)
+    (small,) = h.submit("alice", "sleep 9")
+    (more,) = h.submit("alice", "sleep 9", memory=5 << 30)
+    assert [h.state(j) for j in (big, small, more)] == ["dispatched", "dispatched", "pending"]
+    assert h.core.hosts["h1"].mem_reserved == 5 << 30
