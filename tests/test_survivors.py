@@ -201,3 +201,20 @@ def test_memory_held_on_a_host_adds_up_over_passes_and_jobs_without_mem(h):
     (more,) = h.submit("alice", "sleep 9", memory=5 << 30)
     assert [h.state(j) for j in (big, small, more)] == ["dispatched", "dispatched", "pending"]
     assert h.core.hosts["h1"].mem_reserved == 5 << 30
+
+
+def test_a_fenced_report_about_a_job_that_already_ended_is_recorded_as_stale(h):
+    """Catches an agent's report that it killed an attempt at the end of its lease, arriving
+    after the job ended (its report crossed the end's), failing the EVENTS or not recorded as
+    a stale result at the time it came (Core.attempt_fenced mutants 3, 4, 16-19)."""
+    h.register("alice")
+    (job,) = h.submit("alice", "sleep 9")
+    h.report("alice", "finished", job, 1, exit_code=0)
+    h.at(1030.0)
+    fenced = "fenced: no answer from hq-server within the lease (11s)"
+    assert h.report("alice", "finished", job, 1, exit_code=None, signal=9,
+                    reason=fenced)["seq"] == 1
+    last = h.store.job_events([job])[-1]
+    assert (last["state"], last["attempt"], last["detail"], last["time"]) == (
+        "stale", 1, "result of attempt 1 ignored (exit None)", 1030.0)
+    assert h.state(job) == "done"
