@@ -218,3 +218,15 @@ def test_a_fenced_report_about_a_job_that_already_ended_is_recorded_as_stale(h):
     assert (last["state"], last["attempt"], last["detail"], last["time"]) == (
         "stale", 1, "result of attempt 1 ignored (exit None)", 1030.0)
     assert h.state(job) == "done"
+
+
+def test_an_agent_registering_with_the_end_of_a_job_that_already_ended_is_accepted(h):
+    """Catches a REGISTER refused (the agent could never come back) when the ends it is about
+    to report include a job that has already ended (Core.await_result mutant 4)."""
+    h.register("alice")
+    (job,) = h.submit("alice", "true")
+    h.report("alice", "finished", job, 1, exit_code=0)
+    reply = h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=4, os="Linux",
+                      memory_total=8 << 30, running=[], reported=[[job, 1]])
+    assert reply["heartbeat_s"] == h.core.settings.heartbeat_s
+    assert h.state(job) == "done"
