@@ -230,3 +230,20 @@ def test_an_agent_registering_with_the_end_of_a_job_that_already_ended_is_accept
                       memory_total=8 << 30, running=[], reported=[[job, 1]])
     assert reply["heartbeat_s"] == h.core.settings.heartbeat_s
     assert h.state(job) == "done"
+
+
+def test_the_exporter_measures_queue_wait_up_to_the_dispatch(h):
+    """Catches the transition's time not given to listeners: the Prometheus exporter's queue
+    wait (submission to dispatch) could not be measured (Core._transition mutant 60)."""
+    from hq.server.exporter import Exporter
+    exporter = Exporter(0)
+    try:
+        h.core.listeners.append(exporter.on_transition)
+        h.submit("alice", "true")
+        h.at(1012.5)
+        h.register("alice")
+        assert exporter.registry.get_sample_value("hq_queue_wait_seconds_sum") == 12.5
+        assert exporter.registry.get_sample_value("hq_dispatched_total") == 1
+    finally:
+        exporter.server.shutdown()
+        exporter.server.server_close()
