@@ -247,3 +247,20 @@ def test_the_exporter_measures_queue_wait_up_to_the_dispatch(h):
     finally:
         exporter.server.shutdown()
         exporter.server.server_close()
+
+
+def test_a_host_that_was_down_is_down_after_a_restart(tmp_path):
+    """Catches a host stored `down` read back as `unknown` by a restarted server
+    (core.host_from_row mutant 64)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    h.register("alice")
+    h.at(1007.0).turn(tick=True)                     # 3 heartbeats of silence: down
+    assert h.store.query("SELECT status FROM hosts WHERE name = 'h1'")[0]["status"] == "down"
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        assert h.core.hosts["h1"].status == "down"
+        (shown,) = h.request("root", p.ADMIN, command="lscluster")["hosts"]
+        assert shown["status"] == "down"
+    finally:
+        h.close()
