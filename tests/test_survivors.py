@@ -8,7 +8,7 @@ import pytest
 from hq import protocol as p
 from hq.errors import PERMISSION_DENIED, UNKNOWN_USER, HQError
 from hq.config import Settings
-from hq.server import handlers
+from hq.server import fleet, handlers
 from hq.server.core import Core
 from tests.core_harness import CoreHarness
 
@@ -22,6 +22,15 @@ def h(tmp_path):
 
 def rows(h, ids):
     return {r["id"]: (r["state"], r["finished"]) for r in h.store.get_jobs(ids)}
+
+
+def running_job_of(h, user, **defaults):
+    """A job of `user` running on h1 (its agent registered, RUN sent, started reported)."""
+    h.register(user)
+    (job,) = h.submit(user, "sleep 100", **defaults)
+    h.report(user, "started", job, 1, pid=4242)
+    assert h.state(job) == "running"
+    return job
 
 
 def stage(h, user, **body):
@@ -262,5 +271,34 @@ def test_a_host_that_was_down_is_down_after_a_restart(tmp_path):
         assert h.core.hosts["h1"].status == "down"
         (shown,) = h.request("root", p.ADMIN, command="lscluster")["hosts"]
         assert shown["status"] == "down"
+    finally:
+        h.close()
+
+
+@pytest.mark.parametrize("first", ["alice", "bob"])
+def test_each_gone_agents_grace_is_judged_on_its_own_also_while_the_database_is_out(tmp_path,
+                                                                                   first):
+    """Catches the look at gone agents stopping at the first one still in its grace (the jobs
+    of a later one whose grace is over kept), or at the first one whose requeue waits for the
+    database (later ones in their grace not asked for again) (fleet.check_liveness mutants 44,
+    46). Alice's lease outlasts bob's, so her grace ends later whichever is found gone first."""
+    h = CoreHarness(tmp_path, outside_load=False, spawn_retry_s=1.0)
+    try:
+        h.hello("alice")
+        bobs = running_job_of(h, "bob", retries=1)
+        alices = running_job_of(h.at(1004.0), "alice")
+        h.at(1005.0)
+        for user in (first, {"alice": "bob", "bob": "alice"}[first]):
+            fleet.undeliverable(h.core, f"agent:{user}@h1".encode(), h.now)
+        assert h.core.gone == {("alice", "h1"): 1010.0, ("bob", "h1"): 1006.0}  # lease ends
+        h.turn()
+        asked = len(h.messages(p.SPAWN, b"us:alice"))
+        h.core.db_ok = False
+        h.at(1016.5).turn(tick=True)           # bob's grace is over, alice's is not
+        assert len(h.messages(p.SPAWN, b"us:alice")) == asked + 1
+        assert (h.state(bobs), h.state(alices)) == ("running", "running")
+        h.core.db_ok = True
+        h.at(1016.6).turn(tick=True)
+        assert (h.state(bobs), h.state(alices)) == ("pending", "running")
     finally:
         h.close()
