@@ -302,3 +302,33 @@ def test_each_gone_agents_grace_is_judged_on_its_own_also_while_the_database_is_
         assert (h.state(bobs), h.state(alices)) == ("pending", "running")
     finally:
         h.close()
+
+
+def test_outside_load_leaves_out_only_other_users_jobs_and_is_corrected_once(h):
+    """Catches the reporting agent's own jobs taken off the outside load it reports (it can
+    tell them apart), and a heartbeat without `foreign_load` taking other users' jobs off the
+    last value again (fleet.host_seen mutants 26, 41)."""
+    h.register("alice")                                 # alice's agent reports the metrics
+    running_job_of(h, "alice")
+    running_job_of(h, "bob")
+    h.heartbeat("alice", foreign_load=3.0)              # bob's job (1 slot) counted in it
+    assert h.core.hosts["h1"].foreign_load == 2.0
+    h.heartbeat("alice", load1=0.5)
+    assert h.core.hosts["h1"].foreign_load == 2.0
+
+
+def test_an_agent_back_after_a_restart_writes_its_hosts_row_at_once(tmp_path):
+    """Catches the first heartbeat row of a host a restarted server counted as up (it has
+    attempts) failing or waiting: no row written yet this run (fleet.host_seen mutants 48,
+    50)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    running_job_of(h, "alice")
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        fleet.expect_agents(h.core, h.now)
+        h.at(1003.0).register("alice", load1=1.5)
+        (row,) = h.store.query("SELECT last_seen, load1 FROM hosts WHERE name = 'h1'")
+        assert (row["last_seen"], row["load1"]) == (1003.0, 1.5)
+    finally:
+        h.close()
