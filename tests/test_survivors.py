@@ -9,7 +9,7 @@ from hq import protocol as p
 from hq.errors import PERMISSION_DENIED, UNKNOWN_USER, HQError
 from hq.config import Settings
 from hq.server import fleet, handlers
-from hq.server.core import Core
+from hq.server.core import Core, user_from_row
 from tests.core_harness import CoreHarness
 
 
@@ -330,5 +330,32 @@ def test_an_agent_back_after_a_restart_writes_its_hosts_row_at_once(tmp_path):
         h.at(1003.0).register("alice", load1=1.5)
         (row,) = h.store.query("SELECT last_seen, load1 FROM hosts WHERE name = 'h1'")
         assert (row["last_seen"], row["load1"]) == (1003.0, 1.5)
+    finally:
+        h.close()
+
+
+def test_a_second_admins_agent_leaves_the_metrics_to_the_first_admins(h):
+    """Catches an admin's agent taking the host's metrics from another admin's agent (only a
+    user's agent gives them up to an admin's) (fleet.agent_registered mutant 45)."""
+    h.store.add_users([("ops", ["USER", "ADMIN"])])
+    h.core.users["ops"] = user_from_row(h.store.load_users()["ops"])    # as a reload does
+    h.register("root")
+    h.register("ops")
+    h.heartbeat("root", load1=1.0)
+    h.heartbeat("ops", load1=9.0)
+    assert (h.core.hosts["h1"].reporter, h.core.hosts["h1"].load1) == ("root", 1.0)
+
+
+def test_a_registration_clears_an_unreachable_hosts_reason_in_its_row(tmp_path):
+    """Catches the host's row keeping the reason it was unreachable once an agent registers
+    there (a restarted server would show it again) (fleet.agent_registered mutant 62)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    h.request("alice", p.UNREACHABLE, host="h1", reason="ssh: connection refused")
+    h.register("alice")
+    assert h.store.query("SELECT status_reason FROM hosts")[0]["status_reason"] == ""
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        assert h.core.hosts["h1"].status_reason == ""
     finally:
         h.close()
