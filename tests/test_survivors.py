@@ -359,3 +359,51 @@ def test_a_registration_clears_an_unreachable_hosts_reason_in_its_row(tmp_path):
         assert h.core.hosts["h1"].status_reason == ""
     finally:
         h.close()
+
+
+def test_after_a_restart_the_first_agent_reports_the_hosts_facts_again(tmp_path):
+    """Catches a restarted server keeping the cores and memory it stored for a host instead of
+    taking the first agent's report of this run (fleet._take_facts mutant 3)."""
+    h = CoreHarness(tmp_path, outside_load=False)
+    h.register("alice", cores=4)
+    h.close()
+    h = CoreHarness(tmp_path, outside_load=False)
+    try:
+        h.register("alice", cores=6, memory=16 << 30)
+        host = h.core.hosts["h1"]
+        assert (host.cores, host.memory_total, host.facts_note) == (6, 16 << 30, "")
+    finally:
+        h.close()
+
+
+def test_a_register_without_cores_or_os_counts_one_core_and_no_os(h):
+    """Catches the defaults of a REGISTER that leaves out cores and OS (an old agent) for a
+    host never reported: one core, an empty OS (handlers.agent.register mutants 36, 37, 68)."""
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", memory_total=1 << 30,
+              running=[])
+    host = h.core.hosts["h1"]
+    assert (host.cores, host.os) == (1, "")
+
+
+def test_short_jobs_runtimes_let_jobs_wait_at_the_agent(h):
+    """Catches a job's runtime taken as its end plus its start: short jobs would count as long
+    and no job would be dispatched ahead to wait at the agent (handlers.agent.events mutant
+    77)."""
+    h.register("alice")
+    (job,) = h.submit("alice", "true")
+    h.report("alice", "finished", job, 1, exit_code=0, started=h.now - 0.01)
+    ids = h.submit("alice", *["true"] * 12)
+    assert [h.state(i) for i in ids] == ["dispatched"] * 12       # 4 slots, 12 dispatched
+
+
+def test_another_users_agent_cannot_end_a_job_requeued_from_its_host(h):
+    """Catches a report of bob's agent about alice's job, requeued from their host, taken as
+    the end of that job's attempt there (handlers.agent._ours mutants 1, 2)."""
+    job = running_job_of(h, "alice", retries=1)
+    h.at(h.now + 7).turn(tick=True)                             # alice's agent went silent
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert h.state(job) == "pending"
+    h.register("bob")
+    h.report("bob", "finished", job, 1, exit_code=0)
+    assert h.state(job) == "pending"
+    assert [e["state"] for e in h.store.job_events([job])][-1] == "pending"
