@@ -407,3 +407,16 @@ def test_another_users_agent_cannot_end_a_job_requeued_from_its_host(h):
     h.report("bob", "finished", job, 1, exit_code=0)
     assert h.state(job) == "pending"
     assert [e["state"] for e in h.store.job_events([job])][-1] == "pending"
+
+
+def test_the_attempt_of_a_cancelled_job_lost_with_its_agent_gives_back_its_slots(h):
+    """Catches the end of an attempt whose job is no longer live (cancelled while it ran, its
+    agent then gone for the grace) failing the loop's tick: the host's slots would stay taken
+    (Core.attempt_gone mutant 8)."""
+    job = running_job_of(h, "alice")
+    h.request("alice", p.CANCEL, ids=[job])
+    assert h.core.hosts["h1"].slots_used == 1                   # until the process ended
+    h.at(h.now + 7).turn(tick=True)                             # the agent went silent
+    h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
+    assert (h.core.hosts["h1"].slots_used, h.core.user_slots["alice"]) == (0, 0)
+    assert h.state(job) == "cancelled"
