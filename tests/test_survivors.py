@@ -376,13 +376,21 @@ def test_after_a_restart_the_first_agent_reports_the_hosts_facts_again(tmp_path)
         h.close()
 
 
-def test_a_register_without_cores_or_os_counts_one_core_and_no_os(h):
-    """Catches the defaults of a REGISTER that leaves out cores and OS (an old agent) for a
-    host never reported: one core, an empty OS (handlers.agent.register mutants 36, 37, 68)."""
-    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", memory_total=1 << 30,
-              running=[])
-    host = h.core.hosts["h1"]
-    assert (host.cores, host.os) == (1, "")
+def test_a_register_without_cores_or_os_counts_one_core_and_no_os(tmp_path):
+    """Catches the defaults of a REGISTER that leaves out cores and OS (an old agent): for a
+    host never reported one core and an empty OS, for a known host what it has (an admin's
+    agent's report is believed) (handlers.agent.register mutants 36, 37, 67, 68)."""
+    h = CoreHarness(tmp_path, hosts=(("h1", 4), ("h2", 4)), outside_load=False)
+    try:
+        h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", memory_total=1 << 30,
+                  running=[])
+        assert (h.core.hosts["h1"].cores, h.core.hosts["h1"].os) == (1, "")
+        h.register("alice", host="h2", cores=6)                     # reports Linux
+        h.request("root", p.REGISTER, b"agent:root@h2", host="h2", memory_total=8 << 30,
+                  running=[])
+        assert (h.core.hosts["h2"].cores, h.core.hosts["h2"].os) == (6, "Linux")
+    finally:
+        h.close()
 
 
 def test_short_jobs_runtimes_let_jobs_wait_at_the_agent(h):
