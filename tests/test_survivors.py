@@ -428,3 +428,10 @@ def test_the_attempt_of_a_cancelled_job_lost_with_its_agent_gives_back_its_slots
     h.at(h.now + h.core.settings.requeue_grace_s).turn(tick=True)
     assert (h.core.hosts["h1"].slots_used, h.core.user_slots["alice"]) == (0, 0)
     assert h.state(job) == "cancelled"
+
+
+def test_batches_are_numbered_one_after_another(h):
+    """Catches a batch id skipped at each submission (Core.stage_batch mutant 6)."""
+    first = h.request("alice", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")["batch"]
+    second = h.request("bob", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")["batch"]
+    assert second == first + 1
