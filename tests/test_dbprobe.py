@@ -1,6 +1,7 @@
 """hq.server.dbprobe on real databases: while MySQL is down the loop is told not to wait on it,
 and a probe thread finds it back; SQLite is retried after a backoff without a thread."""
 
+import os
 import signal
 
 import pytest
@@ -33,20 +34,24 @@ def private_mysql():
 
 @pytest.mark.mysql
 def test_mysql_probe_waits_for_the_database_then_says_ready(private_mysql):
-    """Catches a loop that retries commits on its own thread while MySQL is down (each try
-    may hold it up to the connect timeout): ready() stays false until a probe connects."""
+    """Catches a loop that retries commits on its own thread while MySQL fails (each try may
+    hold it up to the connect timeout): ready() stays false until a probe reaches it. MySQL is
+    stopped with SIGSTOP (it hangs: the worst case) and continued; its port is never given up,
+    so no test of another worker can take it meanwhile."""
     store = open_store(parse_db_url(private_mysql.url))
     probe = DatabaseProbe(store)
+    mysqld = private_mysql.pid()
     try:
-        private_mysql.kill(signal.SIGTERM)
-        wait_until(lambda: not store.reachable(), 30, 0.1, "MySQL to stop")
+        os.kill(mysqld, signal.SIGSTOP)
+        assert not store.reachable()                    # within its 2 s timeouts
         probe.failed(1000.0, took=0.01)
         assert not probe.ready(1000.0) and not probe.ready(2000.0)
         assert probe.ready(1000.0, submission=True)     # a refusal is quick: try at once
         probe.failed(1000.0, took=2.0)                  # a hung database: not at once
         assert not probe.ready(1000.5, submission=True) and probe.ready(1001.1, True)
-        private_mysql.start()
+        os.kill(mysqld, signal.SIGCONT)
         wait_until(lambda: probe.ready(0.0), 30, 0.05, "the probe to reach MySQL again")
     finally:
+        os.kill(mysqld, signal.SIGCONT)
         probe.close()
         store.close()
