@@ -60,7 +60,7 @@ class CoreHarness:
         for identity, frames in core.outbox.take_now():     # heartbeat replies (no commit)
             self.sent.append((identity, p.OK, p.decode(frames, p.ALL_KINDS)[1]))
         replies, messages = core.outbox.take()
-        for identity, req, fields, _ in replies:
+        for identity, req, fields in replies:
             self.sent.append((identity, p.OK, {"req": req, **fields}))
         for identity, kind, frames in messages:
             self.sent.append((identity, kind, p.decode(frames, p.ALL_KINDS)[1]))

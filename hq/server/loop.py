@@ -315,7 +315,7 @@ class Loop:
 
     def flush(self):
         replies, messages = self.core.outbox.take()
-        for identity, req, fields, _ in replies:
+        for identity, req, fields in replies:
             self.send(identity, p.ok(req, **fields))
         for identity, kind, frames in messages:
             if not self.send(identity, frames) and kind in (p.RUN, p.KILL, p.SPAWN, p.STOP,
@@ -368,17 +368,14 @@ class Loop:
                                         f"submission not accepted: {why}"))
 
     def answer_unrecorded(self, why):
-        """Requests of a turn whose commit failed: answers that changed nothing go out; the
-        others learn that their change waits for the database (it is kept and retried)."""
+        """Requests of a turn whose commit failed learn that their change waits for the
+        database (it is kept and retried); reads were answered when they were handled."""
         outbox = self.core.outbox
         replies, outbox.replies = outbox.replies, []
-        for identity, req, fields, read_only in replies:
-            if read_only:
-                self.send(identity, p.ok(req, **fields))
-            else:
-                self.send(identity, p.error(req, DATABASE_ERROR, "the database is unavailable "
-                                            f"({why}): the change is kept and will be recorded "
-                                            "when it is back"))
+        for identity, req, _ in replies:
+            self.send(identity, p.error(req, DATABASE_ERROR, "the database is unavailable "
+                                        f"({why}): the change is kept and will be recorded "
+                                        "when it is back"))
 
 
 def start_exporter(loop, port):

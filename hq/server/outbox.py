@@ -10,12 +10,12 @@ from hq import protocol as p
 
 class Outbox:
     def __init__(self):
-        self.replies = []       # (identity, req, fields, read_only): answers to user requests
+        self.replies = []       # (identity, req, fields): answers to requests that change things
         self.messages = []      # (identity, kind, frames): everything else, in order
         self.now = []           # (identity, frames): sent before the commit (heartbeat replies)
 
-    def reply(self, identity, req, fields, read_only=False):
-        self.replies.append((identity, req, fields, read_only))
+    def reply(self, identity, req, fields):
+        self.replies.append((identity, req, fields))
 
     def send(self, identity, kind, body):
         self.messages.append((identity, kind, p.encode(kind, body)))
