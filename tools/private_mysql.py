@@ -11,6 +11,7 @@ starts mariadbd detached (data, socket, log and pid file in DIR). Needs only Pyt
 import argparse
 import configparser
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -38,9 +39,30 @@ def available():
 
 
 def _free_port():
+    """A free port below the kernel's ephemeral range: tests stop this server and start it
+    again on its port, and no port the kernel hands out meanwhile (a bind to port 0 by a test
+    of another worker, a connection's own end) can be one of these."""
+    low = _ephemeral_low()
+    choices = random.Random()
+    for _ in range(200):
+        port = choices.randrange(max(1024, low - 12000), low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _as_root():
