@@ -2,13 +2,12 @@
 private MariaDB, skipped with a printed reason unless CI=true, and waits that tolerate outages."""
 
 import contextlib
-import os
 import shutil
 
 import pytest
 
 from hq.errors import HQError
-from tests.helpers import holds_for, wait_until  # noqa: F401 (holds_for: re-exported)
+from tests.helpers import holds_for, unavailable, wait_until  # noqa: F401 (holds_for: re-exported)
 from tools import faults
 from tools.faults import fill, free, ledger_command, ledger_counts, ledger_lines
 
@@ -17,14 +16,6 @@ __all__ = ["fill", "free", "ledger_command", "ledger_counts", "ledger_lines",
            "wait_settled", "holds_for"]
 
 TERMINAL = {"done", "failed", "cancelled", "lost"}
-
-
-def unavailable(reason):
-    """Skip with a printed reason; under CI=true the test must run, so fail instead."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: this test must run)", pytrace=False)
-    print(f"\nskipping: {reason}")
-    pytest.skip(reason)
 
 
 def need_mounts():

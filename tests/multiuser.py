@@ -40,14 +40,11 @@ def why_impossible():
 
 def require():
     """Skip (with a printed reason) when users cannot be made; under CI=true, fail loudly."""
-    import pytest
+    from tests.helpers import unavailable
     reason = why_impossible()
     if reason is None:
         return
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason} (CI=true: the multi-user tests must run)", pytrace=False)
-    print(f"\nskipping multi-user tests: {reason}")
-    pytest.skip(reason)
+    unavailable(reason, "the multi-user tests")
 
 
 # -- a venv every user can run -------------------------------------------------------------------

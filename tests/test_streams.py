@@ -45,7 +45,8 @@ def test_a_reply_many_times_the_request_bound_arrives_whole(tmp_path):
         client.send([b"HQ1", b"STATUS", b'{"req": 1}'])
         (identity, frames), = pump(streams, lambda got: len(got) == 1)
         assert frames == [b"HQ1", b"STATUS", b'{"req": 1}']
-        body = json.dumps({"req": 1, "jobs": ["x" * 50] * 200000}).encode()   # 10 MB: more than the socket takes
+        # 10 MB: more than the socket takes at once
+        body = json.dumps({"req": 1, "jobs": ["x" * 50] * 200000}).encode()
         streams.send(identity, [b"HQ1", b"OK", body])
         reply = []
 
