@@ -35,6 +35,7 @@ class PlayServer:
         self.port = free_port()
         self.socket.bind(f"tcp://127.0.0.1:{self.port}")
         self.register_reply = register_reply
+        self.heartbeat_reply = {}       # fields of every heartbeat's answer
         self.identity = None
         self.registers, self.events, self.heartbeats = [], [], []
         self.ack = True
@@ -73,7 +74,7 @@ class PlayServer:
                     self.send(p.OK, {"req": body["req"], **self.register_reply})
             elif kind == p.HEARTBEAT:
                 self.heartbeats.append(body)
-                self.send(p.OK, {"req": body["req"]})
+                self.send(p.OK, {"req": body["req"], **self.heartbeat_reply})
             elif kind == p.EVENTS:
                 self.events.extend(body["events"])
                 if self.ack:

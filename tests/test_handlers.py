@@ -93,12 +93,17 @@ def test_host_facts_come_from_the_first_agent_and_another_users_report_is_not_be
 
 
 def test_metrics_come_from_one_agent_per_host(h):
-    """Catches a second user's agent overwriting the host's load (outside load, memory)."""
+    """Catches a second user's agent overwriting the host's load (outside load, memory), and
+    agents not told whether to gather the host's metrics: only the reporter does, and its
+    successor is told with its next heartbeat's reply."""
     h.register("alice")
     h.register("bob")
-    h.heartbeat("alice", load1=0.5, foreign_load=0.0)
-    h.heartbeat("bob", load1=99.0, foreign_load=4.0)
+    assert h.heartbeat("alice", load1=0.5, foreign_load=0.0)["metrics"] is True
+    assert h.heartbeat("bob", load1=99.0, foreign_load=4.0)["metrics"] is False
     assert h.core.hosts["h1"].load1 == 0.5 and h.core.hosts["h1"].foreign_load == 0.0
+    h.request("alice", p.BYE, b"agent:alice@h1")
+    assert h.heartbeat("bob", load1=3.0)["metrics"] is True
+    assert h.core.hosts["h1"].load1 == 3.0
 
 
 def test_bye_is_refused_while_the_agent_holds_work_and_forgets_it_when_idle(h):

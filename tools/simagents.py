@@ -53,7 +53,7 @@ class SimAgent:
     __slots__ = ("user", "host", "identity", "socket", "fd", "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
-                 "gave_up", "next_heartbeat")
+                 "gave_up", "next_heartbeat", "reports")
 
     def __init__(self, user, host, worker):
         self.user, self.host = user, host
@@ -75,6 +75,7 @@ class SimAgent:
         self.silent = False        # a simulated dead host: sends nothing, hears nothing
         self.gave_up = False
         self.next_heartbeat = 0.0
+        self.reports = True        # the server wants the host's metrics from this agent
 
     def pairs(self):
         return [list(k) for k in (*self.running, *self.waiting)]
@@ -205,8 +206,10 @@ class Worker:
         if agent.silent:
             return
         self.counts["heartbeats"] += 1
-        self.send(agent, p.HEARTBEAT, {"req": "heartbeat", "running": agent.pairs(),
-                                       "reported": agent.reported(), **self.metrics(agent)})
+        body = {"req": "heartbeat", "running": agent.pairs(), "reported": agent.reported()}
+        if agent.reports:
+            body.update(self.metrics(agent))
+        self.send(agent, p.HEARTBEAT, body)
         self.check_server(agent, now)
 
     def check_server(self, agent, now):
@@ -255,6 +258,8 @@ class Worker:
 
     def on_ok(self, agent, body, now):
         req = body.get("req")
+        if isinstance(body.get("metrics"), bool):
+            agent.reports = body["metrics"]
         if req == "events":
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:

@@ -36,7 +36,7 @@ def register(core, peer, body):
         for entry in p.field(body, "reported", list, []):    # ends it reports next: a retry
             core.await_result(*_pair(entry), host.name, core.now + AWAIT_RESULT_S)  # waits
     return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id,
-            "lease_s": core.settings.agent_lease_s}
+            "lease_s": core.settings.agent_lease_s, "metrics": host.reporter == peer.user}
 
 
 def _kill_unwanted(core, peer, host, running):
@@ -74,7 +74,7 @@ def heartbeat(core, peer, body):
     fleet.host_seen(core, agent, body, core.now)
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     core.reconcile(agent.host, agent.user, known, core.now, 2 * core.settings.heartbeat_s + 1)
-    return {}
+    return {"metrics": core.hosts[agent.host].reporter == agent.user}
 
 
 def events(core, peer, body):
