@@ -13,6 +13,7 @@ import zmq
 
 from hq import protocol as p
 from hq.errors import HQError
+from hq.server import wire
 
 log = logging.getLogger("hq.server")
 
@@ -81,7 +82,7 @@ class DatabaseWait:
     def _take_messages(self):
         while len(self.stash) < STASH_MAX:
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = wire.receive(self.socket)
             except zmq.Again:
                 return
             self.stash.append((frames, self._answer(frames)))
@@ -101,7 +102,7 @@ class DatabaseWait:
         if kind != p.HEARTBEAT or frames[1].get("User-Id") != agent.user:
             return False
         try:
-            self.socket.send_multipart([identity, *p.ok(body.get("req"))], zmq.NOBLOCK)
+            wire.send(self.socket, identity, p.ok(body.get("req")))
         except zmq.ZMQError:
             return False
         return True

@@ -25,7 +25,7 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, NOT_ACTIVE, HQError
-from hq.server import dispatch, fleet, handlers, limits, pushes, standby, zap
+from hq.server import dispatch, fleet, handlers, limits, pushes, standby, wire, zap
 from hq.server.core import Core
 from hq.server.dbprobe import DatabaseProbe
 from hq.server.dbwait import DatabaseWait, WaitedStore
@@ -37,6 +37,8 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 MAX_ROWS_PER_TURN = 10000   # a turn stops reading at this many rows to commit ...
 MAX_READ_S = 0.5            # ... or after reading this long (a machine short of CPU)
+BATCH_S = 0.005             # turns of a loop whose turns read BATCH_MESSAGES or more
+BATCH_MESSAGES = 4          # start at most this often
 LAZY_COMMIT_S = 1.0         # heartbeat rows alone are committed at most this often
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
@@ -67,6 +69,7 @@ class Loop:
         self.last_commit = 0.0      # time.monotonic() of the last commit
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
+        self.last_read = 0          # messages the last turn read
         self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.lease = None           # with [server] standby: this server's lease (lease.py)
@@ -113,8 +116,8 @@ class Loop:
                 max(0, min(TICK_S, self.next_tick - time.time())) * 1000
             self.again = False
             poller.poll(timeout)
-            pause = last_turn + self.settings.commit_interval_s - time.time()
-            if pause > 0 and self.busy():     # let more messages share a commit
+            pause = last_turn + self.pause_s() - time.time()
+            if pause > 0:                     # let more messages share a turn and a commit
                 time.sleep(pause)
             self.submitted = False
             last_turn = time.time()
@@ -150,6 +153,15 @@ class Loop:
         self.stepped_down = why
         self.core.running = False
 
+    def pause_s(self):
+        """How long after the last turn's start the next one waits: the commit interval while
+        jobs queue for slots; BATCH_S while messages come faster than turns (thousands of
+        agents' heartbeats: each turn then reads many, and the socket's and libzmq's per-wakeup
+        costs are shared); else none: a quiet cluster answers every message at once."""
+        if self.busy():
+            return self.settings.commit_interval_s
+        return BATCH_S if self.last_read >= BATCH_MESSAGES else 0.0
+
     def busy(self):
         """Whether jobs queue for slots (and no submission waits to be scheduled): only then
         does a turn wait for the commit interval; a quiet cluster answers every message at once."""
@@ -159,6 +171,7 @@ class Loop:
         core = self.core
         core.now = time.time()
         until = time.monotonic() + MAX_READ_S
+        self.last_read = 0
         for _ in range(MAX_MESSAGES_PER_TURN):
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
                 self.again = True
@@ -167,6 +180,7 @@ class Loop:
             if frames is None:
                 core.drained_at = time.time()   # what arrives from now on was sent later
                 break
+            self.last_read += 1
             self.handle(frames)
             now_replies = core.outbox.take_now()            # replies that record nothing,
             if not answered and self.may_answer():         # unless a watcher gave it one
@@ -194,7 +208,7 @@ class Loop:
         if self.dbwait.stash:
             return self.dbwait.stash.popleft()
         try:
-            return self.socket.recv_multipart(zmq.NOBLOCK, copy=False), False
+            return wire.receive(self.socket), False
         except zmq.Again:
             return None, False
 
@@ -222,7 +236,7 @@ class Loop:
 
     def send(self, identity, frames):
         try:
-            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            wire.send(self.socket, identity, frames)
             return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
