@@ -168,12 +168,20 @@ class Simulation:
     def idle_window(self):
         """Server CPU while only heartbeats flow: the cost of holding the agents."""
         server0, _ = self.install.server_figures()
+        threads0, sim0 = self.install.thread_cpu(), self.workers.cpu()
+        counts0 = {n: self.workers.total(n) for n in ("heartbeats", "reconnects")}
         start = time.time()
         while time.time() - start < self.opts.idle:
             self.spin(0.1)
         server1, _ = self.install.server_figures()
-        self.figures["heartbeat_cpu_pct"] = round(100 * (server1 - server0)
-                                                  / (time.time() - start), 1)
+        threads1, took = self.install.thread_cpu(), time.time() - start
+        self.figures["heartbeat_cpu_pct"] = round(100 * (server1 - server0) / took, 1)
+        self.figures["idle_window"] = {
+            "threads_cpu_pct": {name: round(100 * (cpu - threads0.get(name, 0.0)) / took, 1)
+                                for name, cpu in threads1.items()},
+            "sim_cpu_pct": round(100 * (self.workers.cpu() - sim0) / took, 1),
+            **{f"{n}_per_s": round((self.workers.total(n) - c) / took, 1)
+               for n, c in counts0.items()}}
 
     def make_users(self, keys):
         server_key = self.install.admin_keys()[0]
