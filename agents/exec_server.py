@@ -319,8 +319,9 @@ class Agent:
             self.on_registered(body)
             self.metrics_wanted(body)
         elif kind == p.OK and body.get("req") == "heartbeat":
-            self.lease.answered("heartbeat", True)
+            self.lease.answered("heartbeat", True, body)
             self.metrics_wanted(body)
+            self.interval_told(body.get("every"))
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -363,11 +364,19 @@ class Agent:
         them (one agent a host gathers them, not every user's)."""
         self.next_heartbeat = now + self.heartbeat_s
         body = {"req": "heartbeat", "running": self.runner.running_pairs(),
-                "reported": self.reported_pairs()}
+                "reported": self.reported_pairs(), "every": self.heartbeat_s}
         if self.reports_metrics:
             body.update(self.sampler.sample(self.runner.adopted))
         if self.send(p.HEARTBEAT, body):
             self.lease.request_sent("heartbeat")
+
+    def interval_told(self, every):
+        """A HEARTBEAT reply may set how often to heartbeat (the host's reporter every
+        heartbeat_s, the other users' agents less often); each heartbeat says which it keeps."""
+        if p.is_number(every) and 0.01 <= every <= 3600 and every != self.heartbeat_s:
+            log.info("heartbeat every %ss, as the server says", every)
+            self.heartbeat_s = every
+            self.next_heartbeat = min(self.next_heartbeat, time.time() + every)
 
     def metrics_wanted(self, body):
         """REGISTER and HEARTBEAT replies may say whether the server wants this agent's

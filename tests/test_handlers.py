@@ -363,6 +363,41 @@ def test_an_agent_is_gone_after_three_silent_heartbeats_not_before(h):
     assert h.state(job) == "running"
 
 
+def test_other_users_agents_heartbeat_less_often_and_are_gone_after_their_own_silence(h):
+    """Catches every agent of a host told to heartbeat every heartbeat_s (5,000 heartbeats a
+    second for 10 users on 1,000 hosts), an agent gone after 3 heartbeat_s when it keeps a
+    longer interval, a deadline cut short when the agent is told to heartbeat faster (it may
+    not have heard yet: its lease holds), and a lease that outlasts the server's patience:
+    the lease granted for each declared interval ends before the server may requeue."""
+    grace = h.core.settings.requeue_grace_s
+    h.register("alice")
+    h.register("bob")
+    assert h.heartbeat("alice")["every"] == 2
+    told = h.heartbeat("bob")
+    assert (told["every"], told["lease_s"]) == (6, 11)     # declared nothing: 2 s
+    start = h.now
+    told = h.heartbeat("bob", every=6)
+    assert told["lease_s"] == 23 and told["lease_s"] < 18 + grace
+    bob = h.core.agents[b"agent:bob@h1"]
+    for t in (2, 4, 6, 8, 10, 12, 14, 16):
+        h.at(start + t).heartbeat("alice")
+        h.turn(tick=True)
+    assert "bob" in h.core.hosts["h1"].agents
+    h.at(start + 18.1).heartbeat("alice")
+    h.turn(tick=True)
+    assert "bob" not in h.core.hosts["h1"].agents
+    h.register("bob")
+    h.request("alice", p.BYE, b"agent:alice@h1")
+    told = h.heartbeat("bob", every=6)                       # now the host's reporter
+    assert (told["every"], told["lease_s"]) == (2, 23)
+    bob = h.core.agents[b"agent:bob@h1"]
+    assert bob.deadline == h.now + 18                         # it keeps 6 s until it hears
+    h.at(h.now + 2).heartbeat("bob", every=2)
+    assert bob.deadline == h.now - 2 + 18                     # never moved back
+    h.at(h.now + 2).heartbeat("bob", every=1e9)               # clamped to what may be asked
+    assert bob.deadline == h.now + 18
+
+
 def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):
     """Issue 14: catches the finished report's max_rss (and signal) not written to the job's
     row, also for a cancelled job whose process ends after the cancel. Checked by dropping
