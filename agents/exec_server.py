@@ -74,6 +74,7 @@ class Agent:
         self.socket = None
         self.facts = metrics.facts()
         self.sampler = metrics.Sampler()
+        self.reports_metrics = True   # the server names one agent a host to bring its metrics
         self.unacked = {}         # seq -> (sent time, events)
         self.outgoing = []        # events not yet sent
         self.seq = 0
@@ -316,8 +317,11 @@ class Agent:
         elif kind == p.OK and body.get("req") == "register":
             self.lease.answered("register", True, body)
             self.on_registered(body)
+            self.metrics_wanted(body)
         elif kind == p.OK and body.get("req") == "heartbeat":
-            self.lease.answered("heartbeat", True)
+            self.lease.answered("heartbeat", True, body)
+            self.metrics_wanted(body)
+            self.interval_told(body.get("every"))
         elif kind == p.OK and body.get("req") == "bye":
             self.bye_sent = None
             if body.get("bye") is True:
@@ -356,11 +360,32 @@ class Agent:
                 self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
 
     def heartbeat(self, now):
+        """Liveness and our jobs; the host's metrics too if the server asks this agent for
+        them (one agent a host gathers them, not every user's)."""
         self.next_heartbeat = now + self.heartbeat_s
-        if self.send(p.HEARTBEAT, {"req": "heartbeat", "running": self.runner.running_pairs(),
-                                "reported": self.reported_pairs(),
-                                **self.sampler.sample(self.runner.adopted)}):
+        body = {"req": "heartbeat", "running": self.runner.running_pairs(),
+                "reported": self.reported_pairs(), "every": self.heartbeat_s}
+        if self.reports_metrics:
+            body.update(self.sampler.sample(self.runner.adopted))
+        if self.send(p.HEARTBEAT, body):
             self.lease.request_sent("heartbeat")
+
+    def interval_told(self, every):
+        """A HEARTBEAT reply may set how often to heartbeat (the host's reporter every
+        heartbeat_s, the other users' agents less often); each heartbeat says which it keeps."""
+        if p.is_number(every) and 0.01 <= every <= 3600 and every != self.heartbeat_s:
+            log.info("heartbeat every %ss, as the server says", every)
+            self.heartbeat_s = every
+            self.next_heartbeat = min(self.next_heartbeat, time.time() + every)
+
+    def metrics_wanted(self, body):
+        """REGISTER and HEARTBEAT replies may say whether the server wants this agent's
+        metrics; a reply that does not say changes nothing (an older server wants them)."""
+        wanted = body.get("metrics")
+        if isinstance(wanted, bool) and wanted != self.reports_metrics:
+            log.info("host metrics %s", "reported by this agent" if wanted
+                     else "reported by another user's agent")
+            self.reports_metrics = wanted
 
     def check_lease(self):
         """Fencing: once the lease has expired the server may requeue our jobs at any time, so

@@ -1,5 +1,6 @@
-"""The agent's lease (fencing): the server grants `lease_s` in its REGISTER reply, and each OK to
-a REGISTER or HEARTBEAT extends it to `lease_s` after that request left (monotonic clock)."""
+"""The agent's lease (fencing): the server grants `lease_s` in its REGISTER reply (and in each
+HEARTBEAT reply, for the interval that heartbeat declared); each OK to a REGISTER or HEARTBEAT
+extends it to `lease_s` after that request left (monotonic clock)."""
 
 import time
 from collections import deque
@@ -41,13 +42,15 @@ class Lease:
         sent = queue.popleft()
         if not ok:
             return
-        if req == "register":
-            granted = (body or {}).get("lease_s")
-            valid = isinstance(granted, (int, float)) and not isinstance(granted, bool) \
-                and MIN_LEASE_S <= granted <= MAX_LEASE_S
+        granted = (body or {}).get("lease_s")
+        valid = isinstance(granted, (int, float)) and not isinstance(granted, bool) \
+            and MIN_LEASE_S <= granted <= MAX_LEASE_S
+        if req == "register":       # a new record at the server: the lease starts anew
             self.lease_s = granted if valid else None
-            if not valid:
-                self.until = None
+            self.until = None if self.lease_s is None else sent + self.lease_s
+            return
+        if valid:                   # granted for the interval that heartbeat declared
+            self.lease_s = granted
         if self.lease_s is not None:
             self.until = max(self.until or sent, sent + self.lease_s)
 

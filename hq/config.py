@@ -93,7 +93,7 @@ class Settings:
     outside_load: bool = True
     slurm_env: bool = True              # jobs also get SLURM_JOB_ID, SLURM_CPUS_PER_TASK, ...
     reserve_after_s: float = 300.0
-    placement_limit: int = 5000
+    placement_limit: int = 1000
     server_key: str = ""
     ssh_unknown_host_keys: str = "reject"
     ssh_known_hosts: str = "~/.ssh/known_hosts"

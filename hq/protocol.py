@@ -60,13 +60,13 @@ USER_SERVER_KINDS = CLIENT_KINDS | {WATCH}     # what clients may send their use
 
 def encode(kind, body):
     """Frames for one message (without any routing envelope)."""
-    return [TAG, kind, json.dumps(body, separators=(",", ":")).encode()]
+    return [TAG, kind, _ENCODER.encode(body).encode()]
 
 
 def encode_with_json(kind, body, **encoded):
     """Frames for a message with extra fields whose values are already JSON text (cached
     encodings of large parts that repeat, such as a batch's environment in every RUN)."""
-    text = json.dumps(body, separators=(",", ":"))
+    text = _ENCODER.encode(body)
     extra = "".join(f',"{name}":{value}' for name, value in encoded.items())
     return [TAG, kind, (text[:-1] + extra + "}" if text != "{}" else "{" + extra[1:] + "}").encode()]
 
@@ -83,7 +83,7 @@ def decode(frames, kinds=SERVER_KINDS, max_body=DEFAULT_MAX_BODY):
     if len(raw) > max_body:
         raise HQError(TOO_LARGE, f"message body of {len(raw)} bytes exceeds {max_body}")
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        body = _DECODER.decode(raw.decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise HQError(BAD_FRAME, f"body is not JSON: {str(exc)[:200]}") from None
     except RecursionError:
@@ -104,6 +104,11 @@ def _finite(text):
 
 def _no_constant(name):
     raise ValueError(f"{name} is not a number hq accepts")
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))          # made once: json.dumps and
+_DECODER = json.JSONDecoder(parse_constant=_no_constant,    # json.loads with options make
+                            parse_float=_finite)            # one a call
 
 
 def _has_lone_surrogate(value):

@@ -35,6 +35,7 @@ class PlayServer:
         self.port = free_port()
         self.socket.bind(f"tcp://127.0.0.1:{self.port}")
         self.register_reply = register_reply
+        self.heartbeat_reply = {}       # fields of every heartbeat's answer
         self.identity = None
         self.registers, self.events, self.heartbeats = [], [], []
         self.ack = True
@@ -73,7 +74,7 @@ class PlayServer:
                     self.send(p.OK, {"req": body["req"], **self.register_reply})
             elif kind == p.HEARTBEAT:
                 self.heartbeats.append(body)
-                self.send(p.OK, {"req": body["req"]})
+                self.send(p.OK, {"req": body["req"], **self.heartbeat_reply})
             elif kind == p.EVENTS:
                 self.events.extend(body["events"])
                 if self.ack:
@@ -186,3 +187,21 @@ def test_agent_runs_a_job_for_a_played_server(tmp_path):
 def stop_agent(server, sig=signal.SIGKILL):
     server.agent.send_signal(sig)
     server.agent.wait(10)
+
+
+def test_an_agent_heartbeats_as_often_as_the_server_tells_it_and_says_so(tmp_path):
+    """Catches an agent that ignores the interval in HEARTBEAT replies (a host's other users'
+    agents heartbeat less often than its reporter) or does not declare the interval it keeps
+    (the server counts it gone after 3 of them)."""
+    server = PlayServer(tmp_path, register_reply={"heartbeat_s": 0.1})
+    server.heartbeat_reply = {"every": 0.4}
+    try:
+        server.start_agent(heartbeat=0.1, log_level="INFO")
+        server.registered()
+        server.wait(lambda: len(server.heartbeats) >= 2, 10, "heartbeats")
+        count, start = len(server.heartbeats), time.monotonic()
+        server.wait(lambda: len(server.heartbeats) >= count + 4, 10, "4 more heartbeats")
+        assert time.monotonic() - start >= 3 * 0.4
+        assert server.heartbeats[-1]["every"] == 0.4
+    finally:
+        server.close()

@@ -41,6 +41,29 @@ def test_lease_runs_from_when_the_answered_request_left():
     assert lease.expired()
 
 
+def test_a_heartbeats_answer_grants_the_lease_of_its_interval_and_register_starts_anew():
+    """Catches a lease granted in a HEARTBEAT reply ignored (an agent told to heartbeat less
+    often would be fenced between two heartbeats), a shorter one cutting a lease granted
+    before, and a REGISTER's lease added to one granted to the server's previous record."""
+    clock = Clock()
+    lease = Lease(clock)
+    lease.request_sent("register")
+    lease.answered("register", True, {"lease_s": 11})
+    assert lease.until == 111
+    clock.t = 102
+    lease.request_sent("heartbeat")
+    lease.answered("heartbeat", True, {"lease_s": 23})     # declared a 6 s interval
+    assert lease.until == 125
+    clock.t = 108
+    lease.request_sent("heartbeat")
+    lease.answered("heartbeat", True, {"lease_s": 11})
+    assert lease.until == 125
+    clock.t = 110
+    lease.request_sent("register")
+    lease.answered("register", True, {"lease_s": 11})
+    assert lease.until == 121
+
+
 def test_no_lease_granted_means_no_fencing_and_a_new_connection_forgets_requests():
     """Catches an agent that fences under a server that grants no lease (older servers, the
     tests' play servers), and replies counted for requests lost with an old socket."""

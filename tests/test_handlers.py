@@ -93,12 +93,17 @@ def test_host_facts_come_from_the_first_agent_and_another_users_report_is_not_be
 
 
 def test_metrics_come_from_one_agent_per_host(h):
-    """Catches a second user's agent overwriting the host's load (outside load, memory)."""
+    """Catches a second user's agent overwriting the host's load (outside load, memory), and
+    agents not told whether to gather the host's metrics: only the reporter does, and its
+    successor is told with its next heartbeat's reply."""
     h.register("alice")
     h.register("bob")
-    h.heartbeat("alice", load1=0.5, foreign_load=0.0)
-    h.heartbeat("bob", load1=99.0, foreign_load=4.0)
+    assert h.heartbeat("alice", load1=0.5, foreign_load=0.0)["metrics"] is True
+    assert h.heartbeat("bob", load1=99.0, foreign_load=4.0)["metrics"] is False
     assert h.core.hosts["h1"].load1 == 0.5 and h.core.hosts["h1"].foreign_load == 0.0
+    h.request("alice", p.BYE, b"agent:alice@h1")
+    assert h.heartbeat("bob", load1=3.0)["metrics"] is True
+    assert h.core.hosts["h1"].load1 == 3.0
 
 
 def test_bye_is_refused_while_the_agent_holds_work_and_forgets_it_when_idle(h):
@@ -356,6 +361,41 @@ def test_an_agent_is_gone_after_three_silent_heartbeats_not_before(h):
     h.at(start + 6.1).turn(tick=True)
     assert "alice" not in h.core.hosts["h1"].agents and h.core.hosts["h1"].status == "down"
     assert h.state(job) == "running"
+
+
+def test_other_users_agents_heartbeat_less_often_and_are_gone_after_their_own_silence(h):
+    """Catches every agent of a host told to heartbeat every heartbeat_s (5,000 heartbeats a
+    second for 10 users on 1,000 hosts), an agent gone after 3 heartbeat_s when it keeps a
+    longer interval, a deadline cut short when the agent is told to heartbeat faster (it may
+    not have heard yet: its lease holds), and a lease that outlasts the server's patience:
+    the lease granted for each declared interval ends before the server may requeue."""
+    grace = h.core.settings.requeue_grace_s
+    h.register("alice")
+    h.register("bob")
+    assert h.heartbeat("alice")["every"] == 2
+    told = h.heartbeat("bob")
+    assert (told["every"], told["lease_s"]) == (6, 11)     # declared nothing: 2 s
+    start = h.now
+    told = h.heartbeat("bob", every=6)
+    assert told["lease_s"] == 23 and told["lease_s"] < 18 + grace
+    bob = h.core.agents[b"agent:bob@h1"]
+    for t in (2, 4, 6, 8, 10, 12, 14, 16):
+        h.at(start + t).heartbeat("alice")
+        h.turn(tick=True)
+    assert "bob" in h.core.hosts["h1"].agents
+    h.at(start + 18.1).heartbeat("alice")
+    h.turn(tick=True)
+    assert "bob" not in h.core.hosts["h1"].agents
+    h.register("bob")
+    h.request("alice", p.BYE, b"agent:alice@h1")
+    told = h.heartbeat("bob", every=6)                       # now the host's reporter
+    assert (told["every"], told["lease_s"]) == (2, 23)
+    bob = h.core.agents[b"agent:bob@h1"]
+    assert bob.deadline == h.now + 18                         # it keeps 6 s until it hears
+    h.at(h.now + 2).heartbeat("bob", every=2)
+    assert bob.deadline == h.now - 2 + 18                     # never moved back
+    h.at(h.now + 2).heartbeat("bob", every=1e9)               # clamped to what may be asked
+    assert bob.deadline == h.now + 18
 
 
 def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):

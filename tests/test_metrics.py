@@ -103,6 +103,26 @@ def test_idle_agent_is_cheap(tmp_path):
         server.close()
 
 
+def test_only_the_agent_the_server_names_gathers_the_hosts_metrics(tmp_path):
+    """Catches every user's agent on a host gathering (and sending) the host's metrics: the
+    server's REGISTER and HEARTBEAT replies say whether this agent is the one that reports
+    them; the others send liveness and their jobs only."""
+    server = PlayServer(tmp_path, register_reply={"heartbeat_s": 0.1, "metrics": False})
+    server.heartbeat_reply = {"metrics": False}
+    try:
+        server.start_agent(heartbeat=0.1, log_level="INFO")
+        assert "load1" in server.registered()          # the server may not know yet
+        server.wait(lambda: len(server.heartbeats) >= 4, 10, "heartbeats")
+        assert [set(b) for b in server.heartbeats[-3:]] == [{"req", "running", "reported",
+                                                             "every"}] * 3
+        server.heartbeat_reply = {"metrics": True}      # the reporter left: now this one
+        count = len(server.heartbeats)
+        server.wait(lambda: len(server.heartbeats) >= count + 3, 10, "heartbeats")
+        assert {"load1", "foreign_load", "mem_available"} <= set(server.heartbeats[-1])
+    finally:
+        server.close()
+
+
 def test_facts():
     info = facts()
     assert info["cores"] >= 1 and info["memory_total"] > 0 and info["os"]

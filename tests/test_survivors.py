@@ -117,11 +117,10 @@ def test_heartbeats_and_reads_are_answered_before_the_commit_and_the_rest_after_
     """Catches a heartbeat's reply waiting for the commit (an agent's lease is renewed only by
     it, also while the database is out) or sent to no one or without its `req`; a read or a
     read-only admin command waiting for a commit; a request that changes something answered
-    before its commit (handlers.handle mutants 13, 14, 18, 58-61; 20 is equivalent: a
-    heartbeat's reply has no fields)."""
+    before its commit (handlers.handle mutants 13, 14, 18, 58-61)."""
     agent = h.register("alice")
     assert answered_at_once(h, "alice", p.HEARTBEAT, agent, running=[]) == [
-        (agent, {"req": 77})]
+        (agent, {"req": 77, "metrics": True, "every": 2.0, "lease_s": 11.0})]
     assert answered_at_once(h, "alice", p.EVENTS, agent, seq=5, events=[]) == []   # at commit
     assert answered_at_once(h, "alice", p.STATUS)[0][0] == b"us:alice"
     assert answered_at_once(h, "root", p.ADMIN, command="lscluster")[0][0] == b"us:root"

@@ -68,7 +68,7 @@ def build(directory, hosts, users, running):
 
 def _attempt(job_id, host, user):
     from hq.server.core import Attempt
-    return Attempt(job_id, 1, host, user, 1, 0, "", 0.0, sent=time.time())
+    return Attempt(job_id, 1, host, user, 1, 0, "", sent=time.time())
 
 
 def frames_of(core, names):

@@ -53,7 +53,7 @@ class SimAgent:
     __slots__ = ("user", "host", "identity", "socket", "fd", "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
-                 "gave_up", "next_heartbeat")
+                 "gave_up", "next_heartbeat", "reports", "every")
 
     def __init__(self, user, host, worker):
         self.user, self.host = user, host
@@ -75,6 +75,8 @@ class SimAgent:
         self.silent = False        # a simulated dead host: sends nothing, hears nothing
         self.gave_up = False
         self.next_heartbeat = 0.0
+        self.reports = True        # the server wants the host's metrics from this agent
+        self.every = None          # its heartbeat interval (None: the installation's)
 
     def pairs(self):
         return [list(k) for k in (*self.running, *self.waiting)]
@@ -168,6 +170,11 @@ class Worker:
             self.later(agent.next_heartbeat, HEARTBEAT, agent)
 
     def register(self, agent, now):
+        if agent.every is not None:      # REGISTER's reply sets the installation's interval
+            agent.every = None
+            if agent.next_heartbeat > now + self.heartbeat_s:
+                agent.next_heartbeat = now + self.heartbeat_s
+                self.later(agent.next_heartbeat, HEARTBEAT, agent)
         slots = self.slots
         body = {"req": "register", "user": agent.user, "host": agent.host,
                 "running": agent.pairs(), "reported": agent.reported(), "cores": slots,
@@ -198,20 +205,24 @@ class Worker:
         self.dirty.add(agent)
 
     def heartbeat(self, agent, now):
-        if agent.gave_up:
+        if agent.gave_up or now < agent.next_heartbeat:    # a timer its interval replaced
             return
-        agent.next_heartbeat = now + self.heartbeat_s
+        every = agent.every or self.heartbeat_s
+        agent.next_heartbeat = now + every
         self.later(agent.next_heartbeat, HEARTBEAT, agent)
         if agent.silent:
             return
         self.counts["heartbeats"] += 1
-        self.send(agent, p.HEARTBEAT, {"req": "heartbeat", "running": agent.pairs(),
-                                       "reported": agent.reported(), **self.metrics(agent)})
+        body = {"req": "heartbeat", "running": agent.pairs(), "reported": agent.reported(),
+                "every": every}
+        if agent.reports:
+            body.update(self.metrics(agent))
+        self.send(agent, p.HEARTBEAT, body)
         self.check_server(agent, now)
 
     def check_server(self, agent, now):
         """Paranoid Pirate, as exec_server: reconnect with backoff when the server is silent."""
-        if now - agent.last_heard <= 3 * self.heartbeat_s:
+        if now - agent.last_heard <= 3 * (agent.every or self.heartbeat_s):
             return
         if agent.reconnect_at is None:
             agent.reconnect_at = now + agent.backoff
@@ -220,7 +231,7 @@ class Worker:
             agent.backoff = min(BACKOFF_MAX_S, agent.backoff * 2)
             self.counts["reconnects"] += 1
             self.connect(agent, now)
-            agent.last_heard = now - 3 * self.heartbeat_s + agent.backoff
+            agent.last_heard = now - 3 * (agent.every or self.heartbeat_s) + agent.backoff
 
     # -- messages from the server ------------------------------------------------------------
     def drain(self, agent, now):
@@ -255,6 +266,10 @@ class Worker:
 
     def on_ok(self, agent, body, now):
         req = body.get("req")
+        if isinstance(body.get("metrics"), bool):
+            agent.reports = body["metrics"]
+        if req == "heartbeat" and isinstance(body.get("every"), (int, float)):
+            agent.every = body["every"]
         if req == "events":
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:

@@ -127,6 +127,16 @@ class Simulation:
                 profiler.wait(60)
         return self.figures
 
+    def status_timer(self):
+        """tools/simprobe.py: `hq-admin status` every --status-every seconds, timed apart."""
+        keys = "".join(key.decode() + "\n" for key in self.install.admin_keys())
+        timer = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "simprobe.py"),
+                                  self.install.address, str(self.opts.status_every), "2"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        timer.stdin.write(keys)
+        timer.stdin.flush()
+        return timer
+
     def profile(self):
         """py-spy recording the server while the jobs run (--py-spy=FILE), or None."""
         if not self.opts.py_spy:
@@ -168,12 +178,20 @@ class Simulation:
     def idle_window(self):
         """Server CPU while only heartbeats flow: the cost of holding the agents."""
         server0, _ = self.install.server_figures()
+        threads0, sim0 = self.install.thread_cpu(), self.workers.cpu()
+        counts0 = {n: self.workers.total(n) for n in ("heartbeats", "reconnects")}
         start = time.time()
         while time.time() - start < self.opts.idle:
             self.spin(0.1)
         server1, _ = self.install.server_figures()
-        self.figures["heartbeat_cpu_pct"] = round(100 * (server1 - server0)
-                                                  / (time.time() - start), 1)
+        threads1, took = self.install.thread_cpu(), time.time() - start
+        self.figures["heartbeat_cpu_pct"] = round(100 * (server1 - server0) / took, 1)
+        self.figures["idle_window"] = {
+            "threads_cpu_pct": {name: round(100 * (cpu - threads0.get(name, 0.0)) / took, 1)
+                                for name, cpu in threads1.items()},
+            "sim_cpu_pct": round(100 * (self.workers.cpu() - sim0) / took, 1),
+            **{f"{n}_per_s": round((self.workers.total(n) - c) / took, 1)
+               for n, c in counts0.items()}}
 
     def make_users(self, keys):
         server_key = self.install.admin_keys()[0]
@@ -193,7 +211,8 @@ class Simulation:
     # -- jobs ---------------------------------------------------------------------------------
     def run_jobs(self):
         opts, workers = self.opts, self.workers
-        self.probe = StatusProbe(self.admin, opts.status_every)
+        self.probe = StatusProbe(self.admin, 1.0)     # placement counters; the round trips
+        timer = self.status_timer()                   # are timed by a process of their own
         self.probe.step(time.time())
         while self.probe.in_flight:          # the placement counters before any job
             self.spin()
@@ -221,8 +240,12 @@ class Simulation:
         self.figures["server_threads_cpu_s"] = self.install.thread_cpu()
         self.figures["agents"] = self.workers.total("held")
         self.figures["sim_user_rtts"] = [r for u in self.users for r in u.query_rtts]
-        self.figures["status_rtts"] = self.probe.rtts
-        self.figures["status_lost"] = self.probe.lost
+        timer.stdin.close()
+        timed = json.loads(timer.stdout.read())
+        timer.wait(30)
+        self.figures["status_rtts"] = timed["rtts"]
+        self.figures["status_lost"] = timed["lost"]
+        self.figures["status_worst"] = timed["worst"]
 
     def finished(self, now, accepted_at):
         opts = self.opts

@@ -163,7 +163,8 @@ def show(figures, as_json):
             print(f"{name:<{width}}  {value(figures)}")
         except KeyError:
             pass
-    for key in ("heartbeat_cpu_pct", "window_cpu_ms_per_job", "restart", "place_us_per_job"):
+    for key in ("heartbeat_cpu_pct", "idle_window", "window_cpu_ms_per_job", "restart",
+                "place_us_per_job"):
         if key in figures:
             print(f"{key:<{width}}  {figures[key]}")
     if as_json:

@@ -13,6 +13,7 @@ import zmq
 
 from hq import protocol as p
 from hq.errors import HQError
+from hq.server import fleet, wire
 
 log = logging.getLogger("hq.server")
 
@@ -25,7 +26,8 @@ class DatabaseWait:
     """`call(fn, *args)` runs fn on the loop's thread. The socket belongs to whoever holds
     `lock`: the loop, except during a store call, when the watcher may take it. Messages the
     watcher takes go to `stash` as (frames, answered): a known agent's HEARTBEAT is answered at
-    once (its reply is `{}` whatever the handler finds, so the handler's reply is dropped)."""
+    once with the lease for the interval it declared (the handler's reply, which may also
+    change its interval or its metrics duty, is dropped; the next one says)."""
 
     def __init__(self, core, may_answer=lambda: True):
         self.core = core
@@ -81,7 +83,7 @@ class DatabaseWait:
     def _take_messages(self):
         while len(self.stash) < STASH_MAX:
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = wire.receive(self.socket)
             except zmq.Again:
                 return
             self.stash.append((frames, self._answer(frames)))
@@ -101,7 +103,8 @@ class DatabaseWait:
         if kind != p.HEARTBEAT or frames[1].get("User-Id") != agent.user:
             return False
         try:
-            self.socket.send_multipart([identity, *p.ok(body.get("req"))], zmq.NOBLOCK)
+            wire.send(self.socket, identity, p.ok(body.get("req"), lease_s=fleet.lease_for(
+                self.core, fleet.declared(self.core, body))))    # settings only: no state
         except zmq.ZMQError:
             return False
         return True

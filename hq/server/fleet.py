@@ -2,6 +2,9 @@
 
 Liveness is per agent (one per user per host): a silent agent is gone on its own, its user's
 attempts there wait a grace for a successor to adopt them; a host is down when all its agents are.
+The host's reporting agent heartbeats every heartbeat_s with the metrics; the other users' agents
+only prove they live, every OTHERS_EVERY heartbeats (10 users on 1,000 hosts: 2,000 heartbeats a
+second instead of 5,000).
 """
 
 import logging
@@ -17,6 +20,7 @@ INT32_LIMIT = 1 << 31
 METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "nprocs",
                  "foreign_load")
 SILENT_HEARTBEATS = 3
+OTHERS_EVERY = 3            # a host's other agents heartbeat this many times less often
 HOST_ROW_EVERY_S = 30.0     # a host's row (metrics, last_seen) is written at most this often:
                             # heartbeats alone then commit nothing (no fsync per turn)
 
@@ -29,6 +33,8 @@ class Agent:
     host: str
     registered: float
     last_seen: float
+    deadline: float = 0.0   # gone if not heard from by then: 3 of its heartbeat intervals after
+                            # the last message, never earlier than an interval it was told
 
 
 def is_admin(core, user):
@@ -41,7 +47,8 @@ def agent_registered(core, identity, user, host, facts, now):
     old = host.agents.get(user)
     if old is not None and old != identity:
         core.agents.pop(old, None)
-    agent = core.agents[identity] = Agent(identity, user, host.name, now, now)
+    agent = core.agents[identity] = Agent(identity, user, host.name, now, now,
+                                          now + SILENT_HEARTBEATS * core.settings.heartbeat_s)
     host.agents[user] = identity
     core.gone.pop((user, host.name), None)
     core.changed = True
@@ -145,6 +152,37 @@ def expect_agents(core, now):
 
 
 # -- heartbeats ------------------------------------------------------------------------------------
+def interval(core, agent):
+    """How often `agent` should heartbeat: the host's reporter every heartbeat_s, the others
+    OTHERS_EVERY times less often."""
+    every = core.settings.heartbeat_s
+    return every if core.hosts[agent.host].reporter == agent.user else OTHERS_EVERY * every
+
+
+def declared(core, body):
+    """The heartbeat interval an agent says it keeps (an agent that does not say keeps
+    heartbeat_s), within what the server may ask of it."""
+    every = body.get("every")
+    low = core.settings.heartbeat_s
+    if not p.is_number(every):
+        return low
+    return min(max(every, low), OTHERS_EVERY * low)
+
+
+def heard(core, agent, now, every):
+    """A message of `agent`, which heartbeats every `every` seconds from now on: its
+    deadline moves to 3 such intervals from now (never back: an interval it was told before
+    may still be the one it keeps, and its lease was granted for it)."""
+    agent.last_seen = now
+    agent.deadline = max(agent.deadline, now + SILENT_HEARTBEATS * every)
+
+
+def lease_for(core, every):
+    """The lease an agent heartbeating every `every` seconds is granted: the configured one
+    (for heartbeat_s) plus the longer silence the server waits before counting it gone."""
+    return core.settings.agent_lease_s + SILENT_HEARTBEATS * (every - core.settings.heartbeat_s)
+
+
 def host_seen(core, agent, body, now):
     """An agent is alive; the host's reporting agent also brings the host's metrics."""
     agent.last_seen = now
@@ -192,8 +230,9 @@ def check_liveness(core, now):
     socket empty: a loop behind its messages has not yet read what they sent); attempts whose
     agent stayed away for the grace are requeued or lost (never while commits fail: the
     decision must be recorded first)."""
-    silent = core.heard_since(now) - SILENT_HEARTBEATS * core.settings.heartbeat_s
-    for agent in [a for a in core.agents.values() if a.last_seen < silent]:
+    heard_since = core.heard_since(now)
+    silent = heard_since - SILENT_HEARTBEATS * core.settings.heartbeat_s
+    for agent in [a for a in core.agents.values() if a.deadline < heard_since]:
         agent_gone(core, agent, now, f"silent since {time.ctime(agent.last_seen)}")
     for host in core.hosts.values():      # up after a restart, and no agent came back
         if host.status == UP and not host.agents and (host.last_seen or 0) < silent:
@@ -257,8 +296,8 @@ def undeliverable(core, identity, now):
         agent_gone(core, agent, now, "cannot be reached")
         key = (agent.user, agent.host)
         if key in core.gone:    # the grace counts from when silence would have made it gone:
-            core.gone[key] = max(now, agent.last_seen    # the agent's lease (fencing) holds
-                                 + SILENT_HEARTBEATS * core.settings.heartbeat_s)  # until then
+            core.gone[key] = max(now, agent.deadline)    # the agent's lease (fencing) holds
+                                                         # until then
     for user, known in list(core.user_servers.items()):
         if known == identity:
             del core.user_servers[user]     # its successor will say HELLO

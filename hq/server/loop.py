@@ -25,18 +25,25 @@ import zmq
 
 from hq import config, logs, protocol as p, security
 from hq.errors import CONFIG_ERROR, DATABASE_ERROR, INTERNAL, NOT_ACTIVE, HQError
-from hq.server import dispatch, fleet, handlers, limits, pushes, standby, zap
+from hq.server import dispatch, fleet, handlers, limits, pushes, standby, wire, zap
 from hq.server.core import Core
 from hq.server.dbprobe import DatabaseProbe
 from hq.server.dbwait import DatabaseWait, WaitedStore
+from hq.server.intake import Intake
 from hq.server.parking import Parking
 from hq.store import open_store
 
 log = logging.getLogger("hq.server")
 
 MAX_MESSAGES_PER_TURN = 2000
-MAX_ROWS_PER_TURN = 10000   # a turn stops reading at this many rows to commit ...
-MAX_READ_S = 0.5            # ... or after reading this long (a machine short of CPU)
+MAX_ROWS_PER_TURN = 2000    # a turn stops reading at this many rows to commit ...
+MAX_READ_S = 0.05           # ... or after reading this long (a machine short of CPU)
+PEER_QUEUE = 50            # messages queued each way per connection: beyond, a peer that does
+                            # not read loses replies (a RUN or KILL: it is counted gone), and one
+                            # that sends faster than the loop reads waits (TCP backpressure)
+CHEAP_READ_S = 0.05         # then heartbeats and reads are handled this much longer
+BATCH_S = 0.005             # turns of a loop whose turns read BATCH_MESSAGES or more
+BATCH_MESSAGES = 4          # start at most this often
 LAZY_COMMIT_S = 1.0         # heartbeat rows alone are committed at most this often
 TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
@@ -67,6 +74,7 @@ class Loop:
         self.last_commit = 0.0      # time.monotonic() of the last commit
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
+        self.last_read = 0          # messages the last turn read
         self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.lease = None           # with [server] standby: this server's lease (lease.py)
@@ -75,8 +83,8 @@ class Loop:
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a reconnecting agent keeps its id
-        self.socket.setsockopt(zmq.SNDHWM, 0)
-        self.socket.setsockopt(zmq.RCVHWM, 0)
+        self.socket.setsockopt(zmq.SNDHWM, PEER_QUEUE)    # bounded memory per connection
+        self.socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
         users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
@@ -86,6 +94,7 @@ class Loop:
         security.make_server_socket(self.socket, *keypair)
         bind_after_close(self.socket, bind_address)
         self.dbwait.socket = self.socket
+        self.intake = Intake(self.socket)
 
     def load(self):
         core, now = self.core, time.time()
@@ -109,12 +118,12 @@ class Loop:
         poller.register(self.socket, zmq.POLLIN)
         last_turn = 0.0
         while self.core.running and self.leased():
-            timeout = 0 if self.again or self.dbwait.stash else \
+            timeout = 0 if self.again or self.dbwait.stash or self.intake.held else \
                 max(0, min(TICK_S, self.next_tick - time.time())) * 1000
             self.again = False
             poller.poll(timeout)
-            pause = last_turn + self.settings.commit_interval_s - time.time()
-            if pause > 0 and self.busy():     # let more messages share a commit
+            pause = last_turn + self.pause_s() - time.time()
+            if pause > 0:                     # let more messages share a turn and a commit
                 time.sleep(pause)
             self.submitted = False
             last_turn = time.time()
@@ -150,6 +159,15 @@ class Loop:
         self.stepped_down = why
         self.core.running = False
 
+    def pause_s(self):
+        """How long after the last turn's start the next one waits: the commit interval while
+        jobs queue for slots; BATCH_S while messages come faster than turns (thousands of
+        agents' heartbeats: each turn then reads many, and the socket's and libzmq's per-wakeup
+        costs are shared); else none: a quiet cluster answers every message at once."""
+        if self.busy():
+            return self.settings.commit_interval_s
+        return BATCH_S if self.last_read >= BATCH_MESSAGES else 0.0
+
     def busy(self):
         """Whether jobs queue for slots (and no submission waits to be scheduled): only then
         does a turn wait for the commit interval; a quiet cluster answers every message at once."""
@@ -159,19 +177,17 @@ class Loop:
         core = self.core
         core.now = time.time()
         until = time.monotonic() + MAX_READ_S
+        self.last_read = 0
         for _ in range(MAX_MESSAGES_PER_TURN):
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
                 self.again = True
+                self.read_cheap()
                 break
             frames, answered = self.next_message()
             if frames is None:
                 core.drained_at = time.time()   # what arrives from now on was sent later
                 break
-            self.handle(frames)
-            now_replies = core.outbox.take_now()            # replies that record nothing,
-            if not answered and self.may_answer():         # unless a watcher gave it one
-                for identity, reply in now_replies:         # (a deposed server says nothing)
-                    self.send(identity, reply)
+            self.take(frames, answered)
         else:
             self.again = True
         if not self.leased():
@@ -188,15 +204,42 @@ class Loop:
         self.pushes.queue()
         self.commit()
 
+    def take(self, frames, answered=False):
+        """Handle one message; replies that record nothing leave at once, unless a watcher
+        gave it one (and a deposed server says nothing)."""
+        self.last_read += 1
+        self.handle(frames)
+        now_replies = self.core.outbox.take_now()
+        if not answered and self.may_answer():
+            for identity, reply in now_replies:
+                self.send(identity, reply)
+
+    def read_cheap(self):
+        """The turn's budget is spent: for up to CHEAP_READ_S more, handle heartbeats and reads
+        and hold the rest for the next turn (intake.py), so that no agent's heartbeat and no
+        user's read waits behind a backlog. Not while the watcher's stash (older) waits."""
+        if self.dbwait.stash:
+            return
+        until = time.monotonic() + CHEAP_READ_S
+        for _ in range(MAX_MESSAGES_PER_TURN):
+            if time.monotonic() > until:
+                return
+            frames = self.intake.next_cheap()
+            if frames is None:
+                if not self.intake.held and not self.intake.full():
+                    self.core.drained_at = time.time()
+                return
+            self.take(frames)
+
     def next_message(self):
-        """(frames, answered) of the next message: those kept while the database was waited
-        for come first, in order; (None, False) when there is none."""
+        """(frames, answered) of the next message: those held by the last turn come first,
+        then those kept while the database was waited for (newer), in order; (None, False)
+        when there is none."""
+        if self.intake.held:
+            return self.intake.take_held(), False
         if self.dbwait.stash:
             return self.dbwait.stash.popleft()
-        try:
-            return self.socket.recv_multipart(zmq.NOBLOCK, copy=False), False
-        except zmq.Again:
-            return None, False
+        return self.intake.receive(), False
 
     def rows(self):
         """Rows the turn will commit so far: its events (one per job transition) and the jobs
@@ -222,7 +265,7 @@ class Loop:
 
     def send(self, identity, frames):
         try:
-            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+            wire.send(self.socket, identity, frames)
             return True
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)

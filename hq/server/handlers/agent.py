@@ -36,7 +36,7 @@ def register(core, peer, body):
         for entry in p.field(body, "reported", list, []):    # ends it reports next: a retry
             core.await_result(*_pair(entry), host.name, core.now + AWAIT_RESULT_S)  # waits
     return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id,
-            "lease_s": core.settings.agent_lease_s}
+            "lease_s": core.settings.agent_lease_s, "metrics": host.reporter == peer.user}
 
 
 def _kill_unwanted(core, peer, host, running):
@@ -70,16 +70,21 @@ def _agent(core, peer):
 
 
 def heartbeat(core, peer, body):
+    """Liveness, the agent's jobs, and (from the host's reporter) its metrics. The reply says
+    how often to heartbeat from now on, with the lease for the interval this one declared."""
     agent = _agent(core, peer)
     fleet.host_seen(core, agent, body, core.now)
+    said, every = fleet.declared(core, body), fleet.interval(core, agent)
+    fleet.heard(core, agent, core.now, max(said, every))
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     core.reconcile(agent.host, agent.user, known, core.now, 2 * core.settings.heartbeat_s + 1)
-    return {}
+    return {"metrics": core.hosts[agent.host].reporter == agent.user, "every": every,
+            "lease_s": fleet.lease_for(core, said)}
 
 
 def events(core, peer, body):
     agent = _agent(core, peer)
-    agent.last_seen = core.now
+    fleet.heard(core, agent, core.now, core.settings.heartbeat_s)
     reports = [p.Report.parse(event) for event in p.field(body, "events", list)]
     for report in reports:
         if not _ours(core, agent, report.job, report.attempt):

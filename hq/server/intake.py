@@ -1,0 +1,75 @@
+"""What a loop turn reads, in what order: a turn whose budget (rows, time) is spent goes on
+reading cheap messages (heartbeats, reads) and holds the others, in order, for the next turn.
+
+libzmq's ROUTER reads its connections round-robin: a loop that stopped reading after one big
+submission left thousands of agents' heartbeats queued, and an admin's `status` waited behind
+one message of each (seconds with 10,000 agents). A held peer's later messages are held too,
+so each peer's messages are still handled in the order it sent them.
+"""
+
+import collections
+
+import zmq
+
+from hq import protocol as p
+from hq.errors import HQError
+from hq.server import wire
+from hq.server.handlers.admin import READ_ONLY
+
+CHEAP = frozenset({p.HEARTBEAT, p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
+HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq)
+
+
+class Intake:
+    """Messages the loop's turns read: from the socket, or held by an earlier turn."""
+
+    def __init__(self, socket):
+        self.socket = socket
+        self.held = collections.deque()     # frames held for the next turn, in arrival order
+        self.held_peers = set()             # identities with a held message
+
+    def take_held(self):
+        """The oldest held message's frames."""
+        frames = self.held.popleft()
+        if not self.held:
+            self.held_peers.clear()
+        return frames
+
+    def receive(self):
+        """The socket's next message's frames; None when there is none."""
+        try:
+            return wire.receive(self.socket)
+        except zmq.Again:
+            return None
+
+    def full(self):
+        return len(self.held) >= HELD_MAX
+
+    def next_cheap(self):
+        """The socket's next message that is cheap to handle now (a heartbeat, a read), holding
+        the others (and anything after them from the same peer); None when the socket is empty
+        or enough are held."""
+        while len(self.held) < HELD_MAX:
+            try:
+                frames = wire.receive(self.socket)
+            except zmq.Again:
+                return None
+            identity = frames[0].bytes
+            if identity not in self.held_peers and _cheap(frames):
+                return frames
+            self.held.append(frames)
+            self.held_peers.add(identity)
+        return None
+
+
+def _cheap(frames):
+    """A heartbeat or a read: also an ADMIN command that only reads (its body decoded twice)."""
+    if len(frames) != 4:
+        return False
+    kind = frames[2].bytes
+    if kind == p.ADMIN:
+        try:
+            return p.decode(frames[1:])[1].get("command") in READ_ONLY
+        except HQError:
+            return False
+    return kind in CHEAP
