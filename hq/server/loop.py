@@ -100,6 +100,7 @@ class Loop:
         core, now = self.core, time.time()
         count = core.load(self.store, now, core.parking.restart_load())
         core.parking.after_load()
+        core.tally.recount(self.store, now)
         self.refresh_keys()
         fleet.expect_agents(core, now)
         log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
@@ -302,6 +303,7 @@ class Loop:
             self.next_retention = self.core.now + pause
             return
         if counts["jobs"]:
+            self.core.tally.stale = True
             log.info("retention: %d finished jobs and %d events older than %s deleted",
                      counts["jobs"], counts["job_events"], time.ctime(before))
         if counts["scanned"] < RETENTION_BATCH:
@@ -352,6 +354,8 @@ class Loop:
         self.db_error = None
         self.probe.recovered()
         self.core.after_commit(accepted, time.time())
+        if not accepted and self.core.tally.due(self.core.now):   # (accepting may already
+            self.core.tally.recount(self.store, self.core.now)   # change what is not committed)
         self.again = self.again or bool(accepted)
         self.submitted = bool(accepted)
         self.flush()
