@@ -179,6 +179,8 @@ class Loop:
         core.now = time.time()
         until = time.monotonic() + MAX_READ_S
         self.last_read = 0
+        if self.intake.held:        # what came while the last turn scheduled and committed
+            self.read_cheap()
         for _ in range(MAX_MESSAGES_PER_TURN):
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
                 self.again = True
@@ -203,6 +205,8 @@ class Loop:
         if core.keys_changed:
             self.refresh_keys()
         self.pushes.queue()
+        if self.again:              # a long turn: reads and heartbeats wait for no stage
+            self.read_cheap()
         self.commit()
 
     def take(self, frames, answered=False):
@@ -216,9 +220,10 @@ class Loop:
                 self.send(identity, reply)
 
     def read_cheap(self):
-        """The turn's budget is spent: for up to CHEAP_READ_S more, handle heartbeats and reads
-        and hold the rest for the next turn (intake.py), so that no agent's heartbeat and no
-        user's read waits behind a backlog. Not while the watcher's stash (older) waits."""
+        """The turn's budget is spent (or, in a long turn, before its commit and at the start
+        of the next): for up to CHEAP_READ_S, handle heartbeats and reads and hold the rest for
+        the next turn (intake.py), so that no agent's heartbeat and no user's read waits
+        behind a backlog or a stage. Not while the watcher's stash (older) waits."""
         if self.dbwait.stash:
             return
         until = time.monotonic() + CHEAP_READ_S
