@@ -56,3 +56,22 @@ def test_cheap_messages_pass_and_the_rest_is_held_in_each_peers_order(sockets):
     for peer, order in ((b"busy", [1, 3]), (b"admin", [4]), (b"agent", ["events", 5])):
         assert [req for who, req in held if who == peer] == order
     assert intake.held_peers == set() and intake.receive() is None
+
+
+def test_held_messages_are_bounded_in_bytes(sockets, monkeypatch):
+    """Catches held messages bounded only in number: a peer whose big submissions are held
+    has its later ones taken out of libzmq's bounded queue too."""
+    import hq.server.intake as intake_module
+    monkeypatch.setattr(intake_module, "HELD_BYTES_MAX", 10000)
+    router, peers = sockets
+    for n in range(5):
+        send(peers["busy"], p.SUBMIT, req=n, jobs=["x" * 3000])
+    send(peers["agent"], p.HEARTBEAT, req="heartbeat")
+    wait_until(lambda: router.poll(0), 5, message="the messages to arrive")
+    intake = Intake(router)
+    while intake.next_cheap() is not None:
+        pass
+    assert 3 <= len(intake.held) <= 4 and intake.full()
+    while intake.held:
+        intake.take_held()
+    assert intake.held_bytes == 0 and not intake.full()

@@ -16,6 +16,7 @@ from hq.model import (ACTIVE, CANCELLED, DISPATCHED, DONE, DOWN, FAILED, HELD, I
 from hq.server.ahead import Ahead
 from hq.server.outbox import Outbox
 from hq.server.scheduler import PendingIndex, explain, job_shape
+from hq.server.tally import Tally
 from hq.store.writes import Writes
 
 log = logging.getLogger("hq.core")
@@ -95,6 +96,8 @@ class Core:
         self.placement_s = 0.0         # time spent in scheduling passes, and jobs they placed
         self.placed = 0
         self.listeners = []            # callables (job, old, new, now): parking, the exporter
+        self.tally = Tally()           # jobs by user and state, for status requests
+        self.listeners.append(self.tally.on_transition)
         self.ahead = Ahead()
         self.parking = None            # hq.server.parking.Parking, set by the loop
 
@@ -199,6 +202,7 @@ class Core:
         self.runs_sent(now)
 
     def _accept(self, sub):
+        self.tally.accepted(sub.jobs)
         admitted = self.parking.admit(sub.jobs)
         self.activate(sub.batch, sub.env, admitted, sub.ended, self.now)
         self.outbox.reply(sub.identity, sub.req, {"ids": [j.id for j in sub.jobs],

@@ -17,7 +17,9 @@ from hq.server import wire
 from hq.server.handlers.admin import READ_ONLY
 
 CHEAP = frozenset({p.HEARTBEAT, p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
-HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq)
+HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq) ...
+HELD_BYTES_MAX = 32 << 20   # ... and bytes: a held peer's later messages leave libzmq's
+                            # bounded queue for this one, so it is bounded too
 
 
 class Intake:
@@ -27,12 +29,15 @@ class Intake:
         self.socket = socket
         self.held = collections.deque()     # frames held for the next turn, in arrival order
         self.held_peers = set()             # identities with a held message
+        self.held_bytes = 0
 
     def take_held(self):
         """The oldest held message's frames."""
         frames = self.held.popleft()
+        self.held_bytes -= _size(frames)
         if not self.held:
             self.held_peers.clear()
+            self.held_bytes = 0
         return frames
 
     def receive(self):
@@ -43,13 +48,13 @@ class Intake:
             return None
 
     def full(self):
-        return len(self.held) >= HELD_MAX
+        return len(self.held) >= HELD_MAX or self.held_bytes >= HELD_BYTES_MAX
 
     def next_cheap(self):
         """The socket's next message that is cheap to handle now (a heartbeat, a read), holding
         the others (and anything after them from the same peer); None when the socket is empty
         or enough are held."""
-        while len(self.held) < HELD_MAX:
+        while not self.full():
             try:
                 frames = wire.receive(self.socket)
             except zmq.Again:
@@ -59,7 +64,12 @@ class Intake:
                 return frames
             self.held.append(frames)
             self.held_peers.add(identity)
+            self.held_bytes += _size(frames)
         return None
+
+
+def _size(frames):
+    return sum(len(frame) for frame in frames)
 
 
 def _cheap(frames):

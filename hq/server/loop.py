@@ -100,6 +100,7 @@ class Loop:
         core, now = self.core, time.time()
         count = core.load(self.store, now, core.parking.restart_load())
         core.parking.after_load()
+        core.tally.recount(self.store, now)
         self.refresh_keys()
         fleet.expect_agents(core, now)
         log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
@@ -178,6 +179,8 @@ class Loop:
         core.now = time.time()
         until = time.monotonic() + MAX_READ_S
         self.last_read = 0
+        if self.intake.held:        # what came while the last turn scheduled and committed
+            self.read_cheap()
         for _ in range(MAX_MESSAGES_PER_TURN):
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
                 self.again = True
@@ -202,6 +205,8 @@ class Loop:
         if core.keys_changed:
             self.refresh_keys()
         self.pushes.queue()
+        if self.again:              # a long turn: reads and heartbeats wait for no stage
+            self.read_cheap()
         self.commit()
 
     def take(self, frames, answered=False):
@@ -215,9 +220,10 @@ class Loop:
                 self.send(identity, reply)
 
     def read_cheap(self):
-        """The turn's budget is spent: for up to CHEAP_READ_S more, handle heartbeats and reads
-        and hold the rest for the next turn (intake.py), so that no agent's heartbeat and no
-        user's read waits behind a backlog. Not while the watcher's stash (older) waits."""
+        """The turn's budget is spent (or, in a long turn, before its commit and at the start
+        of the next): for up to CHEAP_READ_S, handle heartbeats and reads and hold the rest for
+        the next turn (intake.py), so that no agent's heartbeat and no user's read waits
+        behind a backlog or a stage. Not while the watcher's stash (older) waits."""
         if self.dbwait.stash:
             return
         until = time.monotonic() + CHEAP_READ_S
@@ -302,6 +308,7 @@ class Loop:
             self.next_retention = self.core.now + pause
             return
         if counts["jobs"]:
+            self.core.tally.stale = True
             log.info("retention: %d finished jobs and %d events older than %s deleted",
                      counts["jobs"], counts["job_events"], time.ctime(before))
         if counts["scanned"] < RETENTION_BATCH:
@@ -352,6 +359,8 @@ class Loop:
         self.db_error = None
         self.probe.recovered()
         self.core.after_commit(accepted, time.time())
+        if not accepted and self.core.tally.due(self.core.now):   # (accepting may already
+            self.core.tally.recount(self.store, self.core.now)   # change what is not committed)
         self.again = self.again or bool(accepted)
         self.submitted = bool(accepted)
         self.flush()

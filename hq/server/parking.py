@@ -80,6 +80,7 @@ class Parking:
         first = self.parked.get(user)
         if first is not None:
             self.core.writes.parked_cancels.append((user, batch, first, now))
+            self.core.tally.stale = True        # rows the core does not count one by one
 
     def count_parked(self, user, batch):
         """How many jobs of a batch wait in the database only."""

@@ -71,7 +71,7 @@ def _info(core, peer, arg, body):
 
 
 def _status(core, peer, arg, body):
-    counts = core.store.count_states()
+    counts = core.tally.states()
     info = _info(core, peer, arg, body)
     info["counts"] = {s: counts.get(s, 0) for s in STATES}
     return info

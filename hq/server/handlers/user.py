@@ -39,7 +39,8 @@ def status(core, peer, body):
     batch = p.field(body, "batch", int, None)
     if batch is not None:
         own_batch(core, peer.user, batch)
-    counts = core.store.count_states(peer.user, batch)
+    counts = core.tally.states(peer.user) if batch is None else \
+        core.store.count_states(peer.user, batch)
     return {"counts": {state: counts.get(state, 0) for state in STATES}}
 
 
