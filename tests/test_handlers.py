@@ -447,9 +447,11 @@ def test_retries_requeue_a_job_lost_with_its_host_up_to_n_times(h):
 def test_after_a_restart_an_agent_that_never_comes_back_gives_up_its_jobs(h, tmp_path):
     """Issue 14: a server restart where an agent never comes back. Catches attempts held
     forever (the host `up` and its slots taken for good) and a restarted server giving up
-    before 3 heartbeats and the grace: reloaded attempts hold their slots, the host counts as
-    up; after 3 heartbeats (6 s) it is down, after the grace the job with a retry left is
-    requeued and the other lost. Checked with fleet.expect_agents emptied: nothing ends."""
+    before 3 heartbeats of the longest interval (another user's agent heartbeats every 6 s:
+    its lease holds 23 s) and the grace: reloaded attempts hold their slots, the host counts as
+    up; after 3 heartbeats (6 s) it is down, 18 s and the grace later the job with a retry
+    left is requeued and the other lost. Checked with fleet.expect_agents emptied: nothing
+    ends."""
     again = running_job(h, retries=1)
     (once,) = h.submit("alice", "sleep 9", retries=0)
     assert h.state(once) == "dispatched"
@@ -464,10 +466,11 @@ def test_after_a_restart_an_agent_that_never_comes_back_gives_up_its_jobs(h, tmp
         grace = server.core.settings.requeue_grace_s
         server.at(start + 5.9).turn(tick=True)
         assert host.status == "up"
-        server.at(start + 6.1 + grace - 0.5).turn(tick=True)
+        server.at(start + 6.1).turn(tick=True)
         assert host.status == "down" and host.slots_used == 2
+        server.at(start + 18 + grace - 0.1).turn(tick=True)
         assert (server.state(again), server.state(once)) == ("running", "dispatched")
-        server.at(start + 6.1 + grace + 0.5).turn(tick=True)
+        server.at(start + 18 + grace + 0.1).turn(tick=True)
         assert (server.state(again), server.state(once)) == ("pending", "lost")
         assert host.slots_used == 0 and server.core.user_slots["alice"] == 0
     finally:
@@ -965,10 +968,10 @@ def test_agents_are_asked_for_on_active_hosts_and_again_after_the_retry_delay(tm
 
 
 def test_after_a_restart_agents_are_awaited_3_heartbeats_then_asked_for(h, tmp_path):
-    """Catches a restarted server asking for agents before the 3 heartbeats it gives them to
-    come back, or asking nobody (or the users with pending jobs) then; the host down at
-    exactly 3 heartbeats, or its reason's time wrong (fleet.check_liveness after
-    expect_agents)."""
+    """Catches a restarted server asking for agents before the 3 heartbeats (of the longest
+    interval, 6 s) it gives them to come back, or asking nobody (or the users with pending
+    jobs) then; the host not down at exactly 3 heartbeats_s, or its reason's time wrong
+    (fleet.check_liveness after expect_agents)."""
     running_job(h)
     h.close()
     server = CoreHarness(tmp_path, outside_load=False)
@@ -977,15 +980,16 @@ def test_after_a_restart_agents_are_awaited_3_heartbeats_then_asked_for(h, tmp_p
         server.at(start)
         fleet.expect_agents(server.core, start)
         server.hello("alice")
-        server.at(start + 5.9).turn(tick=True)
-        assert server.messages(p.SPAWN) == []
         server.at(start + 6).turn(tick=True)
         assert server.core.hosts["h1"].status == "up"
-        assert server.messages(p.SPAWN) == [{"hosts": [{"name": "h1", "address": ""}]}]
         server.at(start + 6.1).turn(tick=True)
         row = host_row(server)
         assert (row["status"], row["status_reason"]) == ("down",
                                                          f"silent since {time.ctime(start)}")
+        server.at(start + 17.9).turn(tick=True)
+        assert server.messages(p.SPAWN) == []
+        server.at(start + 18).turn(tick=True)
+        assert server.messages(p.SPAWN) == [{"hosts": [{"name": "h1", "address": ""}]}]
     finally:
         server.close()
 

@@ -140,9 +140,10 @@ def host_unreachable(core, host, user, reason):
 
 
 def expect_agents(core, now):
-    """After a restart: each user with attempts on a host has a heartbeat timeout (from now)
-    for an agent to come back, then the grace, as if its agent had just gone silent."""
-    timeout = SILENT_HEARTBEATS * core.settings.heartbeat_s
+    """After a restart: each user with attempts on a host has the silence of its agent's
+    longest interval (from now: the interval it kept is not known) for an agent to come back,
+    then the grace, as if its agent had just gone silent: its lease holds that long."""
+    timeout = SILENT_HEARTBEATS * OTHERS_EVERY * core.settings.heartbeat_s
     for host_name, keys in core.on_host.items():
         for user in {core.attempts[key].user for key in keys}:
             core.gone[(user, host_name)] = now + timeout
