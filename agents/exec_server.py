@@ -31,6 +31,7 @@ import errno
 import getpass
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -405,14 +406,14 @@ class Agent:
         elif len(self.servers) > 1:
             self.follow_active(now, silent)
         elif silent > 3 * self.heartbeat_s:
-            if self.reconnect_at is None:
-                self.reconnect_at = now + self.backoff
-                log.warning("server silent for %.1fs: reconnecting in %.0fs", silent, self.backoff)
-            elif now >= self.reconnect_at:
-                self.reconnect_at = None
-                self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)
-                self.connect()
-                self.last_heard = now - 3 * self.heartbeat_s + self.backoff
+            if self.reconnect_at is None:       # jittered: the agents of a restarted server
+                delay = self.backoff * random.uniform(0.5, 1.5)     # do not all come at once
+                self.reconnect_at = now + delay
+                log.warning("server silent for %.1fs: reconnecting in %.1fs", silent, delay)
+            elif now >= self.reconnect_at:      # (connect: the REGISTER on the new connection
+                self.reconnect_at = None        # has 3 heartbeats for its answer, as a
+                self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)  # server busy with
+                self.connect()                  # thousands of them may need)
 
 
     def follow_active(self, now, silent):

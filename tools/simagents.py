@@ -225,13 +225,12 @@ class Worker:
         if now - agent.last_heard <= 3 * (agent.every or self.heartbeat_s):
             return
         if agent.reconnect_at is None:
-            agent.reconnect_at = now + agent.backoff
+            agent.reconnect_at = now + agent.backoff * random.uniform(0.5, 1.5)
         elif now >= agent.reconnect_at:
             agent.reconnect_at = None
             agent.backoff = min(BACKOFF_MAX_S, agent.backoff * 2)
             self.counts["reconnects"] += 1
-            self.connect(agent, now)
-            agent.last_heard = now - 3 * (agent.every or self.heartbeat_s) + agent.backoff
+            self.connect(agent, now)        # its REGISTER has 3 heartbeats for an answer
 
     # -- messages from the server ------------------------------------------------------------
     def drain(self, agent, now):

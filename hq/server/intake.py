@@ -1,5 +1,6 @@
 """What a loop turn reads, in what order: a turn whose budget (rows, time) is spent goes on
-reading cheap messages (heartbeats, reads) and holds the others, in order, for the next turn.
+reading cheap messages (heartbeats, registrations, reads) and holds the others, in order, for
+the next turn.
 
 libzmq's ROUTER reads its connections round-robin: a loop that stopped reading after one big
 submission left thousands of agents' heartbeats queued, and an admin's `status` waited behind
@@ -16,7 +17,8 @@ from hq.errors import HQError
 from hq.server import wire
 from hq.server.handlers.admin import READ_ONLY
 
-CHEAP = frozenset({p.HEARTBEAT, p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
+CHEAP = frozenset({p.HEARTBEAT, p.REGISTER,       # agents' liveness: never behind a backlog
+                   p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
 HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq) ...
 HELD_BYTES_MAX = 32 << 20   # ... and bytes: a held peer's later messages leave libzmq's
                             # bounded queue for this one, so it is bounded too
