@@ -28,3 +28,23 @@ def unavailable(reason, what="this test"):
         pytest.fail(f"{reason} (CI=true: {what} must run)", pytrace=False)
     print(f"\nskipping {what}: {reason}")
     pytest.skip(reason)
+
+
+def user_socket(cluster, user, **options):
+    """A raw CURVE DEALER to the cluster's hq-server as `user`: a key made in a home of its
+    own and registered with `hq-admin adduser` (the user must be in etc/users). `options`:
+    socket options set before connecting (e.g. RCVHWM)."""
+    import zmq
+    from hq import security
+    home = os.path.join(cluster.root, user)
+    public, secret = security.ensure_keypair(home, security.USER_CERT)
+    cluster.run("hq-admin", "adduser", user,
+                f"--key={security.cert_paths(home, security.USER_CERT)[0]}", check=True)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name), value)
+    server_key = security.read_public_key(os.path.join(cluster.home, "keys", "server.key"))
+    security.make_client_socket(sock, server_key, public, secret)
+    sock.connect(f"tcp://127.0.0.1:{cluster.port}")
+    return sock

@@ -5,11 +5,10 @@ import json
 import os
 
 import pytest
-import zmq
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from hq import protocol as p, security
-from tests.helpers import Cluster, wait_until
+from hq import protocol as p
+from tests.helpers import Cluster, user_socket, wait_until
 
 FUZZ_EXAMPLES = int(os.environ.get("HQ_FUZZ_EXAMPLES", "300"))
 MAX_BODY = 65536
@@ -79,16 +78,7 @@ def fuzz_cluster(tmp_path):
 
 def fuzz_socket(cluster):
     """A CURVE client registered as user 'fuzz' (no ADMIN role, no agents that run jobs)."""
-    home = os.path.join(cluster.root, "fuzz")
-    public, secret = security.ensure_keypair(home, security.USER_CERT)
-    cluster.run("hq-admin", "adduser", "fuzz",
-                f"--key={security.cert_paths(home, security.USER_CERT)[0]}", check=True)
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    server_key = security.read_public_key(os.path.join(cluster.home, "keys", "server.key"))
-    security.make_client_socket(sock, server_key, public, secret)
-    sock.connect(f"tcp://127.0.0.1:{cluster.port}")
-    return sock
+    return user_socket(cluster, "fuzz")
 
 
 def drain(sock, replies):

@@ -2,6 +2,7 @@
 sockets: cheap messages (heartbeats, reads, read-only ADMIN) are handed over, the others held in
 order, and a peer with a held message has all its later ones held behind it."""
 
+import itertools
 import json
 
 import pytest
@@ -12,16 +13,20 @@ from hq.server.intake import Intake
 from tests.helpers import wait_until
 
 
+ENDPOINTS = itertools.count()
+
+
 @pytest.fixture
 def sockets():
     context = zmq.Context.instance()
     router = context.socket(zmq.ROUTER)
-    router.bind("inproc://intake-test")
+    endpoint = f"inproc://intake-test-{next(ENDPOINTS)}"    # each test its own (an unbind
+    router.bind(endpoint)                                   # may lag behind close)
     peers = {}
     for name in ("agent", "busy", "admin"):
         peer = peers[name] = context.socket(zmq.DEALER)
         peer.setsockopt(zmq.ROUTING_ID, name.encode())
-        peer.connect("inproc://intake-test")
+        peer.connect(endpoint)
     yield router, peers
     for sock in (router, *peers.values()):
         sock.close(linger=0)
@@ -75,3 +80,43 @@ def test_held_messages_are_bounded_in_bytes(sockets, monkeypatch):
     while intake.held:
         intake.take_held()
     assert intake.held_bytes == 0 and not intake.full()
+
+
+def test_a_burst_to_one_peer_waits_and_a_peer_that_reads_nothing_is_bounded(monkeypatch):
+    """Catches replies lost to a burst (more than the peer's queue holds, e.g. 300 parallel
+    `hq-submit` through one user-server, answered after one commit), their order changed, and
+    a peer that reads nothing holding unbounded memory."""
+    from hq.server import wire
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.SNDHWM, 5)
+    router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    router.bind(f"inproc://sender-test-{next(ENDPOINTS)}")
+    peers = {}
+    for name in ("busy", "idle"):
+        peer = peers[name] = context.socket(zmq.DEALER)
+        peer.setsockopt(zmq.RCVHWM, 5)
+        peer.setsockopt(zmq.ROUTING_ID, name.encode())
+        peer.connect(router.getsockopt_string(zmq.LAST_ENDPOINT))
+    try:
+        sender = wire.Sender(router)
+        for n in range(300):
+            assert sender.send(b"busy", p.ok(n))
+        assert sender.waiting                       # the burst did not fit the queue
+        got = []
+
+        def read():
+            while peers["busy"].poll(0):
+                got.append(p.decode(peers["busy"].recv_multipart(), kinds={p.OK})[1]["req"])
+            sender.retry()
+            return len(got) == 300
+        wait_until(read, 10, 0, message="the burst to arrive")
+        assert got == list(range(300)) and sender.waiting == {}
+        monkeypatch.setattr(wire.Sender, "OVERFLOW_BYTES", 1000)
+        sent = [sender.send(b"idle", p.ok(n, text="x" * 100)) for n in range(40)]
+        assert sent[:12] == [True] * 12 and sent[-1] is False   # queues, then 1,000 bytes
+        with pytest.raises(zmq.ZMQError):
+            sender.send(b"nobody", p.ok(1))
+    finally:
+        for sock in (router, *peers.values()):
+            sock.close(linger=0)

@@ -1,15 +1,13 @@
 """Bounded queues on hq-server's socket: a client that sends requests and never reads the replies
 cannot make the server hold them all; it loses replies, and everybody else is served."""
 
-import os
 import time
 
 import psutil
 import pytest
-import zmq
 
-from hq import protocol as p, security
-from tests.helpers import Cluster, wait_until
+from hq import protocol as p
+from tests.helpers import Cluster, user_socket, wait_until
 
 REQUESTS = 500          # listings of 2,000 jobs of 500 bytes: about 1 MB each
 
@@ -21,26 +19,12 @@ def cluster(tmp_path):
         yield c
 
 
-def hog_socket(cluster):
-    home = os.path.join(cluster.root, "hog")
-    public, secret = security.ensure_keypair(home, security.USER_CERT)
-    cluster.run("hq-admin", "adduser", "hog",
-                f"--key={security.cert_paths(home, security.USER_CERT)[0]}", check=True)
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RCVHWM, 1)          # it reads nothing: let the server's queue fill
-    server_key = security.read_public_key(os.path.join(cluster.home, "keys", "server.key"))
-    security.make_client_socket(sock, server_key, public, secret)
-    sock.connect(f"tcp://127.0.0.1:{cluster.port}")
-    return sock
-
-
 @pytest.mark.slow
 def test_a_client_that_never_reads_cannot_grow_the_server(cluster):
     """Catches unbounded queues (SNDHWM 0): hq-server kept every unread reply, here about
     500 MB for 500 listings; with 50 messages a connection it keeps about 50 MB and drops
     the rest, and another user's request is answered meanwhile."""
-    hog = hog_socket(cluster)
+    hog = user_socket(cluster, "hog", RCVHWM=1)    # it reads nothing: the server's queue fills
     hog.send_multipart(p.encode(p.SUBMIT, {"req": "s", "jobs": ["x" * 500] * 2000,
                                            "hold": True, "cwd": "/tmp", "env": {}}))
     assert hog.poll(30000) and p.decode(hog.recv_multipart())[0] == p.OK

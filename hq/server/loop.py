@@ -38,9 +38,11 @@ log = logging.getLogger("hq.server")
 MAX_MESSAGES_PER_TURN = 2000
 MAX_ROWS_PER_TURN = 2000    # a turn stops reading at this many rows to commit ...
 MAX_READ_S = 0.05           # ... or after reading this long (a machine short of CPU)
-PEER_QUEUE = 50            # messages queued each way per connection: beyond, a peer that does
-                            # not read loses replies (a RUN or KILL: it is counted gone), and one
-                            # that sends faster than the loop reads waits (TCP backpressure)
+PEER_QUEUE = 50             # messages queued each way per connection: beyond, what a peer does
+                            # not read waits in wire.Sender (16 MB at most, then it loses them:
+                            # a RUN or KILL, it is counted gone), and one that sends faster than
+                            # the loop reads waits (TCP backpressure)
+RETRY_S = 0.01              # what a peer's full queue refused is tried again this soon
 CHEAP_READ_S = 0.05         # then heartbeats and reads are handled this much longer
 BATCH_S = 0.005             # turns of a loop whose turns read BATCH_MESSAGES or more
 BATCH_MESSAGES = 4          # start at most this often
@@ -95,6 +97,7 @@ class Loop:
         bind_after_close(self.socket, bind_address)
         self.dbwait.socket = self.socket
         self.intake = Intake(self.socket)
+        self.sender = wire.Sender(self.socket)      # a burst to one peer waits, not lost
 
     def load(self):
         core, now = self.core, time.time()
@@ -120,7 +123,8 @@ class Loop:
         last_turn = 0.0
         while self.core.running and self.leased():
             timeout = 0 if self.again or self.dbwait.stash or self.intake.held else \
-                max(0, min(TICK_S, self.next_tick - time.time())) * 1000
+                max(0, min(RETRY_S if self.sender.waiting else TICK_S,
+                           self.next_tick - time.time())) * 1000
             self.again = False
             poller.poll(timeout)
             pause = last_turn + self.pause_s() - time.time()
@@ -177,6 +181,7 @@ class Loop:
     def turn(self):
         core = self.core
         core.now = time.time()
+        self.sender.retry()
         until = time.monotonic() + MAX_READ_S
         self.last_read = 0
         if self.intake.held:        # what came while the last turn scheduled and committed
@@ -271,11 +276,13 @@ class Loop:
 
     def send(self, identity, frames):
         try:
-            wire.send(self.socket, identity, frames)
-            return True
+            if self.sender.send(identity, frames):
+                return True
+            why = "it reads nothing: its queue and 16 MB more are full"
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
-            log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], exc)
-            return False
+            why = exc
+        log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], why)
+        return False
 
     # -- periodic work -----------------------------------------------------------------------
     def tick(self):
