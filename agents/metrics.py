@@ -31,6 +31,7 @@ class Sampler:
         self.cores = psutil.cpu_count() or 1
         self.previous = None      # (monotonic time, busy ticks, all ticks, hq CPU seconds)
         self.nprocs, self.nprocs_at = 0, None
+        self.own_children = ProcFile(f"/proc/{self.pid}/task/{self.pid}/children")
 
     def sample(self, roots=()):
         """Metrics since the previous sample. `roots`: pids of adopted jobs (not our children)
@@ -57,7 +58,7 @@ class Sampler:
         own = os.times()
         seconds = own.user + own.system + own.children_user + own.children_system
         seen = {self.pid}
-        pending = proctree.children(self.pid, 1)
+        pending = [int(v) for v in (self.own_children.read() or b"").split()]
         for root in roots:
             if root not in seen:
                 pending.append(root)
@@ -89,10 +90,44 @@ class Sampler:
         return self.nprocs
 
 
+class ProcFile:
+    """A /proc file kept open and read again from its start (pread) at each sample: no open
+    and close every heartbeat. Reopened after an error; None when it cannot be read."""
+
+    def __init__(self, path, size=4096):
+        self.path, self.size, self.fd = path, size, None
+
+    def read(self):
+        for _ in range(2):
+            try:
+                if self.fd is None:
+                    self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                data = os.pread(self.fd, self.size, 0)
+                while len(data) % self.size == 0 and data:   # longer than one read
+                    more = os.pread(self.fd, self.size, len(data))
+                    if not more:
+                        break
+                    data += more
+                return data
+            except OSError:
+                self.close()
+        return None
+
+    def close(self):
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+
+_STAT, _MEMINFO = ProcFile("/proc/stat", 512), ProcFile("/proc/meminfo", 512)
+
+
 def _cpu_ticks():
     """(busy, all) CPU ticks of the host since boot, as psutil counts them."""
-    with open("/proc/stat", "rb") as handle:
-        fields = [int(v) for v in handle.readline().split()[1:]]
+    fields = [int(v) for v in (_STAT.read() or b"cpu").split(b"\n", 1)[0].split()[1:]]
     user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
     guest, guest_nice = (fields[8:] + [0, 0])[:2]
     total = user - guest + nice - guest_nice + system + idle + iowait + irq + softirq + steal
@@ -100,11 +135,8 @@ def _cpu_ticks():
 
 
 def _mem_available():
-    try:
-        with open("/proc/meminfo", "rb") as handle:
-            for line in handle:
-                if line.startswith(b"MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    text = _MEMINFO.read() or b""
+    at = text.find(b"MemAvailable:")
+    if at >= 0:
+        return int(text[at:].split(maxsplit=2)[1]) * 1024
     return psutil.virtual_memory().available

@@ -73,6 +73,7 @@ class Settings:
     bind: str = "127.0.0.1"
     heartbeat_s: float = 2.0
     max_message_bytes: int = 64 * 1024 * 1024
+    io_threads: int = 4                 # libzmq's I/O threads (connections, CURVE handshakes)
     user_server_idle_s: float = 3600.0
     request_timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
@@ -168,6 +169,7 @@ def load_settings(etc=None):
         bind=_get(p, path, "server", "bind", str, d.bind),
         heartbeat_s=_get(p, path, "server", "heartbeat_s", float, d.heartbeat_s),
         max_message_bytes=_get(p, path, "server", "max_message_bytes", int, d.max_message_bytes),
+        io_threads=_get(p, path, "server", "io_threads", int, d.io_threads),
         default_retries=_get(p, path, "server", "default_retries", int, d.default_retries),
         max_live_jobs_per_user=_get(p, path, "server", "max_live_jobs_per_user", int,
                                     d.max_live_jobs_per_user),
@@ -215,6 +217,9 @@ def load_settings(etc=None):
                       f"({s.requeue_after_s:g}s: the agent must kill its jobs before the server "
                       f"requeues them), not {s.lease_s:g}; 0 chooses "
                       f"{3 * s.heartbeat_s + s.requeue_grace_s / 2:g}")
+    if not 1 <= s.io_threads <= 64:
+        raise HQError(CONFIG_ERROR, f"{path}: [server] io_threads must be between 1 and 64, "
+                      f"not {s.io_threads}")
     if s.ssh_unknown_host_keys not in ("reject", "accept-new"):
         raise HQError(CONFIG_ERROR, f"{path}: [ssh] unknown_host_keys must be reject or "
                       f"accept-new, not {s.ssh_unknown_host_keys!r}")

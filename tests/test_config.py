@@ -67,6 +67,10 @@ def test_settings_and_server_override(tmp_path, monkeypatch):
         config.load_settings(etc)
     assert config.load_settings(write(tmp_path, "hq.cfg", "[server]\ncommit_interval_s = 0\n")
                                 ).commit_interval_s == 0
+    for threads in (0, 65):
+        etc = write(tmp_path, "hq.cfg", f"[server]\nio_threads = {threads}\n")
+        with pytest.raises(HQError, match=rf"io_threads must be between 1 and 64, not {threads}"):
+            config.load_settings(etc)
 
 
 def test_several_server_addresses_and_standby_settings(tmp_path, monkeypatch):

@@ -40,7 +40,14 @@ def test_mysql_restart_under_load(private_mysql, tmp_path):
         assert refused.value.code == "DATABASE_ERROR"
         assert cluster.server.poll() is None                  # still serving
         private_mysql.start()                                 # same data, same port
-        later = client.submit_many([f"echo $HQ_JOB_ID >> {ledger}"] * 5)
+
+        def accepted():            # until its probe reaches the database (0.25 s at most),
+            try:                   # the server refuses at once what it cannot record
+                return client.submit_many([f"echo $HQ_JOB_ID >> {ledger}"] * 5)
+            except HQError as exc:
+                assert exc.code == "DATABASE_ERROR", exc
+                return None
+        later = wait_until(accepted, 30, 0.1, "a submission accepted once MySQL is back")
 
         def all_done():
             try:

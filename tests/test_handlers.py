@@ -370,9 +370,10 @@ def test_other_users_agents_heartbeat_less_often_and_are_gone_after_their_own_si
     not have heard yet: its lease holds), and a lease that outlasts the server's patience:
     the lease granted for each declared interval ends before the server may requeue."""
     grace = h.core.settings.requeue_grace_s
-    h.register("alice")
+    job = running_job(h)                                     # the host is busy
+    mine = [(job, 1)]
     h.register("bob")
-    assert h.heartbeat("alice")["every"] == 2
+    assert h.heartbeat("alice", running=mine)["every"] == 2
     told = h.heartbeat("bob")
     assert (told["every"], told["lease_s"]) == (6, 11)     # declared nothing: 2 s
     start = h.now
@@ -380,22 +381,45 @@ def test_other_users_agents_heartbeat_less_often_and_are_gone_after_their_own_si
     assert told["lease_s"] == 23 and told["lease_s"] < 18 + grace
     bob = h.core.agents[b"agent:bob@h1"]
     for t in (2, 4, 6, 8, 10, 12, 14, 16):
-        h.at(start + t).heartbeat("alice")
+        h.at(start + t).heartbeat("alice", running=mine)
         h.turn(tick=True)
     assert "bob" in h.core.hosts["h1"].agents
-    h.at(start + 18.1).heartbeat("alice")
+    h.at(start + 18.1).heartbeat("alice", running=mine)
     h.turn(tick=True)
     assert "bob" not in h.core.hosts["h1"].agents
     h.register("bob")
+    h.report("alice", "finished", job, 1, exit_code=0)
     h.request("alice", p.BYE, b"agent:alice@h1")
-    told = h.heartbeat("bob", every=6)                       # now the host's reporter
-    assert (told["every"], told["lease_s"]) == (2, 23)
+    told = h.heartbeat("bob", every=6)                       # now the host's (idle) reporter
+    assert (told["every"], told["lease_s"]) == (4, 23)
     bob = h.core.agents[b"agent:bob@h1"]
     assert bob.deadline == h.now + 18                         # it keeps 6 s until it hears
     h.at(h.now + 2).heartbeat("bob", every=2)
     assert bob.deadline == h.now - 2 + 18                     # never moved back
     h.at(h.now + 2).heartbeat("bob", every=1e9)               # clamped to what may be asked
     assert bob.deadline == h.now + 18
+
+
+def test_an_idle_hosts_reporter_heartbeats_half_as_often_until_a_job_is_held_there(h):
+    """Catches an idle agent told to heartbeat every heartbeat_s (it then costs its host twice
+    what it needs: issue 15's 0.05 % of a core), or a busy host's reporter left at the idle
+    interval (its metrics, which placement reads, would be 4 s old), or a deadline that does
+    not follow: 3 of the idle intervals, with the lease granted for the interval declared."""
+    h.register("alice")
+    told = h.heartbeat("alice")
+    assert (told["every"], told["metrics"]) == (4, True)
+    told = h.heartbeat("alice", every=4)
+    agent = h.core.agents[b"agent:alice@h1"]
+    assert told["lease_s"] == h.core.settings.agent_lease_s + 3 * 2
+    assert agent.deadline == h.now + 12
+    h.register("bob")
+    (job,) = h.submit("bob", "sleep 100")
+    assert (job, 1) in h.runs_to("bob")                      # another user's job: busy host
+    assert h.heartbeat("alice", every=4)["every"] == 2
+    assert agent.deadline == h.now + 12                      # it keeps 4 s until it hears
+    h.report("bob", "started", job, 1, pid=4242)
+    h.report("bob", "finished", job, 1, exit_code=0)
+    assert h.heartbeat("alice", every=2)["every"] == 4       # idle again
 
 
 def test_max_rss_and_the_signal_of_an_attempt_are_recorded(h):

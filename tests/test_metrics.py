@@ -9,7 +9,7 @@ import sys
 import psutil
 import pytest
 
-from agents.metrics import Sampler, _cpu_ticks, facts
+from agents.metrics import ProcFile, Sampler, _cpu_ticks, facts
 from tests.helpers import kill_pid, wait_until
 from tests.test_agent_protocol import PlayServer
 
@@ -82,6 +82,22 @@ def test_sample_fields():
     assert 0 <= sample["cpu_percent"] <= 100 and 0 <= sample["foreign_load"] <= os.cpu_count()
     assert sample["mem_available"] > 0 and sample["nprocs"] >= 1
     assert {"load1", "load5", "load15"} <= set(sample)
+
+
+def test_a_proc_file_kept_open_reads_what_is_there_now_however_long(tmp_path):
+    """Catches a /proc file kept open (no open and close every heartbeat) that reads only its
+    first block, the old content, or nothing forever after an error."""
+    maps = ProcFile("/proc/self/maps", size=64)             # far longer than one block
+    first = maps.read()
+    assert first.startswith(open("/proc/self/maps", "rb").read()[:64]) and len(first) > 640
+    path = tmp_path / "file"
+    path.write_bytes(b"one")
+    again = ProcFile(str(path))
+    assert again.read() == b"one"
+    os.close(again.fd)                                       # the descriptor is lost
+    path.write_bytes(b"two")
+    assert again.read() == b"two"
+    assert ProcFile(str(tmp_path / "missing")).read() is None
 
 
 @pytest.mark.slow

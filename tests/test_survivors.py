@@ -120,7 +120,7 @@ def test_heartbeats_and_reads_are_answered_before_the_commit_and_the_rest_after_
     before its commit (handlers.handle mutants 13, 14, 18, 58-61)."""
     agent = h.register("alice")
     assert answered_at_once(h, "alice", p.HEARTBEAT, agent, running=[]) == [
-        (agent, {"req": 77, "metrics": True, "every": 2.0, "lease_s": 11.0})]
+        (agent, {"req": 77, "metrics": True, "every": 4.0, "lease_s": 11.0})]   # idle host
     assert answered_at_once(h, "alice", p.EVENTS, agent, seq=5, events=[]) == []   # at commit
     assert answered_at_once(h, "alice", p.STATUS)[0][0] == b"us:alice"
     assert answered_at_once(h, "root", p.ADMIN, command="lscluster")[0][0] == b"us:root"

@@ -1,6 +1,7 @@
 """What an idle agent costs its host: a real hq-server, user-server and agent (one host, SQLite,
-the shipped 2 s heartbeat), the agent's CPU over --seconds once its first job has ended, beside a
-floor measured in the same run (a Python process that wakes as often and does nothing).
+the shipped 2 s heartbeat: an idle host's reporter keeps 4 s), the agent's CPU over --seconds once
+its first job has ended, beside a floor measured in the same run (a Python process that wakes as
+often and does nothing).
 
 Usage: .venv/bin/python tools/bench_idle_agent.py [--seconds S]
 """
@@ -15,7 +16,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from hq.server.fleet import IDLE_EVERY  # noqa: E402
 from tools.cluster import Cluster, wait_until  # noqa: E402
+
+HEARTBEAT_S = 2.0
 
 FLOOR = "import time\nwhile True: time.sleep({0})\n"
 
@@ -44,9 +48,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     root = tempfile.mkdtemp(prefix="hqidle")
     try:
-        floor = subprocess.Popen([sys.executable, "-c", FLOOR.format(2.0)])  # started
-        try:                                                                 # long before
-            with Cluster(f"sqlite:///{root}/hq.sqlite", heartbeat_s=2.0).running() as cluster:
+        every = IDLE_EVERY * HEARTBEAT_S                # started long before
+        floor = subprocess.Popen([sys.executable, "-c", FLOOR.format(every)])
+        try:
+            with Cluster(f"sqlite:///{root}/hq.sqlite", heartbeat_s=HEARTBEAT_S).running() \
+                    as cluster:
                 cluster.run("hq-submit", "--wait", "true", check=True, timeout=60)
                 wait_until(lambda: cluster.agent_pids(), 10, message="the agent's pid file")
                 agent_pct, floor_pct = measure([cluster.agent_pids()[0], floor.pid],
@@ -56,8 +62,9 @@ def main(argv=None):
             floor.wait()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"idle agent: {agent_pct:.3f} % of a core over {args.seconds:g} s (heartbeat 2 s); "
-          f"floor, a Python process waking every 2 s: {floor_pct:.3f} %")
+    print(f"idle agent: {agent_pct:.3f} % of a core over {args.seconds:g} s (heartbeat "
+          f"{HEARTBEAT_S:g} s, {every:g} s on an idle host); floor, a Python process waking "
+          f"every {every:g} s: {floor_pct:.3f} %")
 
 
 if __name__ == "__main__":

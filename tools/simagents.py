@@ -20,6 +20,7 @@ import zmq
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from agents.exec_server import RECONNECT_MAX_MS  # noqa: E402
 from hq import protocol as p, security  # noqa: E402
 
 RESEND_S = 5.0
@@ -156,6 +157,7 @@ class Worker:
         else:
             sock = self.context.socket(zmq.DEALER)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)    # as exec_server
             sock.setsockopt(zmq.ROUTING_ID, agent.identity)
             security.make_client_socket(sock, *self.keys[agent.user])
             sock.connect(self.server)

@@ -34,7 +34,8 @@ Options:
   --silence=N        N hosts stop heartbeating for good at --fault-at [default: 0].
   --pause=N          N other hosts go silent at --fault-at, reconnect --pause-s later [default: 0].
   --pause-s=S        How long paused hosts are silent [default: 5].
-  --fault-at=S       Seconds after the first submission [default: 2].
+  --fault-at=S       Seconds after the first submission (once every job is accepted)
+                     [default: 2].
   --restart-after=S  kill -9 hq-server S seconds after every job was accepted and start it
                      again (0: never) [default: 0].
   --window=S         Stop S seconds after every job was accepted (0: when all are done)
@@ -225,7 +226,7 @@ class Simulation:
             for user in self.users:
                 user.step(now)
             self.probe.step(now)
-            self.faults(now)
+            self.faults(now, accepted_at)
             if accepted_at is None and all(u.submitted_all for u in self.users):
                 accepted_at = now
                 self.figures["accept_s"] = round(now - self.start, 2)
@@ -269,9 +270,12 @@ class Simulation:
     def cancel_batches(self):
         return [u.cancel_batch for u in self.users if u.cancel_batch]
 
-    def faults(self, now):
+    def faults(self, now, accepted_at):
+        """Hosts silenced or paused --fault-at after the first submission, not before every
+        job was accepted (on a loaded machine the last hosts may hold nothing yet)."""
         opts = self.opts
-        if self.faulty or now - self.start < opts.fault_at or not (opts.silence or opts.pause):
+        if self.faulty or now - self.start < opts.fault_at or accepted_at is None \
+                or not (opts.silence or opts.pause):
             return
         hosts = self.install.host_list
         silenced = hosts[len(hosts) - opts.silence:] if opts.silence else []

@@ -2,9 +2,9 @@
 
 Liveness is per agent (one per user per host): a silent agent is gone on its own, its user's
 attempts there wait a grace for a successor to adopt them; a host is down when all its agents are.
-The host's reporting agent heartbeats every heartbeat_s with the metrics; the other users' agents
-only prove they live, every OTHERS_EVERY heartbeats (10 users on 1,000 hosts: 2,000 heartbeats a
-second instead of 5,000).
+The host's reporting agent heartbeats every heartbeat_s with the metrics (IDLE_EVERY times less
+often while no hq job is held on the host); the other users' agents only prove they live, every
+OTHERS_EVERY heartbeats (10 users on 1,000 hosts: 2,000 heartbeats a second instead of 5,000).
 """
 
 import logging
@@ -21,6 +21,8 @@ METRIC_FIELDS = ("load1", "load5", "load15", "cpu_percent", "mem_available", "np
                  "foreign_load")
 SILENT_HEARTBEATS = 3
 OTHERS_EVERY = 3            # a host's other agents heartbeat this many times less often
+IDLE_EVERY = 2              # and its reporter, while the host holds no hq job (an idle agent
+                            # then costs its host half as much; its metrics are 2 beats old)
 HOST_ROW_EVERY_S = 30.0     # a host's row (metrics, last_seen) is written at most this often:
                             # heartbeats alone then commit nothing (no fsync per turn)
 
@@ -154,10 +156,12 @@ def expect_agents(core, now):
 
 # -- heartbeats ------------------------------------------------------------------------------------
 def interval(core, agent):
-    """How often `agent` should heartbeat: the host's reporter every heartbeat_s, the others
-    OTHERS_EVERY times less often."""
+    """How often `agent` should heartbeat: the host's reporter every heartbeat_s (IDLE_EVERY
+    times less often while no job is held there), the others OTHERS_EVERY times less often."""
     every = core.settings.heartbeat_s
-    return every if core.hosts[agent.host].reporter == agent.user else OTHERS_EVERY * every
+    if core.hosts[agent.host].reporter != agent.user:
+        return OTHERS_EVERY * every
+    return every if core.on_host.get(agent.host) else IDLE_EVERY * every
 
 
 def declared(core, body):

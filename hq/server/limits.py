@@ -1,5 +1,6 @@
-"""hq-server's open-files limit: every agent and user-server connection is a file descriptor,
-so the soft limit is raised to the hard limit at start, and a hard limit too low is named."""
+"""hq-server's limits: every agent and user-server connection is a file descriptor, so the soft
+open-files limit is raised to the hard limit at start, and a hard limit too low is named; the
+listening socket's backlog holds the connections of thousands of agents coming back at once."""
 
 import logging
 import resource
@@ -7,6 +8,21 @@ import resource
 log = logging.getLogger("hq.server")
 
 SPARE_FILES = 256      # the database, logs, ZAP, metrics and clients besides the agents
+SOMAXCONN = "/proc/sys/net/core/somaxconn"
+DEFAULT_BACKLOG, MAX_BACKLOG = 4096, 65535
+
+
+def listen_backlog(path=SOMAXCONN):
+    """The backlog for the server's listening socket: the kernel's cap (somaxconn). libzmq's
+    default of 100 overflowed when 10,000 agents reconnected to a restarted server: the kernel
+    dropped their handshakes and each came back only after TCP's retransmission backoff
+    (1, 3, 7, 15 ... s), long after its lease had ended."""
+    try:
+        with open(path) as handle:
+            cap = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return DEFAULT_BACKLOG
+    return max(100, min(cap, MAX_BACKLOG))
 
 
 def raise_open_files():

@@ -58,7 +58,7 @@ class Loop:
 
     def __init__(self, settings, store, bind_address, keypair):
         self.settings = settings
-        self.context = zmq.Context.instance()
+        self.context = zmq.Context.instance(io_threads=settings.io_threads)
         self.core = Core(settings, None, time.time())
         self.dbwait = DatabaseWait(self.core, self.may_answer)   # during slow store calls
         self.store = self.core.store = WaitedStore(store, self.dbwait)
@@ -89,6 +89,7 @@ class Loop:
         self.socket.setsockopt(zmq.RCVHWM, PEER_QUEUE)
         self.socket.setsockopt(zmq.LINGER, 1000)
         self.socket.setsockopt(zmq.MAXMSGSIZE, settings.max_message_bytes + 4096)
+        self.socket.setsockopt(zmq.BACKLOG, limits.listen_backlog())   # agents come back at once
         users = {name: {"key": row["public_key"], "enabled": row["enabled"]}
                  for name, row in store.load_users().items()}
         # the ZAP handler must run before the first connection
@@ -482,6 +483,7 @@ def take_lease(settings, store, address, home):
 
 def start(settings, port=None, bind=None):
     """Open the store, sync etc/ into it, bind, load: a Loop ready for serve_forever()."""
+    zmq.Context.instance(io_threads=settings.io_threads)    # the standby's socket's too
     store = open_store(config.load_db_config(settings.etc))
     store.check_schema()
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
