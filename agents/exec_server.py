@@ -57,6 +57,18 @@ ADOPTED_POLL_S = 0.2
 RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs off from 0.1 s
                           # to this (10,000 agents retrying every 0.1 s made 100,000 connection
                           # attempts a second at a restarting server's host)
+DEAD_TCP_MS = 15000       # unacknowledged data this long: the connection is dead (a host gone
+                          # without a FIN or RST); libzmq then reconnects
+CONNECT_TIMEOUT_MS = 5000  # a connection attempt that gets no answer is given up after this
+
+
+def tune_connection(sock):
+    """How an agent's socket keeps its connection: libzmq reconnects on its own, backing off
+    to RECONNECT_MAX_MS, so a restarted server gets its agents back on the same sockets."""
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+    sock.setsockopt(zmq.TCP_MAXRT, DEAD_TCP_MS)
+    sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
 
 
 class Agent:
@@ -97,8 +109,7 @@ class Agent:
         if self.socket is not None:
             self.socket.close(linger=0)
         self.socket = self.context.socket(zmq.DEALER)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+        tune_connection(self.socket)
         self.socket.setsockopt(zmq.ROUTING_ID,
                                f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
         if self.curve_keys:
@@ -125,8 +136,7 @@ class Agent:
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
                 **self.facts, **self.sampler.sample(self.runner.adopted)}
         self.registered = False
-        if self.send(p.REGISTER, body):
-            self.lease.request_sent("register")
+        self.send_renewing(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
 
@@ -184,6 +194,13 @@ class Agent:
         except zmq.Again:
             log.debug("send of %s deferred: server not connected", kind.decode())
             return False
+
+    def send_renewing(self, kind, body):
+        """Send a REGISTER or HEARTBEAT numbered for the lease (the server repeats `n`)."""
+        req = body["req"]
+        body["n"] = n = self.lease.request_sent(req)
+        if not self.send(kind, body):
+            self.lease.withdraw(req, n)
 
     # -- loop ------------------------------------------------------------------------------
     def serve_forever(self):
@@ -342,8 +359,9 @@ class Agent:
                     log.info("%s is a standby: trying the next address", self.server)
                     self.reconnect_at = time.time() + NOT_ACTIVE_PAUSE_S
             elif body.get("code") == "UNKNOWN_AGENT":
-                log.info("server does not know this agent: registering again")
-                self.register()
+                if self.registered:     # once for a burst of them (a restarted server)
+                    log.info("server does not know this agent: registering again")
+                    self.register()
             else:
                 log.error("server refused %s: %s [%s]", body.get("req"), body.get("message"),
                           body.get("code"))
@@ -368,12 +386,13 @@ class Agent:
         """Liveness and our jobs; the host's metrics too if the server asks this agent for
         them (one agent a host gathers them, not every user's)."""
         self.next_heartbeat = now + self.heartbeat_s
+        if not self.registered:     # the REGISTER is unanswered: the server does not know us
+            return
         body = {"req": "heartbeat", "running": self.runner.running_pairs(),
                 "reported": self.reported_pairs(), "every": self.heartbeat_s}
         if self.reports_metrics:
             body.update(self.sampler.sample(self.runner.adopted))
-        if self.send(p.HEARTBEAT, body):
-            self.lease.request_sent("heartbeat")
+        self.send_renewing(p.HEARTBEAT, body)
 
     def interval_told(self, every):
         """A HEARTBEAT reply may set how often to heartbeat (the host's reporter every
@@ -401,7 +420,9 @@ class Agent:
                 f"{p.FENCED}: no answer from hq-server within the lease ({self.lease.lease_s:g}s)"))
 
     def check_server(self, now):
-        """Paranoid Pirate: reconnect with backoff when the server has gone silent."""
+        """Paranoid Pirate: REGISTER again with backoff when the server has gone silent. The
+        socket stays: libzmq reconnects it by itself, and a new socket would only cost the
+        server another handshake (10,000 of them after a restart) and lose what is queued."""
         silent = now - self.last_heard
         orphaned = now - self.last_contact
         if orphaned > self.orphan_s and not self.runner.holds_jobs():
@@ -413,12 +434,12 @@ class Agent:
             if self.reconnect_at is None:       # jittered: the agents of a restarted server
                 delay = self.backoff * random.uniform(0.5, 1.5)     # do not all come at once
                 self.reconnect_at = now + delay
-                log.warning("server silent for %.1fs: reconnecting in %.1fs", silent, delay)
-            elif now >= self.reconnect_at:      # (connect: the REGISTER on the new connection
-                self.reconnect_at = None        # has 3 heartbeats for its answer, as a
-                self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)  # server busy with
-                self.connect()                  # thousands of them may need)
-
+                log.warning("server silent for %.1fs: registering again in %.1fs", silent, delay)
+            elif now >= self.reconnect_at:      # (the REGISTER has 3 heartbeats for its
+                self.reconnect_at = None        # answer, as a server busy with thousands
+                self.backoff = min(BACKOFF_MAX_S, self.backoff * 2)  # of them may need)
+                self.register()
+                self.last_heard = now
 
     def follow_active(self, now, silent):
         """Several addresses (an active server and standbys): a silent server (3 heartbeats;

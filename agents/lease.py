@@ -3,7 +3,7 @@ HEARTBEAT reply, for the interval that heartbeat declared); each OK to a REGISTE
 extends it to `lease_s` after that request left (monotonic clock)."""
 
 import time
-from collections import deque
+from collections import OrderedDict
 
 RENEWING = ("register", "heartbeat")
 MIN_LEASE_S, MAX_LEASE_S = 0.1, 86400.0
@@ -16,31 +16,40 @@ class Lease:
     The server hears a request after it left and counts the agent gone only 3 heartbeats
     after the last one it heard, then waits requeue_grace_s: so an OK to a request sent at t
     means no requeue before t + 3 heartbeats + grace, and the server grants less than that.
-    Replies to one kind come in the order of the requests (one connection), so the send times
-    wait in a queue per kind; a request lost on the way only makes the lease end earlier."""
+    Each renewing request carries a number `n` that the server repeats in its OK, so an answer
+    renews from the time its own request left, even when the connection lost some requests or
+    replies on the way (the agent keeps its connection across a server restart). A server that
+    repeats no number (an older one) answers in order: the oldest request is the one answered.
+    A request lost on the way only makes the lease end earlier."""
 
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.lease_s = None        # granted by the server (None: it grants none: no fencing)
         self.until = None          # when the lease ends (clock time)
-        self.sent = {req: deque() for req in RENEWING}
+        self.next_n = 0
+        self.numbered = False      # the server repeats request numbers
+        self.sent = {req: OrderedDict() for req in RENEWING}   # n -> send time, oldest first
 
     def new_connection(self):
         """The requests in flight went with the old socket: no reply will come for them."""
-        for queue in self.sent.values():
-            queue.clear()
+        for pending in self.sent.values():
+            pending.clear()
 
     def request_sent(self, req):
-        self.sent[req].append(self.clock())
+        """Note a request as it leaves; returns the number it carries."""
+        self.next_n += 1
+        self.sent[req][self.next_n] = self.clock()
+        return self.next_n
+
+    def withdraw(self, req, n):
+        """A request that could not be sent after all."""
+        self.sent[req].pop(n, None)
 
     def answered(self, req, ok, body=None):
         """A reply (OK or ERROR) to a renewing request; an OK renews the lease. A REGISTER OK
         says how long leases are (none: the server fences nobody)."""
-        queue = self.sent.get(req)
-        if not queue:
-            return
-        sent = queue.popleft()
-        if not ok:
+        sent = self._match(req, ok, body or {})
+        if sent is None or not ok:
             return
         granted = (body or {}).get("lease_s")
         valid = isinstance(granted, (int, float)) and not isinstance(granted, bool) \
@@ -53,6 +62,24 @@ class Lease:
             self.lease_s = granted
         if self.lease_s is not None:
             self.until = max(self.until or sent, sent + self.lease_s)
+
+    def _match(self, req, ok, body):
+        """The send time of the request this reply answers (None: no such request)."""
+        pending = self.sent.get(req)
+        if not pending:
+            return None
+        n = body.get("n")
+        if ok and isinstance(n, int) and not isinstance(n, bool):
+            self.numbered = True
+            if n not in pending:
+                return None
+            while True:                 # older requests of this kind went unanswered
+                first, sent = pending.popitem(last=False)
+                if first == n:
+                    return sent
+        if self.numbered and not ok:    # an ERROR names no request: it cannot be matched
+            return None
+        return pending.popitem(last=False)[1]
 
     def expired(self, now=None):
         return self.until is not None and (now or self.clock()) >= self.until

@@ -68,15 +68,16 @@ def test_records_of_another_database_are_killed_and_never_reported(tmp_path):
         server.start_agent()
         register = server.registered()
         assert register["database_id"] == "new"                  # its latest record's
-        server.wait(lambda: len(server.heartbeats) >= 3, 10, "heartbeats before the answer")
+        server.registered(2, timeout=10)          # unanswered: asked again (3 heartbeats)
         assert server.events == [], "reports sent before the server answered REGISTER"
+        assert server.heartbeats == [], "heartbeats sent before the server answered REGISTER"
         server.answer_register(database_id="new", heartbeat_s=0.5)
         event = server.wait_finished(8)
         assert event["error"] == "unknown outcome" and event["database_id"] == "new"
         wait_until(lambda: foreign_live.poll() is not None, 10, message="the foreign job killed")
         assert ours_live.poll() is None, "the job of the server's database was killed"
-        server.wait(lambda: server.heartbeats[-1]["running"] == [[7, 1]], 10,
-                    "a heartbeat listing only job 7")
+        server.wait(lambda: server.heartbeats and server.heartbeats[-1]["running"] == [[7, 1]],
+                    10, "a heartbeat listing only job 7")
         assert {e["job"] for e in server.events} == {8}
         log = server.log()
         assert "job 1 attempt 1 is not of the server's database new" in log

@@ -12,6 +12,7 @@ import types
 
 import pytest
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from hq import protocol as p
 from tests.helpers import REPO, free_port, kill_pid, unavailable, wait_until
@@ -204,4 +205,29 @@ def test_an_agent_heartbeats_as_often_as_the_server_tells_it_and_says_so(tmp_pat
         assert time.monotonic() - start >= 3 * 0.4
         assert server.heartbeats[-1]["every"] == 0.4
     finally:
+        server.close()
+
+
+def test_a_silent_server_is_asked_again_on_the_same_connection(tmp_path):
+    """Catches an agent that opens a new connection each time the server is silent: after a
+    restart 10,000 agents did, and each new connection cost the server a CURVE handshake and
+    dropped what was queued on the old one. The REGISTER is sent again on the same one, and
+    no heartbeat goes while it is unanswered."""
+    server = PlayServer(tmp_path, register_reply=None)
+    monitor = server.socket.get_monitor_socket(zmq.EVENT_ACCEPTED)
+    try:
+        server.start_agent(heartbeat=0.2)
+        server.registered(3, timeout=15)
+        accepted = 0
+        while monitor.poll(100):
+            accepted += 1
+            recv_monitor_message(monitor)
+        assert accepted == 1, f"{accepted} connections for 3 REGISTERs"
+        assert server.heartbeats == []
+        assert len({r["n"] for r in server.registers}) == 3, "REGISTERs not numbered apart"
+        server.answer_register(heartbeat_s=0.2)
+        server.wait(lambda: len(server.heartbeats) >= 2, 10, "heartbeats once answered")
+    finally:
+        server.socket.disable_monitor()
+        monitor.close(linger=0)
         server.close()

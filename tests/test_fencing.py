@@ -79,6 +79,48 @@ def test_no_lease_granted_means_no_fencing_and_a_new_connection_forgets_requests
     assert lease.until is None
 
 
+def test_a_numbered_answer_renews_from_its_own_request_after_replies_were_lost():
+    """Catches a lease renewed from the wrong request once replies were lost on a connection
+    that stayed (the agent keeps its socket across a server restart): in order, the answer to
+    the heartbeat of t=112 would be taken for the one of t=104 and the lease end too early;
+    and an answer older than one already matched (or an ERROR) must not renew it."""
+    clock = Clock()
+    lease = Lease(clock)
+    first = lease.request_sent("register")
+    lease.answered("register", True, {"lease_s": 11, "n": first})
+    assert lease.until == 111
+    clock.t = 104
+    lost = lease.request_sent("heartbeat")       # the server restarts: no answer
+    clock.t = 112
+    again = lease.request_sent("register")
+    lease.answered("register", True, {"lease_s": 11, "n": again})
+    assert lease.until == 123
+    clock.t = 114
+    beat = lease.request_sent("heartbeat")
+    lease.answered("heartbeat", True, {"lease_s": 11, "n": beat})
+    assert lease.until == 125
+    lease.answered("heartbeat", True, {"lease_s": 11, "n": lost})    # already passed over
+    lease.answered("heartbeat", False)
+    assert lease.until == 125 and not lease.sent["heartbeat"]
+    unsent = lease.request_sent("heartbeat")
+    lease.withdraw("heartbeat", unsent)
+    lease.answered("heartbeat", True, {"lease_s": 11, "n": unsent})
+    assert lease.until == 125
+
+
+def test_the_server_repeats_the_request_number_of_register_and_heartbeat(h):
+    """Catches a server that answers REGISTER or HEARTBEAT without the request's `n` (agents
+    would fall back to order and renew from the wrong request), or echoes a bad one."""
+    agent = b"agent:alice@h1"
+    h.request("alice", p.REGISTER, agent, host="h1", cores=4, os="Linux", n=41)
+    assert h.messages(p.OK, agent)[-1]["n"] == 41
+    for n, echoed in ((42, 42), ("42", None), (-1, None), (True, None)):
+        handlers.handle(h.core, handlers.Peer(agent, "alice"), p.HEARTBEAT,
+                        {"req": "heartbeat", "running": [], "n": n})
+        (identity, frames), = h.core.outbox.take_now()
+        assert p.decode(frames, p.ALL_KINDS)[1].get("n") == echoed
+
+
 def test_default_lease_ends_before_the_requeue_and_bad_ones_are_refused(tmp_path):
     """Catches a lease that outlives the server's patience (two attempts at once) or that
     ends before the server even misses the agent."""

@@ -20,7 +20,7 @@ import zmq
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from agents.exec_server import RECONNECT_MAX_MS  # noqa: E402
+from agents.exec_server import tune_connection  # noqa: E402
 from hq import protocol as p, security  # noqa: E402
 
 RESEND_S = 5.0
@@ -113,7 +113,7 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reconnects=0, kills=0, heartbeats=0, events_sent=0,
+                           acked=0, reregisters=0, kills=0, heartbeats=0, events_sent=0,
                            refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
@@ -147,23 +147,16 @@ class Worker:
 
     # -- connection --------------------------------------------------------------------------
     def connect(self, agent, now):
-        """A new connection (same routing id: the server's ROUTER_HANDOVER), then REGISTER.
-        A reconnecting agent drops its connection, and what was queued on it, as exec_server
-        does with a fresh socket; the socket is kept (thousands of sockets closed at once
-        outrun libzmq's reaper)."""
-        if agent.socket is not None:
-            agent.socket.disconnect(self.server)
-            agent.socket.connect(self.server)
-        else:
-            sock = self.context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)    # as exec_server
-            sock.setsockopt(zmq.ROUTING_ID, agent.identity)
-            security.make_client_socket(sock, *self.keys[agent.user])
-            sock.connect(self.server)
-            agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
-            self.by_fd[agent.fd] = agent
-            self.epoll.register(agent.fd, select.EPOLLIN)
+        """A new connection (same routing id: the server's ROUTER_HANDOVER), then REGISTER:
+        at start, and when a paused agent comes back."""
+        sock = self.context.socket(zmq.DEALER)
+        tune_connection(sock)                                             # as exec_server
+        sock.setsockopt(zmq.ROUTING_ID, agent.identity)
+        security.make_client_socket(sock, *self.keys[agent.user])
+        sock.connect(self.server)
+        agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
+        self.by_fd[agent.fd] = agent
+        self.epoll.register(agent.fd, select.EPOLLIN)
         agent.last_heard = now
         agent.registered = False
         self.register(agent, now)
@@ -214,6 +207,9 @@ class Worker:
         self.later(agent.next_heartbeat, HEARTBEAT, agent)
         if agent.silent:
             return
+        if not agent.registered:         # as exec_server: nothing until REGISTER is answered
+            self.check_server(agent, now)
+            return
         self.counts["heartbeats"] += 1
         body = {"req": "heartbeat", "running": agent.pairs(), "reported": agent.reported(),
                 "every": every}
@@ -223,7 +219,8 @@ class Worker:
         self.check_server(agent, now)
 
     def check_server(self, agent, now):
-        """Paranoid Pirate, as exec_server: reconnect with backoff when the server is silent."""
+        """Paranoid Pirate, as exec_server: REGISTER again (same connection) with backoff when
+        the server is silent."""
         if now - agent.last_heard <= 3 * (agent.every or self.heartbeat_s):
             return
         if agent.reconnect_at is None:
@@ -231,8 +228,10 @@ class Worker:
         elif now >= agent.reconnect_at:
             agent.reconnect_at = None
             agent.backoff = min(BACKOFF_MAX_S, agent.backoff * 2)
-            self.counts["reconnects"] += 1
-            self.connect(agent, now)        # its REGISTER has 3 heartbeats for an answer
+            self.counts["reregisters"] += 1
+            agent.registered = False
+            self.register(agent, now)       # it has 3 heartbeats for an answer
+            agent.last_heard = now
 
     # -- messages from the server ------------------------------------------------------------
     def drain(self, agent, now):
@@ -258,8 +257,8 @@ class Worker:
         elif kind == p.OK:
             self.on_ok(agent, body, now)
         elif kind == p.ERROR:
-            if body.get("code") == "UNKNOWN_AGENT":     # a restarted server: register again
-                agent.registered = False
+            if body.get("code") == "UNKNOWN_AGENT" and agent.registered:  # a restarted
+                agent.registered = False                                    # server: once
                 self.register(agent, now)
             elif body.get("req") == "register":
                 agent.gave_up = True           # exec_server exits when REGISTER is refused

@@ -180,7 +180,7 @@ class Simulation:
         """Server CPU while only heartbeats flow: the cost of holding the agents."""
         server0, _ = self.install.server_figures()
         threads0, sim0 = self.install.thread_cpu(), self.workers.cpu()
-        counts0 = {n: self.workers.total(n) for n in ("heartbeats", "reconnects")}
+        counts0 = {n: self.workers.total(n) for n in ("heartbeats", "reregisters")}
         start = time.time()
         while time.time() - start < self.opts.idle:
             self.spin(0.1)
@@ -211,7 +211,7 @@ class Simulation:
 
     # -- jobs ---------------------------------------------------------------------------------
     def run_jobs(self):
-        opts, workers = self.opts, self.workers
+        opts = self.opts
         self.probe = StatusProbe(self.admin, 1.0)     # placement counters; the round trips
         timer = self.status_timer()                   # are timed by a process of their own
         self.probe.step(time.time())
