@@ -23,7 +23,8 @@ def test_agent_survives_a_job_it_cannot_start(tmp_path):
         server.run([job_spec(tmp_path, 2, "echo fine", batch=2)], slots=1)
         assert server.wait_finished(2)["exit_code"] == 0
         assert server.agent.poll() is None
-        server.wait(lambda: server.heartbeats[-1]["running"] == [], 10, "a heartbeat, no jobs")
+        server.wait(lambda: server.heartbeats and server.heartbeats[-1]["running"] == [], 10,
+                    "a heartbeat, no jobs")
     finally:
         server.close()
 

@@ -130,7 +130,7 @@ def test_only_the_agent_the_server_names_gathers_the_hosts_metrics(tmp_path):
         assert "load1" in server.registered()          # the server may not know yet
         server.wait(lambda: len(server.heartbeats) >= 4, 10, "heartbeats")
         assert [set(b) for b in server.heartbeats[-3:]] == [{"req", "running", "reported",
-                                                             "every"}] * 3
+                                                             "every", "n"}] * 3
         server.heartbeat_reply = {"metrics": True}      # the reporter left: now this one
         count = len(server.heartbeats)
         server.wait(lambda: len(server.heartbeats) >= count + 3, 10, "heartbeats")
