@@ -133,6 +133,13 @@ def ok(req, **fields):
     return encode(OK, {"req": req, **fields})
 
 
+def request_number(body):
+    """An agent's REGISTER or HEARTBEAT number `n`, as its OK repeats it (agents/lease.py
+    matches each answer to its own request): {} when there is none or it is not one."""
+    n = body.get("n")
+    return {"n": n} if is_int(n, 0, 1 << 53) else {}
+
+
 def error(req, code, message, index=None):
     body = {"req": req, "code": code, "message": message}
     if index is not None:

@@ -104,7 +104,8 @@ class DatabaseWait:
             return False
         try:
             wire.send(self.socket, identity, p.ok(body.get("req"), lease_s=fleet.lease_for(
-                self.core, fleet.declared(self.core, body))))    # settings only: no state
+                self.core, fleet.declared(self.core, body)), **p.request_number(body)))
+                # (settings only: no state)
         except zmq.ZMQError:
             return False
         return True

@@ -106,7 +106,7 @@ class Loop:
         core.parking.after_load()
         core.tally.recount(self.store, now)
         self.refresh_keys()
-        fleet.expect_agents(core, now)
+        fleet.expect_agents(core, time.time())    # their time runs from the end of the load
         log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
                  len(core.users), count, core.database_id)
         limits.check_open_files(len(core.hosts), len(security.user_keys(core.users)))

@@ -37,14 +37,7 @@ def register(core, peer, body):
             core.await_result(*_pair(entry), host.name, core.now + AWAIT_RESULT_S)  # waits
     return {"heartbeat_s": core.settings.heartbeat_s, "database_id": core.database_id,
             "lease_s": core.settings.agent_lease_s, "metrics": host.reporter == peer.user,
-            **_number(body)}
-
-
-def _number(body):
-    """The request's number, repeated in the OK: the agent renews its lease from the time
-    that very request left (agents/lease.py), even if other requests or replies were lost."""
-    n = body.get("n")
-    return {"n": n} if p.is_int(n, 0, 1 << 53) else {}
+            **p.request_number(body)}
 
 
 def _kill_unwanted(core, peer, host, running):
@@ -87,7 +80,7 @@ def heartbeat(core, peer, body):
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     core.reconcile(agent.host, agent.user, known, core.now, 2 * core.settings.heartbeat_s + 1)
     return {"metrics": core.hosts[agent.host].reporter == agent.user, "every": every,
-            "lease_s": fleet.lease_for(core, said), **_number(body)}
+            "lease_s": fleet.lease_for(core, said), **p.request_number(body)}
 
 
 def events(core, peer, body):
