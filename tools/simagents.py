@@ -285,6 +285,9 @@ class Worker:
                 if self.mark["at"] is not None:
                     self.mark["registered"] += 1
                     self.mark["first_ok"] = self.mark["first_ok"] or now
+                self.flush(agent, now)           # what waited for the answer goes now
+                if agent.unacked:
+                    self.later(now, RESEND, agent)
 
     def on_run(self, agent, body, now):
         self.counts["runs"] += 1
@@ -356,7 +359,9 @@ class Worker:
             self.later(max(now, agent.last_report + REPORT_INTERVAL_S), FLUSH, agent)
 
     def flush(self, agent, now):
-        if not agent.outgoing or agent.silent:
+        """As exec_server: no report goes until the server has answered REGISTER (a server
+        that does not know the agent refuses it, and the refusal is no sign of life)."""
+        if not agent.outgoing or agent.silent or not agent.registered:
             return
         agent.last_report = now
         agent.seq += 1
@@ -367,7 +372,7 @@ class Worker:
         self.later(now + RESEND_S, RESEND, agent)
 
     def resend(self, agent, now):
-        if agent.silent:
+        if agent.silent or not agent.registered:
             return
         for seq, entry in agent.unacked.items():
             if now - entry[0] >= RESEND_S:

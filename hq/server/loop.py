@@ -102,13 +102,15 @@ class Loop:
 
     def load(self):
         core, now = self.core, time.time()
+        began = time.monotonic()
         count = core.load(self.store, now, core.parking.restart_load())
         core.parking.after_load()
         core.tally.recount(self.store, now)
         self.refresh_keys()
         fleet.expect_agents(core, time.time())    # their time runs from the end of the load
-        log.info("loaded %d hosts, %d users, %d live jobs (database %s)", len(core.hosts),
-                 len(core.users), count, core.database_id)
+        log.info("loaded %d hosts, %d users, %d live jobs in %.2fs (database %s)",
+                 len(core.hosts), len(core.users), count, time.monotonic() - began,
+                 core.database_id)
         limits.check_open_files(len(core.hosts), len(security.user_keys(core.users)))
         if hasattr(self.store, "serving"):
             self.store.serving()
@@ -269,7 +271,7 @@ class Loop:
             req = body.get("req")
             handlers.handle(self.core, handlers.Peer(identity, user), kind, body)
         except HQError as exc:
-            log.warning("request from %s refused: %s", identity.hex()[:12], exc)
+            log.warning("request from %s refused: %s", peer_name(identity, user), exc)
             self.send(identity, p.error(req, exc.code, exc.message, exc.index))
         except Exception:  # a bug must not stop the broker
             log.exception("internal error handling a message")
@@ -282,7 +284,7 @@ class Loop:
             why = "it reads nothing: its queue and 16 MB more are full"
         except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY): nothing to deliver to
             why = exc
-        log.info("cannot send %s to %s: %s", frames[1].decode(), identity.hex()[:12], why)
+        log.info("cannot send %s to %s: %s", frames[1].decode(), peer_name(identity), why)
         return False
 
     # -- periodic work -----------------------------------------------------------------------
@@ -438,6 +440,14 @@ class Loop:
                                         "when it is back"))
 
 
+def peer_name(identity, user=None):
+    """A peer for the log: its routing id as text (agents and user-servers name themselves:
+    `agent:USER@HOST:PID`; a client's is random bytes) and the user its key belongs to."""
+    name = identity[:80].decode("utf-8", "replace") if identity[:1] != b"\0" \
+        else identity.hex()[:16]
+    return name if user is None else f"{name} (user {user})"
+
+
 def start_exporter(loop, port):
     from hq.server.exporter import Exporter
     try:
@@ -484,8 +494,10 @@ def take_lease(settings, store, address, home):
 def start(settings, port=None, bind=None):
     """Open the store, sync etc/ into it, bind, load: a Loop ready for serve_forever()."""
     zmq.Context.instance(io_threads=settings.io_threads)    # the standby's socket's too
+    began = time.monotonic()
     store = open_store(config.load_db_config(settings.etc))
     store.check_schema()
+    log.info("database %s opened in %.2fs", store.describe(), time.monotonic() - began)
     address = f"tcp://{bind or settings.bind}:{port or settings.port}"
     lease = take_lease(settings, store, address, config.home_dir()) if settings.standby \
         else None
