@@ -38,6 +38,7 @@ import sys
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from agents import metrics, scripts
 from agents.jobfiles import JobFiles, default_directory, safe_database_id
@@ -60,6 +61,9 @@ RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs
 DEAD_TCP_MS = 15000       # unacknowledged data this long: the connection is dead (a host gone
                           # without a FIN or RST); libzmq then reconnects
 CONNECT_TIMEOUT_MS = 5000  # a connection attempt that gets no answer is given up after this
+
+
+LINK_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 def tune_connection(sock):
@@ -88,6 +92,8 @@ class Agent:
         self.runner = Runner(host_name, JobFiles(state_dir or default_directory(host_name)))
         self.context = zmq.Context.instance()
         self.socket = None
+        self.link = None          # the socket's monitor: its connection lost and made again
+        self.link_lost = False    # lost since the last REGISTER
         self.facts = metrics.facts()
         self.sampler = metrics.Sampler()
         self.reports_metrics = True   # the server names one agent a host to bring its metrics
@@ -107,9 +113,13 @@ class Agent:
     # -- connection -------------------------------------------------------------------------
     def connect(self):
         if self.socket is not None:
+            self.socket.disable_monitor()
+            self.link.close(linger=0)
             self.socket.close(linger=0)
         self.socket = self.context.socket(zmq.DEALER)
         tune_connection(self.socket)
+        self.link = self.socket.get_monitor_socket(LINK_EVENTS)
+        self.link_lost = False
         self.socket.setsockopt(zmq.ROUTING_ID,
                                f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
         if self.curve_keys:
@@ -118,6 +128,24 @@ class Agent:
         self.lease.new_connection()
         self.register()
         self.last_heard = time.time()
+
+    def link_events(self):
+        """The connection to the server was lost (a restart, a reset): nothing more goes
+        until it is back, and then a REGISTER first, so that a restarted server hears it
+        before anything it would refuse (heartbeats and reports queued while it was away)."""
+        while True:
+            try:
+                event = recv_monitor_message(self.link, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event == zmq.EVENT_DISCONNECTED and not self.link_lost:
+                log.warning("connection to %s lost: registering again once it is back",
+                            self.server)
+                self.link_lost, self.registered = True, False
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.link_lost:
+                log.info("connection to %s back: registering again", self.server)
+                self.register()
+                self.last_heard = time.time()
 
     def reported_pairs(self):
         """[job, attempt] of finished reports the server has not acknowledged yet (of the
@@ -135,7 +163,7 @@ class Agent:
                 "database_id": self.runner.database_id,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
                 **self.facts, **self.sampler.sample(self.runner.adopted)}
-        self.registered = False
+        self.registered = self.link_lost = False
         self.send_renewing(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])
@@ -213,10 +241,13 @@ class Agent:
             if polled is not self.socket:       # a new socket after reconnecting
                 poller, polled = zmq.Poller(), self.socket
                 poller.register(self.socket, zmq.POLLIN)
+                poller.register(self.link, zmq.POLLIN)
                 poller.register(wakeup, zmq.POLLIN)
             ready = dict(poller.poll(self.poll_timeout_ms()))
             if wakeup in ready:
                 _drain(wakeup)
+            if self.link in ready:
+                self.link_events()
             if self.socket in ready:
                 self.read_messages()
             now = time.time()

@@ -15,7 +15,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from hq import protocol as p
-from tests.helpers import REPO, free_port, kill_pid, unavailable, wait_until
+from tests.helpers import REPO, free_port, holds_for, kill_pid, unavailable, wait_until
 
 
 NO_FIELDS = types.MappingProxyType({})
@@ -82,6 +82,13 @@ class PlayServer:
                     self.send(p.OK, {"req": "events", "seq": body["seq"]})
             elif kind == p.BYE:
                 self.send(p.OK, {"req": "bye", "bye": False})
+
+    def pump_into(self, seen):
+        """Read without answering: (kind, body) of what came, appended to `seen`."""
+        while self.socket.poll(20):
+            self.identity, *frames = self.socket.recv_multipart()
+            seen.append(p.decode(frames))
+        return False
 
     def answer_register(self, **reply):
         self.send(p.OK, {"req": "register", **reply})
@@ -230,4 +237,35 @@ def test_a_silent_server_is_asked_again_on_the_same_connection(tmp_path):
     finally:
         server.socket.disable_monitor()
         monitor.close(linger=0)
+        server.close()
+
+
+def test_a_connection_that_comes_back_carries_a_register_first(tmp_path):
+    """Catches an agent whose heartbeats and reports, queued while its server was away (a
+    restart), reach the new server before its REGISTER: each is refused (UNKNOWN_AGENT), and
+    with 10,000 agents the REGISTERs waited behind some 25,000 refusals. Once the connection
+    is back the first message on it is a REGISTER, and nothing else goes until it is answered."""
+    server = PlayServer(tmp_path)
+    try:
+        server.start_agent(heartbeat=0.2)
+        server.registered()
+        server.run([job_spec(tmp_path, 1, "sleep 1.5")])
+        server.wait(lambda: server.events, 10, "job 1 to start")
+        server.socket.close(linger=0)               # the server goes away for 1.5 s
+        holds_for(1.5, lambda: server.agent.poll() is None, "the agent exited")
+        server.socket = server.context.socket(zmq.ROUTER)
+        server.socket.setsockopt(zmq.LINGER, 0)
+        server.socket.bind(f"tcp://127.0.0.1:{server.port}")
+        server.register_reply, seen = None, []
+        server.wait(lambda: server.pump_into(seen) or any(k == p.REGISTER for k, _ in seen),
+                    10, "a REGISTER on the new connection")
+        assert seen[0][0] == p.REGISTER, [k for k, _ in seen]
+        assert seen[0][1]["running"] == [[1, 1]] or seen[0][1]["reported"] == [[1, 1]]
+        holds_for(1.0, lambda: server.pump_into(seen) or all(k == p.REGISTER for k, _ in seen),
+                  "sent before REGISTER's answer")
+        server.register_reply = {}
+        server.answer_register()
+        server.wait_finished(1)
+        assert "connection to" in server.log() and "registering again" in server.log()
+    finally:
         server.close()
