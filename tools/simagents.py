@@ -16,11 +16,12 @@ import sys
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from agents.exec_server import tune_connection  # noqa: E402
+from agents.exec_server import LINK_EVENTS, tune_connection  # noqa: E402
 from hq import protocol as p, security  # noqa: E402
 
 RESEND_S = 5.0
@@ -51,7 +52,8 @@ def raise_open_files(wanted):
 
 class SimAgent:
     """One user's agent on one host: its socket, the jobs it holds and its unacked reports."""
-    __slots__ = ("user", "host", "identity", "socket", "fd", "registered", "last_heard",
+    __slots__ = ("user", "host", "identity", "socket", "fd", "link", "link_fd", "link_lost",
+                 "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
                  "gave_up", "next_heartbeat", "reports", "every")
@@ -60,6 +62,7 @@ class SimAgent:
         self.user, self.host = user, host
         self.identity = f"agent:{user}@{host}:sim{worker}".encode()
         self.socket, self.fd = None, None
+        self.link, self.link_fd, self.link_lost = None, None, False   # the socket's monitor
         self.registered = False
         self.last_heard = 0.0
         self.backoff = BACKOFF_START_S
@@ -100,12 +103,14 @@ class Worker:
         self.server = config["server"]
         raise_open_files(8 * len(config["agents"]) + 256)
         self.context = zmq.Context()            # closed sockets linger until reaped:
-        self.context.set(zmq.MAX_SOCKETS, 3 * len(config["agents"]) + 64)   # room for them
+        self.context.set(zmq.MAX_SOCKETS, 6 * len(config["agents"]) + 64)   # room for them
+                                                        # (and their monitors)
         server_key = config["server_key"].encode()
         self.keys = {user: (server_key, *security.load_keypair(path))
                      for user, path in config["keys"].items()}
         self.agents = [SimAgent(user, host, self.number) for user, host in config["agents"]]
         self.by_fd = {}
+        self.by_link = {}       # monitor socket fd -> agent
         self.epoll = select.epoll()
         self.timers = []
         self.tick = 0
@@ -113,7 +118,7 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reregisters=0, kills=0, heartbeats=0, events_sent=0,
+                           acked=0, reregisters=0, link_registers=0, kills=0, heartbeats=0, events_sent=0,
                            refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
@@ -157,6 +162,10 @@ class Worker:
         agent.socket, agent.fd = sock, sock.getsockopt(zmq.FD)
         self.by_fd[agent.fd] = agent
         self.epoll.register(agent.fd, select.EPOLLIN)
+        agent.link = sock.get_monitor_socket(LINK_EVENTS)                # as exec_server
+        agent.link_fd, agent.link_lost = agent.link.getsockopt(zmq.FD), False
+        self.by_link[agent.link_fd] = agent
+        self.epoll.register(agent.link_fd, select.EPOLLIN)
         agent.last_heard = now
         agent.registered = False
         self.register(agent, now)
@@ -165,6 +174,7 @@ class Worker:
             self.later(agent.next_heartbeat, HEARTBEAT, agent)
 
     def register(self, agent, now):
+        agent.registered = agent.link_lost = False
         if agent.every is not None:      # REGISTER's reply sets the installation's interval
             agent.every = None
             if agent.next_heartbeat > now + self.heartbeat_s:
@@ -232,6 +242,26 @@ class Worker:
             agent.registered = False
             self.register(agent, now)       # it has 3 heartbeats for an answer
             agent.last_heard = now
+
+    def link_events(self, agent, now):
+        """As exec_server: a lost connection stops everything; once it is back, REGISTER."""
+        while agent.link.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            event = recv_monitor_message(agent.link, zmq.NOBLOCK)["event"]
+            if agent.silent:
+                continue
+            if event == zmq.EVENT_DISCONNECTED and not agent.link_lost:
+                agent.link_lost, agent.registered = True, False
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and agent.link_lost:
+                self.counts["link_registers"] += 1
+                self.register(agent, now)
+                agent.last_heard = now
+
+    def close_link(self, agent):
+        self.epoll.unregister(agent.link_fd)
+        del self.by_link[agent.link_fd]
+        agent.socket.disable_monitor()
+        agent.link.close(linger=0)
+        agent.link = agent.link_fd = None
 
     # -- messages from the server ------------------------------------------------------------
     def drain(self, agent, now):
@@ -411,6 +441,7 @@ class Worker:
                 self.paused_held += agent.pairs()
                 self.epoll.unregister(agent.fd)
                 del self.by_fd[agent.fd]
+                self.close_link(agent)
                 agent.socket.close(linger=0)
                 agent.socket = agent.fd = None
                 self.later(now + cmd["seconds"], RESUME, agent)
@@ -442,6 +473,8 @@ class Worker:
                     self.read_commands(now)
                 elif fd in self.by_fd:
                     self.drain(self.by_fd[fd], now)
+                elif fd in self.by_link:
+                    self.link_events(self.by_link[fd], now)
             now = time.time()
             self.run_timers(now)
             while self.dirty:
@@ -460,6 +493,7 @@ class Worker:
             self.started_ids.tofile(handle)
         for agent in self.agents:
             if agent.socket is not None:
+                self.close_link(agent)
                 agent.socket.close(linger=0)
         self.context.term()
 
