@@ -166,6 +166,7 @@ class Worker:
         agent.link_fd, agent.link_lost = agent.link.getsockopt(zmq.FD), False
         self.by_link[agent.link_fd] = agent
         self.epoll.register(agent.link_fd, select.EPOLLIN)
+        self.link_events(agent, now)    # (a zmq FD signals changes: read what came before)
         agent.last_heard = now
         agent.registered = False
         self.register(agent, now)

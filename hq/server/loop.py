@@ -271,7 +271,8 @@ class Loop:
             req = body.get("req")
             handlers.handle(self.core, handlers.Peer(identity, user), kind, body)
         except HQError as exc:
-            log.warning("request from %s refused: %s", peer_name(identity, user), exc)
+            log.warning("%s from %s refused: %s", kind_name(frames), peer_name(identity, user),
+                        exc)
             self.send(identity, p.error(req, exc.code, exc.message, exc.index))
         except Exception:  # a bug must not stop the broker
             log.exception("internal error handling a message")
@@ -438,6 +439,11 @@ class Loop:
             self.send(identity, p.error(req, DATABASE_ERROR, "the database is unavailable "
                                         f"({why}): the change is kept and will be recorded "
                                         "when it is back"))
+
+
+def kind_name(frames):
+    """The message kind for the log (the decoded text, at most 16 characters)."""
+    return frames[1].bytes[:16].decode("ascii", "replace") if len(frames) > 1 else "a message"
 
 
 def peer_name(identity, user=None):
