@@ -22,6 +22,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from agents.exec_server import LINK_EVENTS, tune_connection  # noqa: E402
+from agents.lease import RENEWING, Lease  # noqa: E402
 from hq import protocol as p, security  # noqa: E402
 
 RESEND_S = 5.0
@@ -56,7 +57,7 @@ class SimAgent:
                  "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
-                 "gave_up", "next_heartbeat", "reports", "every")
+                 "gave_up", "next_heartbeat", "reports", "every", "lease")
 
     def __init__(self, user, host, worker):
         self.user, self.host = user, host
@@ -81,6 +82,7 @@ class SimAgent:
         self.next_heartbeat = 0.0
         self.reports = True        # the server wants the host's metrics from this agent
         self.every = None          # its heartbeat interval (None: the installation's)
+        self.lease = Lease(time.time)   # fencing, as exec_server: jobs stop when it ends
 
     def pairs(self):
         return [list(k) for k in (*self.running, *self.waiting)]
@@ -118,8 +120,8 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reregisters=0, link_registers=0, kills=0, heartbeats=0, events_sent=0,
-                           refused=0)
+                           acked=0, reregisters=0, link_registers=0, fenced=0, kills=0,
+                           heartbeats=0, events_sent=0, refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
         self.silenced_held = []    # [job, attempt] its silenced agents held
@@ -188,6 +190,7 @@ class Worker:
                 **self.metrics(agent)}
         if self.database_id is not None:
             body["database_id"] = self.database_id
+        body["n"] = agent.lease.request_sent("register")
         self.send(agent, p.REGISTER, body)
         for seq in agent.unacked:             # resend what the old connection may have lost
             agent.unacked[seq][0] = 0.0
@@ -216,14 +219,15 @@ class Worker:
         every = agent.every or self.heartbeat_s
         agent.next_heartbeat = now + every
         self.later(agent.next_heartbeat, HEARTBEAT, agent)
-        if agent.silent:
+        if agent.silent:                 # a dead host: nothing happens there any more
             return
+        self.check_lease(agent, now)
         if not agent.registered:         # as exec_server: nothing until REGISTER is answered
             self.check_server(agent, now)
             return
         self.counts["heartbeats"] += 1
         body = {"req": "heartbeat", "running": agent.pairs(), "reported": agent.reported(),
-                "every": every}
+                "every": every, "n": agent.lease.request_sent("heartbeat")}
         if agent.reports:
             body.update(self.metrics(agent))
         self.send(agent, p.HEARTBEAT, body)
@@ -288,6 +292,8 @@ class Worker:
         elif kind == p.OK:
             self.on_ok(agent, body, now)
         elif kind == p.ERROR:
+            if body.get("req") in RENEWING:
+                agent.lease.answered(body["req"], False)
             if body.get("code") == "UNKNOWN_AGENT" and agent.registered:  # a restarted
                 agent.registered = False                                    # server: once
                 self.register(agent, now)
@@ -301,6 +307,8 @@ class Worker:
             agent.reports = body["metrics"]
         if req == "heartbeat" and isinstance(body.get("every"), (int, float)):
             agent.every = body["every"]
+        if req in RENEWING:
+            agent.lease.answered(req, True, body)
         if req == "events":
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:
@@ -363,7 +371,23 @@ class Worker:
             else:
                 self.later(now + duration, END, agent, key)
 
-    def end(self, agent, key, now, signal=None, refill=True):
+    def check_lease(self, agent, now):
+        """As exec_server: once the lease has ended the server may run these jobs elsewhere,
+        so they stop (killed, waiting ones dropped) and are reported fenced. (Looked at each
+        heartbeat timer: up to one interval later than the real agent.)"""
+        if not agent.lease.expired(now) or not (agent.running or agent.waiting):
+            return
+        reason = "fenced: no answer from hq-server within the lease"
+        self.counts["fenced"] += len(agent.running) + len(agent.waiting)
+        for job, attempt in list(agent.waiting):
+            self.report(agent, {"type": "finished", "job": job, "attempt": attempt,
+                                "time": now, "exit_code": None, "signal": None,
+                                "reason": reason}, now)
+        agent.waiting.clear()
+        for key in list(agent.running):
+            self.end(agent, key, now, signal=9, refill=False, reason=reason)
+
+    def end(self, agent, key, now, signal=None, refill=True, reason="cancelled"):
         if agent.silent:                # paused: its jobs end after it is back (or never)
             if key in agent.running:
                 self.later(now + 0.5, END, agent, key)
@@ -378,7 +402,7 @@ class Worker:
                  "started": started, "max_rss": 8 << 20,
                  "exit_code": None if signal else 0, "signal": signal}
         if signal:
-            event["reason"] = "cancelled"
+            event["reason"] = reason
         self.report(agent, event, now)
         if refill:
             self.start_waiting(agent, now)
@@ -449,7 +473,7 @@ class Worker:
 
     def stats(self, now):
         held = sum(1 for a in self.agents if a.registered and not a.silent and not a.gave_up
-                   and now - a.last_heard <= 3 * self.heartbeat_s)
+                   and now - a.last_heard <= 3 * (a.every or self.heartbeat_s))
         line = dict(self.counts, worker=self.number, time=now, held=held,
                     agents=len(self.agents), gave_up=sum(a.gave_up for a in self.agents),
                     holding=sum(len(a.running) + len(a.waiting) for a in self.agents),

@@ -1,9 +1,14 @@
 """hq-server's limits: every agent and user-server connection is a file descriptor, so the soft
 open-files limit is raised to the hard limit at start, and a hard limit too low is named; the
-listening socket's backlog holds the connections of thousands of agents coming back at once."""
+listening socket's backlog holds the connections of thousands of agents coming back at once;
+a port already taken is named before the load (the server binds only once loaded)."""
 
 import logging
+import re
 import resource
+import socket
+
+from hq.errors import CONFIG_ERROR, HQError
 
 log = logging.getLogger("hq.server")
 
@@ -23,6 +28,25 @@ def listen_backlog(path=SOMAXCONN):
     except (OSError, ValueError, IndexError):
         return DEFAULT_BACKLOG
     return max(100, min(cap, MAX_BACKLOG))
+
+
+def check_port(address):
+    """Refuse at once a tcp://HOST:PORT address whose port another process holds (as libzmq
+    binds: SO_REUSEADDR). Addresses it cannot read are left to libzmq's own bind."""
+    match = re.fullmatch(r"tcp://\[?([^\]]*?)\]?:(\d+)", address)
+    if not match:
+        return
+    host, port = match.group(1), int(match.group(2))
+    host = "" if host == "*" else host
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except socket.gaierror:
+            return
+        except OSError as exc:
+            raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc.strerror}") \
+                from None
 
 
 def raise_open_files():
