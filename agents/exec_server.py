@@ -68,9 +68,14 @@ LINK_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 def tune_connection(sock):
     """How an agent's socket keeps its connection: libzmq reconnects on its own, backing off
-    to RECONNECT_MAX_MS, so a restarted server gets its agents back on the same sockets."""
+    to about RECONNECT_MAX_MS, so a restarted server gets its agents back on the same sockets.
+    Both intervals are jittered: the agents of a killed server all lose it at once, and in
+    step they came back in bursts of 10,000 that overflowed its listening queue (the kernel
+    dropped them, and TCP tried again only 1, 3, 7 s later)."""
     sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
+    sock.setsockopt(zmq.RECONNECT_IVL, random.randint(100, 500))
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, random.randint(RECONNECT_MAX_MS // 2,
+                                                          RECONNECT_MAX_MS * 3 // 2))
     sock.setsockopt(zmq.TCP_MAXRT, DEAD_TCP_MS)
     sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
 

@@ -141,11 +141,17 @@ def host_unreachable(core, host, user, reason):
     log.warning("host %s unreachable for %s", host.name, reason)
 
 
+def restart_window(core):
+    """How long after a restart the agents have to come back: the silence of the longest
+    interval (the interval each kept is not known)."""
+    return SILENT_HEARTBEATS * OTHERS_EVERY * core.settings.heartbeat_s
+
+
 def expect_agents(core, now):
     """After a restart: each user with attempts on a host has the silence of its agent's
     longest interval (from now: the interval it kept is not known) for an agent to come back,
     then the grace, as if its agent had just gone silent: its lease holds that long."""
-    timeout = SILENT_HEARTBEATS * OTHERS_EVERY * core.settings.heartbeat_s
+    timeout = restart_window(core)
     for host_name, keys in core.on_host.items():
         for user in {core.attempts[key].user for key in keys}:
             core.gone[(user, host_name)] = now + timeout

@@ -107,6 +107,7 @@ class Loop:
         core.tally.recount(self.store, now)
         self.refresh_keys()
         fleet.expect_agents(core, time.time())    # their time runs from the end of the load
+        core.parking.lean_until = time.time() + fleet.restart_window(core)
         log.info("loaded %d hosts, %d users, %d live jobs in %.2fs (database %s)",
                  len(core.hosts), len(core.users), count, time.monotonic() - began,
                  core.database_id)
