@@ -434,3 +434,29 @@ def test_batches_are_numbered_one_after_another(h):
     first = h.request("alice", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")["batch"]
     second = h.request("bob", p.SUBMIT, jobs=["true"], env={}, cwd="/tmp")["batch"]
     assert second == first + 1
+
+
+
+def test_while_agents_come_back_after_a_restart_only_users_running_short_are_refilled(
+        h, monkeypatch):
+    """Catches a restarted server refilling every user's parked jobs up to half the limit
+    while its agents are coming back (170,000 rows took most of the loop for 17 s, and agents
+    missed their leases): inside the window a user is refilled only at restart_load() jobs in
+    memory or fewer, after it at half the limit as before."""
+    parking = h.core.parking
+    parking.limit = 8
+    monkeypatch.setattr(parking, "restart_load", lambda: 2)
+    h.register("alice")
+    h.register("bob")
+    ids = h.submit("alice", *["sleep 100"] * 12)          # 8 in memory, 4 parked
+    bobs = h.submit("bob", *["sleep 100"] * 12)
+    assert ids[8] not in h.core.jobs and bobs[8] not in h.core.jobs
+    parking.live["alice"] = parking.live["bob"] = 4       # as if 4 of each had ended
+    parking.lean_until = h.now + 10
+    parking.refill(h.now)
+    assert ids[8] not in h.core.jobs and bobs[8] not in h.core.jobs, "refilled in the window"
+    parking.live["alice"] = 2
+    parking.refill(h.now)                                 # inside it, running short
+    assert ids[8] in h.core.jobs and bobs[8] not in h.core.jobs
+    parking.refill(h.now + 10)
+    assert bobs[8] in h.core.jobs, "not refilled at half the limit after the window"
