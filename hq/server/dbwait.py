@@ -102,10 +102,9 @@ class DatabaseWait:
             return False
         if kind != p.HEARTBEAT or frames[1].get("User-Id") != agent.user:
             return False
-        try:
+        try:                            # (the lease from settings only: no state)
             wire.send(self.socket, identity, p.ok(body.get("req"), lease_s=fleet.lease_for(
                 self.core, fleet.declared(self.core, body)), **p.request_number(body)))
-                # (settings only: no state)
         except zmq.ZMQError:
             return False
         return True

@@ -106,8 +106,9 @@ class Loop:
         core.parking.after_load()
         core.tally.recount(self.store, now)
         self.refresh_keys()
-        fleet.expect_agents(core, time.time())    # their time runs from the end of the load
-        core.parking.lean_until = time.time() + fleet.restart_window(core)
+        loaded = time.time()            # the agents' time to come back runs from here
+        fleet.expect_agents(core, loaded)
+        core.parking.lean_until = loaded + fleet.restart_window(core)
         log.info("loaded %d hosts, %d users, %d live jobs in %.2fs (database %s)",
                  len(core.hosts), len(core.users), count, time.monotonic() - began,
                  core.database_id)
@@ -524,10 +525,7 @@ def start(settings, port=None, bind=None):
     limits.raise_open_files()
     if lease is None:       # (a standby's own socket may hold the port for a moment yet)
         limits.check_port(address)
-    try:
-        loop = Loop(settings, store, address, keypair)
-    except zmq.ZMQError as exc:
-        raise HQError(CONFIG_ERROR, f"cannot listen on {address}: {exc}") from None
+    loop = Loop(settings, store, address, keypair)
     loop.lease = lease
     loop.load()
     loop.listen()

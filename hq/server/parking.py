@@ -50,8 +50,8 @@ class Parking:
     def refill(self, now, skip_batches=()):
         """Load parked jobs of users whose jobs in memory have run down to half the limit, at
         most REFILL_ROWS a tick (a tick must stay short: agents wait for their replies). While
-        a restarted server's agents come back, only users with fewer than restart_load() jobs
-        in memory: refilling 10 users to half the limit took most of the loop for 17 s, while
+        a restarted server's agents come back, only users with restart_load() jobs in memory
+        or fewer: refilling 10 users to half the limit took most of the loop for 17 s, while
         10,000 agents had to register before their leases ran out."""
         budget = REFILL_ROWS
         low = self.restart_load() if now < self.lean_until else self.limit - self.limit // 2
