@@ -98,7 +98,7 @@ class Agent:
         self.context = zmq.Context.instance()
         self.socket = None
         self.link = None          # the socket's monitor: its connection lost and made again
-        self.link_lost = False    # lost since the last REGISTER
+        self.link_lost = False    # lost, and not back yet
         self.facts = metrics.facts()
         self.sampler = metrics.Sampler()
         self.reports_metrics = True   # the server names one agent a host to bring its metrics
@@ -149,6 +149,7 @@ class Agent:
                 self.link_lost, self.registered = True, False
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.link_lost:
                 log.info("connection to %s back: registering again", self.server)
+                self.link_lost = False      # (a REGISTER sent while it was down may be lost)
                 self.register()
                 self.last_heard = time.time()
 
@@ -168,7 +169,7 @@ class Agent:
                 "database_id": self.runner.database_id,
                 "running": self.runner.running_pairs(), "reported": self.reported_pairs(),
                 **self.facts, **self.sampler.sample(self.runner.adopted)}
-        self.registered = self.link_lost = False
+        self.registered = False
         self.send_renewing(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
             self.unacked[seq] = (0.0, self.unacked[seq][1])

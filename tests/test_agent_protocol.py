@@ -257,8 +257,8 @@ def test_a_connection_that_comes_back_carries_a_register_first(tmp_path):
         server.socket.setsockopt(zmq.LINGER, 0)
         server.socket.bind(f"tcp://127.0.0.1:{server.port}")
         server.register_reply, seen = None, []
-        server.wait(lambda: server.pump_into(seen) or any(k == p.REGISTER for k, _ in seen),
-                    10, "a REGISTER on the new connection")
+        wait_until(lambda: server.pump_into(seen) or any(k == p.REGISTER for k, _ in seen),
+                   10, 0, "a REGISTER on the new connection")     # (wait() would pump them)
         assert seen[0][0] == p.REGISTER, [k for k, _ in seen]
         assert seen[0][1]["running"] == [[1, 1]] or seen[0][1]["reported"] == [[1, 1]]
         holds_for(1.0, lambda: server.pump_into(seen) or all(k == p.REGISTER for k, _ in seen),

@@ -177,7 +177,7 @@ class Worker:
             self.later(agent.next_heartbeat, HEARTBEAT, agent)
 
     def register(self, agent, now):
-        agent.registered = agent.link_lost = False
+        agent.registered = False
         if agent.every is not None:      # REGISTER's reply sets the installation's interval
             agent.every = None
             if agent.next_heartbeat > now + self.heartbeat_s:
@@ -257,6 +257,7 @@ class Worker:
             if event == zmq.EVENT_DISCONNECTED and not agent.link_lost:
                 agent.link_lost, agent.registered = True, False
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and agent.link_lost:
+                agent.link_lost = False
                 self.counts["link_registers"] += 1
                 self.register(agent, now)
                 agent.last_heard = now
