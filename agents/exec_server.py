@@ -99,6 +99,7 @@ class Agent:
         self.socket = None
         self.link = None          # the socket's monitor: its connection lost and made again
         self.link_lost = False    # lost, and not back yet
+        self.relink_at = None     # lost, and giving way until then (Lease.relink_delay)
         self.facts = metrics.facts()
         self.sampler = metrics.Sampler()
         self.reports_metrics = True   # the server names one agent a host to bring its metrics
@@ -124,7 +125,7 @@ class Agent:
         self.socket = self.context.socket(zmq.DEALER)
         tune_connection(self.socket)
         self.link = self.socket.get_monitor_socket(LINK_EVENTS)
-        self.link_lost = False
+        self.link_lost, self.relink_at = False, None
         self.socket.setsockopt(zmq.ROUTING_ID,
                                f"agent:{self.user}@{self.host_name}:{os.getpid()}".encode())
         if self.curve_keys:
@@ -147,11 +148,34 @@ class Agent:
                 log.warning("connection to %s lost: registering again once it is back",
                             self.server)
                 self.link_lost, self.registered = True, False
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.link_lost:
+                self.give_way(self.lease.relink_delay())
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and self.link_lost \
+                    and self.relink_at is None:         # (not one from before give_way)
                 log.info("connection to %s back: registering again", self.server)
                 self.link_lost = False      # (a REGISTER sent while it was down may be lost)
                 self.register()
                 self.last_heard = time.time()
+
+    def give_way(self, delay):
+        """Stay off the server's address for `delay` seconds (libzmq would reconnect at once):
+        the agents whose leases end sooner go first."""
+        if not delay:
+            return
+        try:
+            self.socket.disconnect(self.server)
+        except zmq.ZMQError as exc:
+            log.debug("disconnect from %s: %s", self.server, exc)
+            return
+        self.relink_at = time.time() + delay
+        log.info("connecting to %s again in %.1fs: agents whose leases end sooner go first "
+                 "(ours holds %.1fs more)", self.server, delay, self.lease.remaining())
+
+    def relink(self, now):
+        """The end of give_way: connect again; the handshake brings a REGISTER."""
+        if self.relink_at is not None and now >= self.relink_at:
+            self.relink_at = None
+            self.socket.connect(self.server)
+            self.last_heard = now
 
     def reported_pairs(self):
         """[job, attempt] of finished reports the server has not acknowledged yet (of the
@@ -257,6 +281,7 @@ class Agent:
             if self.socket in ready:
                 self.read_messages()
             now = time.time()
+            self.relink(now)
             self.runner.enforce(now)
             self.start_and_reap()
             self.flush_events(now)
@@ -309,6 +334,8 @@ class Agent:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
+        if self.relink_at is not None:
+            until.append(self.relink_at)
         if self.next_try() is not None:
             until.append(self.next_try() + 0.01)
         if self.runner.adopted:           # not our children: no SIGCHLD, so look often
@@ -465,6 +492,8 @@ class Agent:
         if orphaned > self.orphan_s and not self.runner.holds_jobs():
             log.info("no server for %.0fs and no jobs: exiting", orphaned)
             self.running = False
+        elif self.relink_at is not None:        # giving way: the lease holds till then
+            return
         elif len(self.servers) > 1:
             self.follow_active(now, silent)
         elif silent > 3 * self.heartbeat_s:

@@ -2,11 +2,13 @@
 HEARTBEAT reply, for the interval that heartbeat declared); each OK to a REGISTER or HEARTBEAT
 extends it to `lease_s` after that request left (monotonic clock)."""
 
+import random
 import time
 from collections import OrderedDict
 
 RENEWING = ("register", "heartbeat")
 MIN_LEASE_S, MAX_LEASE_S = 0.1, 86400.0
+MIN_SURPLUS_S = 1.0     # less than this to spare: the agent connects again at once
 
 
 class Lease:
@@ -25,6 +27,7 @@ class Lease:
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.lease_s = None        # granted by the server (None: it grants none: no fencing)
+        self.base_s = None         # what a REGISTER grants (the host's reporter keeps that)
         self.until = None          # when the lease ends (clock time)
         self.next_n = 0
         self.numbered = False      # the server repeats request numbers
@@ -55,7 +58,7 @@ class Lease:
         valid = isinstance(granted, (int, float)) and not isinstance(granted, bool) \
             and MIN_LEASE_S <= granted <= MAX_LEASE_S
         if req == "register":       # a new record at the server: the lease starts anew
-            self.lease_s = granted if valid else None
+            self.lease_s = self.base_s = granted if valid else None
             self.until = None if self.lease_s is None else sent + self.lease_s
             return
         if valid:                   # granted for the interval that heartbeat declared
@@ -87,3 +90,17 @@ class Lease:
     def remaining(self, now=None):
         """Seconds until the lease ends (None: no lease)."""
         return None if self.until is None else self.until - (now or self.clock())
+
+    def relink_delay(self, now=None):
+        """After the connection was lost: how long to wait before connecting again. A lease
+        with more time left than a REGISTER grants (an agent heartbeating less often than its
+        host's reporter) gives way to the leases that end sooner: it waits a random time in
+        the later half of that surplus, and still has a fresh lease's time to get back. After a
+        restart the server registers first the agents that would kill their jobs first (10,000
+        agents took 10 s to connect again to a restarted server on 2 cores: the reporters'
+        11 s leases ended before some of them were back)."""
+        remaining = self.remaining(now)
+        if remaining is None or self.base_s is None:
+            return 0.0
+        surplus = remaining - self.base_s
+        return random.uniform(surplus / 2, surplus) if surplus >= MIN_SURPLUS_S else 0.0

@@ -130,6 +130,15 @@ class PlayServer:
         self.socket.close(linger=0)
 
 
+def bound(socket, port):
+    """Bind `socket` to the port a closed socket held (libzmq frees it a moment later)."""
+    try:
+        socket.bind(f"tcp://127.0.0.1:{port}")
+        return True
+    except zmq.ZMQError:
+        return False
+
+
 def job_spec(tmp_path, job_id, command, attempt=1, **extra):
     out = os.path.join(str(tmp_path), "out", f"{job_id}.{attempt}")
     return {"id": job_id, "attempt": attempt, "command": command, "shell": "/bin/sh",
@@ -267,5 +276,31 @@ def test_a_connection_that_comes_back_carries_a_register_first(tmp_path):
         server.answer_register()
         server.wait_finished(1)
         assert "connection to" in server.log() and "registering again" in server.log()
+    finally:
+        server.close()
+
+
+def test_an_agent_with_lease_to_spare_comes_back_later_and_keeps_its_jobs(tmp_path):
+    """Catches an agent that gives no way after a server restart (the agents whose leases end
+    first must get in first: see Lease.relink_delay), one that stays away past its lease, and
+    one that kills its jobs while it waits: its lease holds them."""
+    server = PlayServer(tmp_path, register_reply={"lease_s": 2})
+    server.heartbeat_reply = {"lease_s": 8}         # a slow heartbeater's longer lease
+    try:
+        server.start_agent(heartbeat=0.2)
+        server.registered()
+        server.run([job_spec(tmp_path, 1, "sleep 7")])
+        server.wait(lambda: server.events and len(server.heartbeats) >= 2, 10, "job 1 to start")
+        server.socket.close(linger=0)               # the server restarts at once
+        lost = time.monotonic()
+        server.socket = server.context.socket(zmq.ROUTER)
+        server.socket.setsockopt(zmq.LINGER, 0)
+        wait_until(lambda: bound(server.socket, server.port), 5, 0.01, "the port free again")
+        server.wait(lambda: len(server.registers) >= 2, 15, "the REGISTER on the new connection")
+        back = time.monotonic() - lost              # surplus: about 8 - 0.2 - 2 = 5.8 s
+        assert 2.5 <= back <= 6.5, back
+        assert server.registers[1]["running"] == [[1, 1]]
+        assert server.wait_finished(1)["exit_code"] == 0
+        assert "again in" in server.log() and "fenced" not in server.log()
     finally:
         server.close()

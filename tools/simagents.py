@@ -29,7 +29,7 @@ RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 STATS_EVERY_S = 0.25
-HEARTBEAT, FLUSH, END, RESEND, CONNECT, RESUME = range(6)
+HEARTBEAT, FLUSH, END, RESEND, CONNECT, RESUME, RELINK = range(7)
 GIB = 1 << 30
 
 
@@ -57,13 +57,14 @@ class SimAgent:
                  "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
-                 "gave_up", "next_heartbeat", "reports", "every", "lease")
+                 "gave_up", "next_heartbeat", "reports", "every", "lease", "relink_at")
 
     def __init__(self, user, host, worker):
         self.user, self.host = user, host
         self.identity = f"agent:{user}@{host}:sim{worker}".encode()
         self.socket, self.fd = None, None
         self.link, self.link_fd, self.link_lost = None, None, False   # the socket's monitor
+        self.relink_at = None          # giving way after losing the connection (as exec_server)
         self.registered = False
         self.last_heard = 0.0
         self.backoff = BACKOFF_START_S
@@ -120,7 +121,7 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reregisters=0, link_registers=0, fenced=0, kills=0,
+                           acked=0, reregisters=0, link_registers=0, gave_way=0, fenced=0, kills=0,
                            heartbeats=0, events_sent=0, refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
@@ -148,6 +149,8 @@ class Worker:
                 self.resend(agent, now)
             elif kind == CONNECT:
                 self.connect(agent, now)
+            elif kind == RELINK:
+                self.relink(agent, now)
             elif kind == RESUME:
                 agent.silent = False
                 self.connect(agent, now)
@@ -166,6 +169,7 @@ class Worker:
         self.epoll.register(agent.fd, select.EPOLLIN)
         agent.link = sock.get_monitor_socket(LINK_EVENTS)                # as exec_server
         agent.link_fd, agent.link_lost = agent.link.getsockopt(zmq.FD), False
+        agent.relink_at = None
         self.by_link[agent.link_fd] = agent
         self.epoll.register(agent.link_fd, select.EPOLLIN)
         self.link_events(agent, now)    # (a zmq FD signals changes: read what came before)
@@ -235,8 +239,9 @@ class Worker:
 
     def check_server(self, agent, now):
         """Paranoid Pirate, as exec_server: REGISTER again (same connection) with backoff when
-        the server is silent."""
-        if now - agent.last_heard <= 3 * (agent.every or self.heartbeat_s):
+        the server is silent (not while giving way)."""
+        if agent.relink_at is not None \
+                or now - agent.last_heard <= 3 * (agent.every or self.heartbeat_s):
             return
         if agent.reconnect_at is None:
             agent.reconnect_at = now + agent.backoff * random.uniform(0.5, 1.5)
@@ -256,11 +261,27 @@ class Worker:
                 continue
             if event == zmq.EVENT_DISCONNECTED and not agent.link_lost:
                 agent.link_lost, agent.registered = True, False
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and agent.link_lost:
+                self.give_way(agent, agent.lease.relink_delay(now), now)
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED and agent.link_lost \
+                    and agent.relink_at is None:
                 agent.link_lost = False
                 self.counts["link_registers"] += 1
                 self.register(agent, now)
                 agent.last_heard = now
+
+    def give_way(self, agent, delay, now):
+        """As exec_server: off the server's address for `delay` s (leases ending sooner first)."""
+        if delay:
+            agent.socket.disconnect(self.server)
+            agent.relink_at = now + delay
+            self.counts["gave_way"] += 1
+            self.later(agent.relink_at, RELINK, agent)
+
+    def relink(self, agent, now):
+        if agent.relink_at is not None and agent.socket is not None:
+            agent.relink_at = None
+            agent.socket.connect(self.server)
+            agent.last_heard = now
 
     def close_link(self, agent):
         self.epoll.unregister(agent.link_fd)
