@@ -17,28 +17,62 @@ def job_shape(job):
 
 
 class JobQueue:
-    """Pending jobs of one (priority, user, shape), kept in job id order."""
-    __slots__ = ("key", "jobs", "in_order")
+    """Pending jobs of one (priority, user, shape), taken in job id order. New jobs come with
+    rising ids and are appended to `jobs`; a job added below the newest id (requeued, released)
+    waits in `older`, merged in by `ordered`. (Re-sorting the whole queue for each such job
+    cost 86 % of the loop when 10,000 agents' jobs were requeued beside 1 M waiting.)"""
+    __slots__ = ("key", "jobs", "older", "older_ids")
 
     def __init__(self, key):
         self.key = key
-        self.jobs = OrderedDict()       # id -> job; O(1) removal anywhere, O(1) head
-        self.in_order = True
+        self.jobs = OrderedDict()       # id -> job, ids rising; O(1) removal anywhere, O(1) head
+        self.older = {}                 # id -> job added below the newest id of `jobs`
+        self.older_ids = []             # `older`'s ids sorted (None: to be sorted again)
 
     def add(self, job):
-        if self.jobs and job.id < next(reversed(self.jobs)):
-            self.in_order = False       # a requeued or released older job: sorted lazily
-        self.jobs[job.id] = job
+        if job.id in self.jobs:
+            self.jobs[job.id] = job
+        elif job.id in self.older:
+            self.older[job.id] = job
+        elif self.jobs and job.id < next(reversed(self.jobs)):
+            self.older[job.id] = job
+            self.older_ids = None
+        else:
+            self.jobs[job.id] = job
+
+    def pop(self, job_id):
+        job = self.jobs.pop(job_id, None)
+        return self.older.pop(job_id) if job is None else job
+
+    def get(self, job_id):
+        job = self.jobs.get(job_id)
+        return self.older[job_id] if job is None else job
+
+    def __len__(self):
+        return len(self.jobs) + len(self.older)
+
+    def values(self):
+        """Every job, in no particular order."""
+        yield from self.jobs.values()
+        yield from self.older.values()
 
     def ordered(self):
-        """An iterator over the jobs in id order (does not change the queue)."""
-        return iter(self.jobs.values()) if self.in_order else \
-            iter(sorted(self.jobs.values(), key=lambda j: j.id))
+        """An iterator over the jobs in id order (the queue must not change meanwhile)."""
+        if not self.older:
+            return iter(self.jobs.values())
+        self.tidy()
+        older = self.older
+        return heapq.merge((older[i] for i in self.older_ids if i in older),
+                           self.jobs.values(), key=_job_id)
 
     def tidy(self):
-        if not self.in_order:
-            self.jobs = OrderedDict(sorted(self.jobs.items()))
-            self.in_order = True
+        """Sort the ids of `older` (O(k log k) for its k jobs) and drop those that left."""
+        if self.older_ids is None or len(self.older_ids) > 2 * len(self.older) + 16:
+            self.older_ids = sorted(self.older)
+
+
+def _job_id(job):
+    return job.id
 
 
 class PendingIndex:
@@ -62,17 +96,17 @@ class PendingIndex:
         if key is None:
             return None
         queue = self.queues[key]
-        job = queue.jobs.pop(job_id)
-        if not queue.jobs:
+        job = queue.pop(job_id)
+        if not len(queue):
             del self.queues[key]
         return job
 
     def get(self, job_id):
         key = self.key_of.get(job_id)
-        return None if key is None else self.queues[key].jobs[job_id]
+        return None if key is None else self.queues[key].get(job_id)
 
     def tidy(self):
-        """Restore id order in queues that took an older job (call between passes)."""
+        """Sort the older jobs of queues that took some (call between passes)."""
         for queue in self.queues.values():
             queue.tidy()
 
@@ -81,11 +115,11 @@ class PendingIndex:
 
     def ahead_of(self, job):
         """Pending jobs of a higher priority than `job` (cost: one step per queue)."""
-        return sum(len(q.jobs) for key, q in self.queues.items() if key[0] > job.priority)
+        return sum(len(q) for key, q in self.queues.items() if key[0] > job.priority)
 
     def values(self):
         for queue in self.queues.values():
-            yield from queue.jobs.values()
+            yield from queue.values()
 
     def __len__(self):
         return len(self.key_of)
