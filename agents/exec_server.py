@@ -52,7 +52,7 @@ log = logging.getLogger("hq.agent")
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 TRY_S = 1.5             # several server addresses: how long one gets to answer a REGISTER
 NOT_ACTIVE_PAUSE_S = 0.5    # a standby said NOT_ACTIVE: the next address is tried after this
-RESEND_S = 5.0
+BYE_AGAIN_S = 5.0       # an unanswered BYE (an idle agent asking to leave) goes again after this
 REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message)
 ADOPTED_POLL_S = 0.2
 RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs off from 0.1 s
@@ -103,7 +103,7 @@ class Agent:
         self.facts = metrics.facts()
         self.sampler = metrics.Sampler()
         self.reports_metrics = True   # the server names one agent a host to bring its metrics
-        self.unacked = {}         # seq -> (sent time, events)
+        self.unacked = {}         # seq -> (sent time, events, lease.next_n then)
         self.outgoing = []        # events not yet sent
         self.seq = 0
         self.registered = False   # the server answered our last REGISTER: events may go
@@ -181,7 +181,7 @@ class Agent:
         """[job, attempt] of finished reports the server has not acknowledged yet (of the
         current database)."""
         ours = self.runner.ours
-        return [[e["job"], e["attempt"]] for _, events in self.unacked.values() for e in events
+        return [[e["job"], e["attempt"]] for _, events, _ in self.unacked.values() for e in events
                 if e["type"] == "finished" and ours(e.get("database_id"))] + [
                     [e["job"], e["attempt"]] for e in self.outgoing
                     if ours(e.get("database_id"))]
@@ -196,7 +196,7 @@ class Agent:
         self.registered = False
         self.send_renewing(p.REGISTER, body)
         for seq in list(self.unacked):   # resend reports the old connection may have lost
-            self.unacked[seq] = (0.0, self.unacked[seq][1])
+            self.unacked[seq] = (0.0, *self.unacked[seq][1:])
 
     def on_registered(self, body):
         """The server's answer to REGISTER: its heartbeat interval and database. Reports and
@@ -236,10 +236,10 @@ class Agent:
                         owner, database_id)
             return False
         self.outgoing = [e for e in self.outgoing if keep(e)]
-        for seq, (sent, events) in list(self.unacked.items()):
+        for seq, (sent, events, mark) in list(self.unacked.items()):
             events = [e for e in events if keep(e)]
             if events:
-                self.unacked[seq] = (sent, events)
+                self.unacked[seq] = (sent, events, mark)
             else:
                 del self.unacked[seq]
         return dropped
@@ -319,7 +319,7 @@ class Agent:
             return
         if not self.idle_s or now - self.last_busy < self.idle_s:
             return
-        if self.bye_sent is None or now - self.bye_sent > RESEND_S:
+        if self.bye_sent is None or now - self.bye_sent > BYE_AGAIN_S:
             self.bye_sent = now
             self.send(p.BYE, {"req": "bye"})
 
@@ -329,7 +329,8 @@ class Agent:
         if deadline:
             until.append(deadline)
         if self.unacked and self.registered:
-            until.append(min(sent for sent, _ in self.unacked.values()) + RESEND_S)
+            until.append(min(self.lease.resend_at(sent, mark)
+                             for sent, _, mark in self.unacked.values()))
         if self.outgoing and self.registered:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
@@ -352,6 +353,7 @@ class Agent:
             except zmq.Again:
                 return
             self.last_heard = self.last_contact = time.time()
+            self.reconnect_at = None        # (a NOT_ACTIVE below sets it again)
             self.backoff = BACKOFF_START_S
             self.silent_tries = 0
             try:
@@ -396,7 +398,7 @@ class Agent:
                 else:
                     self.runner.kill(job_id, attempt)
         elif kind == p.OK and body.get("req") == "events":
-            _, events = self.unacked.pop(body.get("seq"), (None, ()))
+            events = self.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:
                 if event["type"] == "finished":
                     self.runner.forget(event["job"], event["attempt"])
@@ -438,12 +440,12 @@ class Agent:
         if self.outgoing and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1
-            self.unacked[self.seq] = (now, self.outgoing)
+            self.unacked[self.seq] = (now, self.outgoing, self.lease.next_n)
             self.send(p.EVENTS, {"req": "events", "seq": self.seq, "events": self.outgoing})
             self.outgoing = []
-        for seq, (sent, events) in list(self.unacked.items()):
-            if now - sent >= RESEND_S:
-                self.unacked[seq] = (now, events)
+        for seq, (sent, events, mark) in list(self.unacked.items()):
+            if now >= self.lease.resend_at(sent, mark):     # (not to a server only behind)
+                self.unacked[seq] = (now, events, self.lease.next_n)
                 self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
 
     def heartbeat(self, now):

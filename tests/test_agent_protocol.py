@@ -14,6 +14,7 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from agents.jobfiles import read_journal
 from hq import protocol as p
 from tests.helpers import REPO, free_port, holds_for, kill_pid, unavailable, wait_until
 
@@ -40,6 +41,8 @@ class PlayServer:
         self.identity = None
         self.registers, self.events, self.heartbeats = [], [], []
         self.ack = True
+        self.answering = True           # heartbeats answered (False: a server far behind)
+        self.numbered = False           # REGISTER and HEARTBEAT answers repeat `n`
         self.agent = None
         self.log_file = str(log_file or os.path.join(self.home, "agent.log"))
 
@@ -72,10 +75,13 @@ class PlayServer:
             if kind == p.REGISTER:
                 self.registers.append(body)
                 if self.register_reply is not None:
-                    self.send(p.OK, {"req": body["req"], **self.register_reply})
+                    self.send(p.OK, {"req": body["req"], **self.register_reply,
+                                     **(p.request_number(body) if self.numbered else {})})
             elif kind == p.HEARTBEAT:
                 self.heartbeats.append(body)
-                self.send(p.OK, {"req": body["req"], **self.heartbeat_reply})
+                if self.answering:
+                    self.send(p.OK, {"req": body["req"], **self.heartbeat_reply,
+                                     **(p.request_number(body) if self.numbered else {})})
             elif kind == p.EVENTS:
                 self.events.extend(body["events"])
                 if self.ack:
@@ -302,5 +308,32 @@ def test_an_agent_with_lease_to_spare_comes_back_later_and_keeps_its_jobs(tmp_pa
         assert server.registers[1]["running"] == [[1, 1]]
         assert server.wait_finished(1)["exit_code"] == 0
         assert "again in" in server.log() and "fenced" not in server.log()
+    finally:
+        server.close()
+
+
+def test_reports_go_again_once_a_later_request_is_answered_not_to_a_server_only_behind(
+        tmp_path):
+    """Catches an agent resending unacknowledged reports every 5 s to a server that is only
+    behind (10,000 agents' copies grew its backlog until no heartbeat was answered within the
+    lease), and one that never resends reports whose answer was lost: once the server answers
+    a heartbeat sent after them, they go again."""
+    server = PlayServer(tmp_path)
+    server.numbered, server.ack = True, False
+    try:
+        server.start_agent(heartbeat=2.5)
+        server.registered()
+        server.run([job_spec(tmp_path, 1, "true")])
+        server.wait(lambda: server.finished(1), 10, "the finished report")
+        server.answering = False                    # far behind: nothing answered for 6 s
+        seen_at = time.monotonic()
+        holds_for(6, lambda: server.pump(0.05) or len(server.finished(1)) == 1,
+                  "the report sent again to a server only behind")
+        server.answering = server.ack = True        # it answers a heartbeat sent after it
+        server.wait(lambda: len(server.finished(1)) == 2, 10, "the report sent again")
+        assert time.monotonic() - seen_at >= 6 and len(server.registers) == 1
+        journal = os.path.join(str(tmp_path), "run", "jobs-hostA", "journal")
+        server.wait(lambda: list(read_journal(journal)) == [], 10,
+                    "the acknowledged report's job forgotten")
     finally:
         server.close()

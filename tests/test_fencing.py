@@ -99,6 +99,21 @@ def test_a_lease_with_time_to_spare_gives_way_to_the_leases_that_end_sooner():
     assert lease.relink_delay() == 0.0
 
 
+def test_reports_go_again_only_once_the_server_answered_something_sent_after_them():
+    """Catches reports resent every 5 s to a server that is only behind (10,000 agents' copies
+    multiplied its backlog), and reports whose answer was lost never sent again: 5 s once a
+    request sent after them is answered, 60 s at most; 5 s from a server numbering nothing."""
+    lease = Lease(Clock())
+    assert lease.resend_at(100.0, lease.next_n) == 105.0           # numbers nothing (yet)
+    lease.answered("register", True, {"lease_s": 11, "n": lease.request_sent("register")})
+    mark = lease.next_n                                             # reports sent now
+    beat = lease.request_sent("heartbeat")
+    assert lease.resend_at(100.0, mark) == 160.0                   # nothing answered since
+    lease.answered("heartbeat", True, {"lease_s": 11, "n": beat})
+    assert lease.resend_at(100.0, mark) == 105.0
+    assert lease.resend_at(100.0, lease.next_n) == 160.0           # sent after that answer
+
+
 def test_a_numbered_answer_renews_from_its_own_request_after_replies_were_lost():
     """Catches a lease renewed from the wrong request once replies were lost on a connection
     that stayed (the agent keeps its socket across a server restart): in order, the answer to

@@ -22,10 +22,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from agents.exec_server import LINK_EVENTS, tune_connection  # noqa: E402
-from agents.lease import RENEWING, Lease  # noqa: E402
+from agents.lease import RENEWING, RESEND_S, Lease  # noqa: E402
 from hq import protocol as p, security  # noqa: E402
 
-RESEND_S = 5.0
 REPORT_INTERVAL_S = 0.005
 BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 STATS_EVERY_S = 0.25
@@ -74,7 +73,7 @@ class SimAgent:
         self.cores_used = 0
         self.slots = 0
         self.outgoing = []         # events not yet sent
-        self.unacked = {}          # seq -> [sent time, events]
+        self.unacked = {}          # seq -> [sent time, events, lease.next_n then]
         self.seq = 0
         self.last_report = 0.0
         self.flush_due = False
@@ -89,7 +88,7 @@ class SimAgent:
         return [list(k) for k in (*self.running, *self.waiting)]
 
     def reported(self):
-        return [[e["job"], e["attempt"]] for _, events in self.unacked.values()
+        return [[e["job"], e["attempt"]] for _, events, _ in self.unacked.values()
                 for e in events if e["type"] == "finished"] + \
             [[e["job"], e["attempt"]] for e in self.outgoing if e["type"] == "finished"]
 
@@ -121,7 +120,7 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reregisters=0, link_registers=0, gave_way=0, fenced=0, kills=0,
+                           acked=0, reregisters=0, link_registers=0, gave_way=0, fenced=0, kills=0, resent=0,
                            heartbeats=0, events_sent=0, refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
@@ -442,7 +441,7 @@ class Worker:
             return
         agent.last_report = now
         agent.seq += 1
-        agent.unacked[agent.seq] = [now, agent.outgoing]
+        agent.unacked[agent.seq] = [now, agent.outgoing, agent.lease.next_n]
         self.counts["events_sent"] += len(agent.outgoing)
         self.send(agent, p.EVENTS, {"req": "events", "seq": agent.seq, "events": agent.outgoing})
         agent.outgoing = []
@@ -451,12 +450,15 @@ class Worker:
     def resend(self, agent, now):
         if agent.silent or not agent.registered:
             return
+        lease = agent.lease
         for seq, entry in agent.unacked.items():
-            if now - entry[0] >= RESEND_S:
-                entry[0] = now
+            if now >= lease.resend_at(entry[0], entry[2]):     # as exec_server
+                entry[0], entry[2] = now, lease.next_n
+                self.counts["resent"] += 1
                 self.send(agent, p.EVENTS, {"req": "events", "seq": seq, "events": entry[1]})
         if agent.unacked:
-            self.later(min(e[0] for e in agent.unacked.values()) + RESEND_S, RESEND, agent)
+            self.later(max(now + 0.5, min(lease.resend_at(e[0], e[2])
+                                          for e in agent.unacked.values())), RESEND, agent)
 
     # -- commands from simcluster.py ---------------------------------------------------------
     def read_commands(self, now):

@@ -131,8 +131,8 @@ def finish(install, simulation, figures):
     figures["false_gone"] = len({(u, h) for u, h in gone if h not in faulty})
     figures["down"] = len(downs)
     figures["agents_expected"] = workers.expected
-    for name in ("reregisters", "link_registers", "gave_way", "fenced", "gave_up", "refused",
-                 "started", "done_acked"):
+    for name in ("reregisters", "link_registers", "gave_way", "resent", "fenced", "gave_up",
+                 "refused", "started", "done_acked"):
         figures[name] = workers.total(name)
     started = collections.Counter(workers.started_ids())
     figures["run_twice_sim"] = sum(1 for n in started.values() if n > 1)
