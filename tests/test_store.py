@@ -143,3 +143,17 @@ def test_metrics_pruning_reservations_and_text_search(store):
     assert store.find_jobs("bob", "named") == []
     store.apply(Writes(reservations_deleted=["abc"]))
     assert store.load_reservations() == []
+
+
+def test_a_batchs_status_is_counted_from_an_index_alone(store):
+    """Catches a batch's status read from the jobs' rows (140-220 ms for a batch of 100,000
+    on MySQL, holding the server's loop while 10 users polled their batches): the plan reads
+    the covering index jobs_batch_state only."""
+    sql = "SELECT state, COUNT(*) AS n FROM jobs WHERE batch = ? GROUP BY state"
+    if store.dialect == "sqlite":
+        plan = " ".join(str(row["detail"]) for row in store.query("EXPLAIN QUERY PLAN " + sql,
+                                                                    (1,)))
+        assert "COVERING INDEX jobs_batch_state" in plan, plan
+    else:
+        (row,) = store.query("EXPLAIN " + sql, (1,))
+        assert row["key"] == "jobs_batch_state" and "Using index" in row["Extra"], row

@@ -26,6 +26,7 @@ OLD = [
     ("v2", "321cbcbc9e8c4022cb9fa5e878a8dbfc70272d95", 2),
     ("v3", "47e2c16b18cf7babccebf8b7ee56d73bbb9b42b2", 3),
     ("v4", "f340c7f6cf092d0b834a61e2d44664fad81ad9cc", 4),
+    ("v5", "e2aa8a406a9b97f5fa507aa029f5be615dff8205", 5),
 ]
 ME = getpass.getuser()
 STATES = ["held", "pending", "dispatched", "running", "done", "failed", "cancelled", "lost"]

@@ -18,6 +18,7 @@ from hq.store.schema import LEASE_COLUMNS, SCHEMA_VERSION, column_sql, create_ta
 
 Column = namedtuple("Column", "table definition")    # NOT NULL columns start as '' (text only)
 Index = namedtuple("Index", "table name columns")
+DropIndex = namedtuple("DropIndex", "table name")     # one a new index makes redundant
 Table = namedtuple("Table", "name columns key")
 Setting = namedtuple("Setting", "name make")
 
@@ -34,6 +35,8 @@ STEPS = {
         Setting("database_id", lambda: secrets.token_hex(8))],
     5: [Index("jobs", "jobs_user_id", "user, id"),     # a listing page without a sort of all
         Table("server_lease", LEASE_COLUMNS, "id")],
+    6: [Index("jobs", "jobs_batch_state", "batch, state"),   # a batch's status: index only
+        DropIndex("jobs", "jobs_batch")],
 }
 
 
@@ -117,7 +120,7 @@ def version_problem(version, where, target=SCHEMA_VERSION, upgrading=False):
 
 def apply_step(cur, dialect, ops):
     """Add what `ops` name and the database lacks: tables, columns (one ALTER per table on
-    MySQL), indexes, settings."""
+    MySQL), indexes, settings; drop the indexes they replace."""
     present = introspect.tables(cur, dialect)
     for op in ops:
         if isinstance(op, Table) and op.name not in present:
@@ -134,6 +137,9 @@ def apply_step(cur, dialect, ops):
     for op in ops:
         if isinstance(op, Index) and op.name not in introspect.indexes(cur, dialect, op.table):
             cur.execute(f"CREATE INDEX {op.name} ON {op.table} ({op.columns})")
+        if isinstance(op, DropIndex) and op.name in introspect.indexes(cur, dialect, op.table):
+            cur.execute(f"DROP INDEX {op.name}" + (f" ON {op.table}" if dialect == "mysql"
+                                                    else ""))
         if isinstance(op, Setting):
             _ensure_setting(cur, dialect, op)
 

@@ -3,12 +3,14 @@
 One list of tables; `ddl(dialect)` renders it for SQLite or MySQL/MariaDB.
 """
 
-SCHEMA_VERSION = 5   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
+SCHEMA_VERSION = 6   # 2: jobs.depends_on, jobs.reservation, hosts.foreign_load, reservations;
                      # 3: jobs.entry (the input line of `hq-submit --each-line`);
                      # 4: settings database_id, jobs.script, jobs.array_index, batches.umask,
                      #    reservations.users (who may use the code);
                      # 5: index jobs_user_id (a user's jobs in id order: listing pages),
-                     #    server_lease (the active hq-server's lease and term, for a standby)
+                     #    server_lease (the active hq-server's lease and term, for a standby);
+                     # 6: index jobs_batch_state for jobs_batch (a batch's status from the
+                     #    index alone: 10 ms instead of 140-220 ms for 100,000 jobs on MySQL)
 
 # one row (id 1): the term of the active hq-server, who holds it and until when (database clock)
 LEASE_COLUMNS = ["id INT NOT NULL", "term BIGINT NOT NULL", "holder STR255 NOT NULL",
@@ -43,7 +45,7 @@ TABLES = [
               "reservation STR64 NOT NULL", "entry TEXT NOT NULL",
               "script TEXT NOT NULL", "array_index INT"],
      "id", [("jobs_user_state", "user, state"), ("jobs_user_id", "user, id"),
-            ("jobs_state", "state"), ("jobs_batch", "batch")]),
+            ("jobs_state", "state"), ("jobs_batch_state", "batch, state")]),
     ("job_events", ["id SERIAL", "job_id BIGINT NOT NULL", "time REAL NOT NULL",
                     "state STR16 NOT NULL", "attempt INT NOT NULL", "host STR255",
                     "detail TEXT"], None, [("job_events_job", "job_id")]),

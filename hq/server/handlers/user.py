@@ -40,7 +40,7 @@ def status(core, peer, body):
     if batch is not None:
         own_batch(core, peer.user, batch)
     counts = core.tally.states(peer.user) if batch is None else \
-        core.store.count_states(peer.user, batch)
+        core.store.count_states(batch=batch)   # own_batch: the user's; jobs_batch_state alone
     return {"counts": {state: counts.get(state, 0) for state in STATES}}
 
 
