@@ -196,6 +196,22 @@ def test_register_grants_the_lease_and_heartbeats_are_answered_before_the_commit
     assert not h.core.outbox.messages
 
 
+def test_a_heartbeats_renewal_alone_keeps_its_agent_alive_and_grants_its_lease(h):
+    """Catches a heartbeat renewed ahead of its turn (held behind its agent's reports) whose
+    agent the server would still count gone: the lease granted must be backed by the
+    server's own deadline, or it requeues jobs the agent may still run."""
+    h.request("alice", p.REGISTER, b"agent:alice@h1", host="h1", cores=4, os="Linux")
+    agent = h.core.agents[b"agent:alice@h1"]
+    before = agent.deadline
+    h.core.now += 5
+    reply = handlers.agent.renew(h.core, handlers.Peer(b"agent:alice@h1", "alice"),
+                                 {"req": "heartbeat", "every": 2, "n": 9})
+    assert reply["n"] == 9 and reply["lease_s"] == h.core.settings.agent_lease_s
+    assert agent.deadline >= before + 5 and agent.last_seen == h.core.now
+    with pytest.raises(HQError):
+        handlers.agent.renew(h.core, handlers.Peer(b"agent:bob@h1", "bob"), {"req": "x"})
+
+
 def test_a_fenced_report_requeues_the_attempt_and_a_late_one_is_stale(h):
     """Catches a fenced attempt counted as failed (its job not retried) and a fenced report
     after the requeue taken as the job's end."""

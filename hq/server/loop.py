@@ -96,7 +96,7 @@ class Loop:
         self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
         self.dbwait.socket = self.socket
-        self.intake = Intake(self.socket)
+        self.intake = Intake(self.socket, self.renew)
         self.sender = wire.Sender(self.socket)      # a burst to one peer waits, not lost
 
     def load(self):
@@ -261,7 +261,7 @@ class Loop:
         then those kept while the database was waited for (newer), in order; (None, False)
         when there is none."""
         if self.intake.held:
-            return self.intake.take_held(), False
+            return self.intake.take_held()
         if self.dbwait.stash:
             return self.dbwait.stash.popleft()
         return self.intake.receive(), False
@@ -272,6 +272,20 @@ class Loop:
         commit stays short and every agent hears from the server well within 3 heartbeats."""
         core = self.core
         return len(core.writes.events) + sum(len(sub.jobs) for sub in core.staged)
+
+    def renew(self, frames):
+        """Renew now the lease of a heartbeat held behind its agent's earlier messages (intake:
+        its jobs are reconciled in order later, without a second reply); whether it was."""
+        if not self.may_answer():
+            return False
+        identity = frames[0].bytes
+        try:
+            kind, body = p.decode(frames[1:], max_body=self.settings.max_message_bytes)
+            reply = handlers.agent.renew(self.core, handlers.Peer(
+                identity, frames[1].get("User-Id")), body)
+        except HQError:
+            return False            # (an unknown agent: its turn answers it)
+        return self.send(identity, p.ok(body.get("req"), **reply))
 
     def handle(self, frames):
         identity, frames = frames[0].bytes, frames[1:]

@@ -75,10 +75,18 @@ def heartbeat(core, peer, body):
     how often to heartbeat from now on, with the lease for the interval this one declared."""
     agent = _agent(core, peer)
     fleet.host_seen(core, agent, body, core.now)
-    said, every = fleet.declared(core, body), fleet.interval(core, agent)
-    fleet.heard(core, agent, core.now, max(said, every))
+    reply = renew(core, peer, body)
     known = {_pair(e) for key in ("running", "reported") for e in p.field(body, key, list, [])}
     core.reconcile(agent.host, agent.user, known, core.now, 2 * core.settings.heartbeat_s + 1)
+    return reply
+
+
+def renew(core, peer, body):
+    """A heartbeat's liveness and lease: its reply. Also alone for a heartbeat held behind
+    its agent's earlier messages (intake.py), whose jobs are reconciled when its turn comes."""
+    agent = _agent(core, peer)
+    said, every = fleet.declared(core, body), fleet.interval(core, agent)
+    fleet.heard(core, agent, core.now, max(said, every))
     return {"metrics": core.hosts[agent.host].reporter == agent.user, "every": every,
             "lease_s": fleet.lease_for(core, said), **p.request_number(body)}
 
