@@ -12,6 +12,8 @@ were fenced in one run, 595 of them ran twice.)
 """
 
 import collections
+import logging
+import time
 
 import zmq
 
@@ -25,6 +27,9 @@ CHEAP = frozenset({p.HEARTBEAT, p.REGISTER,       # agents' liveness: never behi
 HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq) ...
 HELD_BYTES_MAX = 32 << 20   # ... and bytes: a held peer's later messages leave libzmq's
                             # bounded queue for this one, so it is bounded too
+FULL_LOG_S = 10.0           # "intake full" said at most this often
+
+log = logging.getLogger("hq.server")
 
 
 class Intake:
@@ -36,6 +41,7 @@ class Intake:
         self.held = collections.deque()     # (frames, answered) held for the next turn, in order
         self.held_peers = set()             # identities with a held message
         self.held_bytes = 0
+        self.full_said = 0.0
 
     def take_held(self):
         """The oldest held message: (frames, whether its reply has gone already)."""
@@ -54,7 +60,13 @@ class Intake:
             return None
 
     def full(self):
-        return len(self.held) >= HELD_MAX or self.held_bytes >= HELD_BYTES_MAX
+        if len(self.held) < HELD_MAX and self.held_bytes < HELD_BYTES_MAX:
+            return False
+        if time.monotonic() - self.full_said >= FULL_LOG_S:
+            self.full_said = time.monotonic()
+            log.warning("intake full: %d messages, %.1f MB held; the rest wait unread (heartbeats "
+                        "too)", len(self.held), self.held_bytes / (1 << 20))
+        return True
 
     def next_cheap(self):
         """The socket's next message that is cheap to handle now (a heartbeat, a read), holding
