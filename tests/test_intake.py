@@ -92,6 +92,40 @@ def test_a_heartbeat_held_behind_its_agents_report_is_renewed_at_once(sockets):
                                                     (b"busy", "heartbeat", False)]
 
 
+def test_an_agent_holds_one_renewed_heartbeat_and_those_do_not_fill_the_intake(sockets,
+                                                                              monkeypatch):
+    """Catches renewed heartbeats counted against the held messages' bound (with 10,000 agents
+    behind their reports, 20,000 held messages filled the intake, the next heartbeats waited
+    unread and their agents' leases ran out: 1,756 jobs fenced in a run on MySQL) and an
+    agent's older heartbeat reconciled after its newer one."""
+    import hq.server.intake as intake_module
+    monkeypatch.setattr(intake_module, "HELD_MAX", 2)
+    router, peers = sockets
+    send(peers["agent"], p.EVENTS, req="events", seq=1, events=[])
+    for n in (1, 2, 3):
+        send(peers["agent"], p.HEARTBEAT, req="heartbeat", n=n)
+    wait_until(lambda: router.poll(0), 5, message="the messages to arrive")
+    renewed = []
+    intake = Intake(router, lambda frames: renewed.append(json.loads(frames[3].bytes)["n"])
+                    or True)
+    wait_until(lambda: intake.next_cheap() is None and len(renewed) == 3, 5, 0,
+               "the heartbeats renewed")
+    assert not intake.full()
+    send(peers["busy"], p.SUBMIT, req=1, jobs=["true"])
+    send(peers["busy"], p.SUBMIT, req=2, jobs=["true"])
+    wait_until(lambda: intake.next_cheap() is None and intake.full(), 5, 0, "a full intake")
+    taken = []
+    while intake.held:
+        held = intake.take_held()
+        if held is not None:
+            frames, answered = held
+            body = json.loads(frames[3].bytes)
+            taken.append((frames[0].bytes, body.get("n", body["req"]), answered))
+    assert taken == [(b"agent", "events", False), (b"agent", 3, True), (b"busy", 1, False)]
+    assert intake.held_bytes == 0 and intake.counted == 0 and not intake.renewed
+    assert json.loads(intake.receive()[3].bytes)["req"] == 2     # waited unread
+
+
 def test_held_messages_are_bounded_in_bytes(sockets, monkeypatch):
     """Catches held messages bounded only in number: a peer whose big submissions are held
     has its later ones taken out of libzmq's bounded queue too."""

@@ -24,7 +24,8 @@ from hq.server.handlers.admin import READ_ONLY
 
 CHEAP = frozenset({p.HEARTBEAT, p.REGISTER,       # agents' liveness: never behind a backlog
                    p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
-HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq) ...
+HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq; renewed
+                        # heartbeats apart: one an agent at most) ...
 HELD_BYTES_MAX = 32 << 20   # ... and bytes: a held peer's later messages leave libzmq's
                             # bounded queue for this one, so it is bounded too
 FULL_LOG_S = 10.0           # "intake full" said at most this often
@@ -38,19 +39,33 @@ class Intake:
     def __init__(self, socket, renew=lambda frames: False):
         self.socket = socket
         self.renew = renew                  # answers a held heartbeat's lease: whether it did
-        self.held = collections.deque()     # (frames, answered) held for the next turn, in order
+        self.held = collections.deque()     # [frames, answered] held for the next turn, in order
         self.held_peers = set()             # identities with a held message
+        self.renewed = {}                   # identity -> its newest renewed heartbeat held
+        self.counted = 0                    # held messages that count against HELD_MAX
         self.held_bytes = 0
         self.full_said = 0.0
 
     def take_held(self):
-        """The oldest held message: (frames, whether its reply has gone already)."""
-        frames, answered = self.held.popleft()
-        self.held_bytes -= _size(frames)
+        """The oldest held message: (frames, whether its reply has gone already); None when
+        only heartbeats that a newer one replaced were left."""
+        entry = None
+        while self.held and entry is None:
+            entry = self.held.popleft()
+            frames, answered = entry
+            if frames is None:              # replaced by a newer heartbeat of its agent
+                entry = None
+                continue
+            self.held_bytes -= _size(frames)
+            if answered:
+                self.renewed.pop(frames[0].bytes, None)
+            else:
+                self.counted -= 1
         if not self.held:
             self.held_peers.clear()
-            self.held_bytes = 0
-        return frames, answered
+            self.renewed.clear()
+            self.held_bytes = self.counted = 0
+        return None if entry is None else (entry[0], entry[1])
 
     def receive(self):
         """The socket's next message's frames; None when there is none."""
@@ -60,7 +75,7 @@ class Intake:
             return None
 
     def full(self):
-        if len(self.held) < HELD_MAX and self.held_bytes < HELD_BYTES_MAX:
+        if self.counted < HELD_MAX and self.held_bytes < HELD_BYTES_MAX:
             return False
         if time.monotonic() - self.full_said >= FULL_LOG_S:
             self.full_said = time.monotonic()
@@ -81,12 +96,28 @@ class Intake:
             behind = identity in self.held_peers
             if not behind and _cheap(frames):
                 return frames
-            answered = behind and len(frames) == 4 and frames[2].bytes == p.HEARTBEAT \
-                and self.renew(frames)
-            self.held.append((frames, answered))
+            if behind and len(frames) == 4 and frames[2].bytes == p.HEARTBEAT \
+                    and self.renew(frames):
+                self.hold_renewed(identity, frames)
+                continue
+            self.held.append([frames, False])
+            self.counted += 1
             self.held_peers.add(identity)
             self.held_bytes += _size(frames)
         return None
+
+    def hold_renewed(self, identity, frames):
+        """Hold a renewed heartbeat for its jobs' reconciliation in order; it replaces the one
+        its agent had held (a newer list of its jobs), so an agent holds at most one and they
+        do not count against HELD_MAX: with 10,000 agents behind their reports, 20,000 held
+        heartbeats and reports filled the intake and the next heartbeats waited unread."""
+        older = self.renewed.get(identity)
+        if older is not None:
+            self.held_bytes -= _size(older[0])
+            older[0] = None
+        entry = self.renewed[identity] = [frames, True]
+        self.held.append(entry)
+        self.held_bytes += _size(frames)
 
 
 def _size(frames):

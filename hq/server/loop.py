@@ -261,7 +261,9 @@ class Loop:
         then those kept while the database was waited for (newer), in order; (None, False)
         when there is none."""
         if self.intake.held:
-            return self.intake.take_held()
+            held = self.intake.take_held()
+            if held is not None:
+                return held
         if self.dbwait.stash:
             return self.dbwait.stash.popleft()
         return self.intake.receive(), False
