@@ -24,10 +24,11 @@ from hq.server.handlers.admin import READ_ONLY
 
 CHEAP = frozenset({p.HEARTBEAT, p.REGISTER,       # agents' liveness: never behind a backlog
                    p.STATUS, p.LIST, p.DETAILS, p.PING, p.HELLO, p.AGENTS})
-HELD_MAX = 20000        # messages held at most (then the rest wait in libzmq; renewed
-                        # heartbeats apart: one an agent at most) ...
-HELD_BYTES_MAX = 32 << 20   # ... and bytes: a held peer's later messages leave libzmq's
-                            # bounded queue for this one, so it is bounded too
+HELD_BYTES_MAX = 64 << 20   # what is held at most (then the rest waits in libzmq): a held
+                            # peer's later messages leave libzmq's bounded queue for this one,
+                            # so it is bounded too (in memory: a count of 20,000 messages,
+                            # 4-6 MB of agents' reports, left heartbeats unread behind them)
+MESSAGE_OVERHEAD = 600      # bytes a held message costs beyond its frames (Python objects)
 FULL_LOG_S = 10.0           # "intake full" said at most this often
 
 log = logging.getLogger("hq.server")
@@ -42,8 +43,7 @@ class Intake:
         self.held = collections.deque()     # [frames, answered] held for the next turn, in order
         self.held_peers = set()             # identities with a held message
         self.renewed = {}                   # identity -> its newest renewed heartbeat held
-        self.counted = 0                    # held messages that count against HELD_MAX
-        self.held_bytes = 0
+        self.held_bytes = 0                 # frames and MESSAGE_OVERHEAD of what is held
         self.full_said = 0.0
 
     def take_held(self):
@@ -59,12 +59,10 @@ class Intake:
             self.held_bytes -= _size(frames)
             if answered:
                 self.renewed.pop(frames[0].bytes, None)
-            else:
-                self.counted -= 1
         if not self.held:
             self.held_peers.clear()
             self.renewed.clear()
-            self.held_bytes = self.counted = 0
+            self.held_bytes = 0
         return None if entry is None else (entry[0], entry[1])
 
     def receive(self):
@@ -75,7 +73,7 @@ class Intake:
             return None
 
     def full(self):
-        if self.counted < HELD_MAX and self.held_bytes < HELD_BYTES_MAX:
+        if self.held_bytes < HELD_BYTES_MAX:
             return False
         if time.monotonic() - self.full_said >= FULL_LOG_S:
             self.full_said = time.monotonic()
@@ -101,16 +99,13 @@ class Intake:
                 self.hold_renewed(identity, frames)
                 continue
             self.held.append([frames, False])
-            self.counted += 1
             self.held_peers.add(identity)
             self.held_bytes += _size(frames)
         return None
 
     def hold_renewed(self, identity, frames):
         """Hold a renewed heartbeat for its jobs' reconciliation in order; it replaces the one
-        its agent had held (a newer list of its jobs), so an agent holds at most one and they
-        do not count against HELD_MAX: with 10,000 agents behind their reports, 20,000 held
-        heartbeats and reports filled the intake and the next heartbeats waited unread."""
+        its agent had held (a newer list of its jobs), so an agent holds at most one."""
         older = self.renewed.get(identity)
         if older is not None:
             self.held_bytes -= _size(older[0])
@@ -121,7 +116,8 @@ class Intake:
 
 
 def _size(frames):
-    return sum(len(frame) for frame in frames)
+    """What holding a message costs: its frames and MESSAGE_OVERHEAD."""
+    return sum(len(frame) for frame in frames) + MESSAGE_OVERHEAD
 
 
 def _cheap(frames):
