@@ -113,7 +113,8 @@ def test_unacknowledged_reports_of_an_old_database_are_dropped(tmp_path):
         server.registered()
         server.ack = False
         server.run([job_spec(tmp_path, 1, "true")], database_id="one")
-        server.wait(lambda: server.finished(1), 10, "the unacknowledged report")
+        server.wait(lambda: server.events and "job 1 attempt 1 ended" in server.log(), 10,
+                    "the job's end, its report unacknowledged or waiting for an answer")
         server.events.clear()
         server.register_reply = {"database_id": "two", "heartbeat_s": 0.3}
         server.send(b"ERROR", {"req": "heartbeat", "code": "UNKNOWN_AGENT", "message": "who?"})

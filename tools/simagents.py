@@ -332,6 +332,9 @@ class Worker:
             agent.lease.answered(req, True, body)
         if req == "events":
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
+            if agent.outgoing and not agent.unacked and not agent.flush_due:
+                agent.flush_due = True          # what came meanwhile goes now
+                self.later(max(now, agent.last_report + REPORT_INTERVAL_S), FLUSH, agent)
             for event in events:
                 if event["type"] == "finished":
                     self.counts["acked"] += 1
@@ -437,8 +440,8 @@ class Worker:
     def flush(self, agent, now):
         """As exec_server: no report goes until the server has answered REGISTER (a server
         that does not know the agent refuses it, and the refusal is no sign of life)."""
-        if not agent.outgoing or agent.silent or not agent.registered:
-            return
+        if not agent.outgoing or agent.silent or not agent.registered or agent.unacked:
+            return                  # (as exec_server: one report in flight)
         agent.last_report = now
         agent.seq += 1
         agent.unacked[agent.seq] = [now, agent.outgoing, agent.lease.next_n]
