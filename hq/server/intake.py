@@ -6,9 +6,8 @@ liveness and lease: `renew`), its jobs reconciled in order later.
 libzmq's ROUTER reads its connections round-robin: a loop that stopped reading after one big
 submission left thousands of agents' heartbeats queued, and an admin's `status` waited behind
 one message of each (seconds with 10,000 agents). A held peer's later messages are held too,
-so each peer's messages are still handled in the order it sent them. (Heartbeats held so
-waited for the backlog: with 1 M jobs on MySQL, agents' leases ran out behind it, 748 jobs
-were fenced in one run, 595 of them ran twice.)
+so each peer's messages are still handled in the order it sent them (a heartbeat held so
+would wait for the backlog ahead of it: hence `renew`).
 """
 
 import collections
