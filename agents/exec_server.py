@@ -54,7 +54,7 @@ TRY_S = 1.5             # several server addresses: how long one gets to answer 
 NOT_ACTIVE_PAUSE_S = 0.5    # a standby said NOT_ACTIVE: the next address is tried after this
 BYE_AGAIN_S = 5.0       # an unanswered BYE (an idle agent asking to leave) goes again after this
 REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message),
-                           # and only once its last report is acknowledged (flush_events)
+                           # and only once the server has read its last report (flush_events)
 ADOPTED_POLL_S = 0.2
 RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs off from 0.1 s
                           # to this (10,000 agents retrying every 0.1 s made 100,000 connection
@@ -332,7 +332,7 @@ class Agent:
         if self.unacked and self.registered:
             until.append(min(self.lease.resend_at(sent, mark)
                              for sent, _, mark in self.unacked.values()))
-        if self.outgoing and self.registered and not self.unacked:
+        if self.outgoing and self.registered and self.reports_read():
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
@@ -436,14 +436,16 @@ class Agent:
                     self.running = False
 
     def flush_events(self, now):
-        """Send the events that came (one EVENTS) once the last one is acknowledged: one report
-        in flight, the events meanwhile go together in the next. (An agent sending a report
-        every 5 ms to a server behind queued dozens at its connection, which the server reads
-        one per round of its 10,000 connections: heartbeats behind them went unanswered past
-        the lease.) Unacknowledged reports go again as `Lease.resend_at` says."""
+        """Send the events that came (one EVENTS) once the server has read the reports before
+        (acknowledged them, or answered a request sent after them: during a database outage
+        acknowledgements wait for the commit): the events meanwhile go together in the next.
+        (An agent sending a report every 5 ms to a server behind queued dozens at its
+        connection, which the server reads one per round of its 10,000 connections: heartbeats
+        behind them went unanswered past the lease.) Unacknowledged reports go again as
+        `Lease.resend_at` says."""
         if not self.registered:
             return
-        if self.outgoing and not self.unacked and now - self.last_report >= REPORT_INTERVAL_S:
+        if self.outgoing and self.reports_read() and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1
             self.unacked[self.seq] = (now, self.outgoing, self.lease.next_n)
@@ -453,6 +455,9 @@ class Agent:
             if now >= self.lease.resend_at(sent, mark):     # (not to a server only behind)
                 self.unacked[seq] = (now, events, self.lease.next_n)
                 self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
+
+    def reports_read(self):
+        return self.lease.read_past(mark for _, _, mark in self.unacked.values())
 
     def heartbeat(self, now):
         """Liveness and our jobs; the host's metrics too if the server asks this agent for
