@@ -79,7 +79,8 @@ class Lease:
             self.numbered = True
             if n not in pending:
                 return None
-            self.answered_n = max(self.answered_n, n)
+            if body.get("behind") is not True:      # (renewed ahead of its turn: not read
+                self.answered_n = max(self.answered_n, n)   # in order with our reports)
             while True:                 # older requests of this kind went unanswered
                 first, sent = pending.popitem(last=False)
                 if first == n:

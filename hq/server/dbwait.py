@@ -104,7 +104,8 @@ class DatabaseWait:
             return False
         try:                            # (the lease from settings only: no state)
             wire.send(self.socket, identity, p.ok(body.get("req"), lease_s=fleet.lease_for(
-                self.core, fleet.declared(self.core, body)), **p.request_number(body)))
+                self.core, fleet.declared(self.core, body)), behind=True,
+                **p.request_number(body)))
         except zmq.ZMQError:
             return False
         return True

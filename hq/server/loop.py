@@ -287,7 +287,7 @@ class Loop:
                 identity, frames[1].get("User-Id")), body)
         except HQError:
             return False            # (an unknown agent: its turn answers it)
-        return self.send(identity, p.ok(body.get("req"), **reply))
+        return self.send(identity, p.ok(body.get("req"), **reply, behind=True))
 
     def handle(self, frames):
         identity, frames = frames[0].bytes, frames[1:]
