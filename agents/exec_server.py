@@ -53,8 +53,7 @@ BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 TRY_S = 1.5             # several server addresses: how long one gets to answer a REGISTER
 NOT_ACTIVE_PAUSE_S = 0.5    # a standby said NOT_ACTIVE: the next address is tried after this
 BYE_AGAIN_S = 5.0       # an unanswered BYE (an idle agent asking to leave) goes again after this
-REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message),
-                           # and only once the server has read its last report (flush_events)
+REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message)
 ADOPTED_POLL_S = 0.2
 RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs off from 0.1 s
                           # to this (10,000 agents retrying every 0.1 s made 100,000 connection
@@ -332,7 +331,7 @@ class Agent:
         if self.unacked and self.registered:
             until.append(min(self.lease.resend_at(sent, mark)
                              for sent, _, mark in self.unacked.values()))
-        if self.outgoing and self.registered and self.reports_read():
+        if self.outgoing and self.registered:
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
@@ -436,16 +435,11 @@ class Agent:
                     self.running = False
 
     def flush_events(self, now):
-        """Send the events that came (one EVENTS) once the server has read the reports before
-        (acknowledged them, or answered a request sent after them: during a database outage
-        acknowledgements wait for the commit): the events meanwhile go together in the next.
-        (An agent sending a report every 5 ms to a server behind queued dozens at its
-        connection, which the server reads one per round of its 10,000 connections: heartbeats
-        behind them went unanswered past the lease.) Unacknowledged reports go again as
+        """Send the events that came (one EVENTS); unacknowledged reports go again as
         `Lease.resend_at` says."""
         if not self.registered:
             return
-        if self.outgoing and self.reports_read() and now - self.last_report >= REPORT_INTERVAL_S:
+        if self.outgoing and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1
             self.unacked[self.seq] = (now, self.outgoing, self.lease.next_n)
@@ -455,9 +449,6 @@ class Agent:
             if now >= self.lease.resend_at(sent, mark):     # (not to a server only behind)
                 self.unacked[seq] = (now, events, self.lease.next_n)
                 self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
-
-    def reports_read(self):
-        return self.lease.read_past(mark for _, _, mark in self.unacked.values())
 
     def heartbeat(self, now):
         """Liveness and our jobs; the host's metrics too if the server asks this agent for

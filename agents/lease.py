@@ -110,12 +110,6 @@ class Lease:
         surplus = remaining - self.base_s
         return random.uniform(surplus / 2, surplus) if surplus >= MIN_SURPLUS_S else 0.0
 
-    def read_past(self, marks):
-        """Whether the server has answered a request sent after each report of `marks` (their
-        `next_n` when sent): it has read them, so another report does not queue behind them at
-        its connection. A server that numbers nothing: always."""
-        return not self.numbered or all(self.answered_n > mark for mark in marks)
-
     def resend_at(self, sent, mark):
         """When reports sent at `sent` (any clock), after request number `mark` (`next_n` then),
         go again if still unacknowledged: RESEND_S after they left once the server has answered

@@ -330,14 +330,8 @@ class Worker:
             agent.every = body["every"]
         if req in RENEWING:
             agent.lease.answered(req, True, body)
-            if agent.outgoing and not agent.flush_due:    # the server may have read past
-                agent.flush_due = True                    # the reports in flight
-                self.later(max(now, agent.last_report + REPORT_INTERVAL_S), FLUSH, agent)
         if req == "events":
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
-            if agent.outgoing and not agent.flush_due:
-                agent.flush_due = True          # what came meanwhile goes now
-                self.later(max(now, agent.last_report + REPORT_INTERVAL_S), FLUSH, agent)
             for event in events:
                 if event["type"] == "finished":
                     self.counts["acked"] += 1
@@ -443,9 +437,8 @@ class Worker:
     def flush(self, agent, now):
         """As exec_server: no report goes until the server has answered REGISTER (a server
         that does not know the agent refuses it, and the refusal is no sign of life)."""
-        if not agent.outgoing or agent.silent or not agent.registered or \
-                not agent.lease.read_past(e[2] for e in agent.unacked.values()):
-            return                  # (as exec_server: once the server read the last ones)
+        if not agent.outgoing or agent.silent or not agent.registered:
+            return
         agent.last_report = now
         agent.seq += 1
         agent.unacked[agent.seq] = [now, agent.outgoing, agent.lease.next_n]
