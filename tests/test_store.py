@@ -151,8 +151,8 @@ def test_a_batchs_status_is_counted_from_an_index_alone(store):
     the covering index jobs_batch_state only."""
     sql = "SELECT state, COUNT(*) AS n FROM jobs WHERE batch = ? GROUP BY state"
     if store.dialect == "sqlite":
-        plan = " ".join(str(row["detail"]) for row in store.query("EXPLAIN QUERY PLAN " + sql,
-                                                                    (1,)))
+        rows = store.query("EXPLAIN QUERY PLAN " + sql, (1,))
+        plan = " ".join(str(row["detail"]) for row in rows)
         assert "COVERING INDEX jobs_batch_state" in plan, plan
     else:
         (row,) = store.query("EXPLAIN " + sql, (1,))

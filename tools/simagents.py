@@ -120,8 +120,8 @@ class Worker:
         self.database_id = None
         self.started_ids = array.array("q")
         self.counts = dict(registers=0, runs=0, started=0, finished=0, done_acked=0,
-                           acked=0, reregisters=0, link_registers=0, gave_way=0, fenced=0, kills=0, resent=0,
-                           heartbeats=0, events_sent=0, refused=0)
+                           acked=0, reregisters=0, link_registers=0, gave_way=0, fenced=0, kills=0,
+                           resent=0, heartbeats=0, events_sent=0, refused=0)
         self.mark = {"at": None, "first_run": None, "first_ok": None, "registered": 0}
         self.paused_held = []      # [job, attempt] its paused agents held when cut off
         self.silenced_held = []    # [job, attempt] its silenced agents held
