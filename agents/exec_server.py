@@ -53,7 +53,8 @@ BACKOFF_START_S, BACKOFF_MAX_S = 1.0, 32.0
 TRY_S = 1.5             # several server addresses: how long one gets to answer a REGISTER
 NOT_ACTIVE_PAUSE_S = 0.5    # a standby said NOT_ACTIVE: the next address is tried after this
 BYE_AGAIN_S = 5.0       # an unanswered BYE (an idle agent asking to leave) goes again after this
-REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message)
+REPORT_INTERVAL_S = 0.005  # a busy agent reports at most this often (its events share a message),
+                           # one report in flight while the server records (flush_events)
 ADOPTED_POLL_S = 0.2
 RECONNECT_MAX_MS = 2000   # libzmq's reconnection to a server that is down backs off from 0.1 s
                           # to this (10,000 agents retrying every 0.1 s made 100,000 connection
@@ -108,6 +109,8 @@ class Agent:
         self.seq = 0
         self.registered = False   # the server answered our last REGISTER: events may go
         self.last_report = 0.0
+        self.server_recording = True  # false once the server says its commits fail, until
+                                      # it acknowledges a report again
         self.running = True
         self.last_heard = time.time()     # paces reconnection (moved on by each attempt)
         self.last_contact = time.time()   # the last message from the server (orphan check)
@@ -331,7 +334,7 @@ class Agent:
         if self.unacked and self.registered:
             until.append(min(self.lease.resend_at(sent, mark)
                              for sent, _, mark in self.unacked.values()))
-        if self.outgoing and self.registered:
+        if self.outgoing and self.registered and self.may_report():
             until.append(self.last_report + REPORT_INTERVAL_S)
         if self.reconnect_at is not None:
             until.append(self.reconnect_at)
@@ -397,7 +400,10 @@ class Agent:
                     self.outgoing.append(event)
                 else:
                     self.runner.kill(job_id, attempt)
+        elif kind == p.OK and body.get("req") == "unrecorded":
+            self.server_recording = False   # read, but its commits fail: report on
         elif kind == p.OK and body.get("req") == "events":
+            self.server_recording = True
             events = self.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:
                 if event["type"] == "finished":
@@ -408,6 +414,8 @@ class Agent:
             self.metrics_wanted(body)
         elif kind == p.OK and body.get("req") == "heartbeat":
             self.lease.answered("heartbeat", True, body)
+            if body.get("recording") is False:   # (until an acknowledgement comes)
+                self.server_recording = False
             self.metrics_wanted(body)
             self.interval_told(body.get("every"))
         elif kind == p.OK and body.get("req") == "bye":
@@ -435,11 +443,12 @@ class Agent:
                     self.running = False
 
     def flush_events(self, now):
-        """Send the events that came (one EVENTS); unacknowledged reports go again as
-        `Lease.resend_at` says."""
+        """Send the events that came (one EVENTS) once the last report is acknowledged: one in
+        flight, the events meanwhile go together in the next (`may_report`). Unacknowledged
+        reports go again as `Lease.resend_at` says."""
         if not self.registered:
             return
-        if self.outgoing and now - self.last_report >= REPORT_INTERVAL_S:
+        if self.outgoing and self.may_report() and now - self.last_report >= REPORT_INTERVAL_S:
             self.last_report = now
             self.seq += 1
             self.unacked[self.seq] = (now, self.outgoing, self.lease.next_n)
@@ -449,6 +458,15 @@ class Agent:
             if now >= self.lease.resend_at(sent, mark):     # (not to a server only behind)
                 self.unacked[seq] = (now, events, self.lease.next_n)
                 self.send(p.EVENTS, {"req": "events", "seq": seq, "events": events})
+
+    def may_report(self):
+        """Whether a new report may go: the last one is acknowledged, or the server says it
+        cannot record now (its acknowledgements wait for a commit; it still reads reports and
+        frees the slots of jobs that ended). A report every 5 ms to a server behind queued
+        dozens at its connection, which the server reads one per round of its 10,000: the
+        heartbeats behind them went unanswered past the lease (MySQL, 1 M jobs, 10 users:
+        15,000 to 85,000 jobs fenced in a run)."""
+        return not self.unacked or not self.server_recording
 
     def heartbeat(self, now):
         """Liveness and our jobs; the host's metrics too if the server asks this agent for

@@ -40,6 +40,7 @@ class PlayServer:
         self.heartbeat_reply = {}       # fields of every heartbeat's answer
         self.identity = None
         self.registers, self.events, self.heartbeats = [], [], []
+        self.reports = []               # seq of each EVENTS, resent ones too
         self.ack = True
         self.answering = True           # heartbeats answered (False: a server far behind)
         self.numbered = False           # REGISTER and HEARTBEAT answers repeat `n`
@@ -83,6 +84,7 @@ class PlayServer:
                     self.send(p.OK, {"req": body["req"], **self.heartbeat_reply,
                                      **(p.request_number(body) if self.numbered else {})})
             elif kind == p.EVENTS:
+                self.reports.append(body["seq"])
                 self.events.extend(body["events"])
                 if self.ack:
                     self.send(p.OK, {"req": "events", "seq": body["seq"]})
@@ -308,6 +310,35 @@ def test_an_agent_with_lease_to_spare_comes_back_later_and_keeps_its_jobs(tmp_pa
         assert server.registers[1]["running"] == [[1, 1]]
         assert server.wait_finished(1)["exit_code"] == 0
         assert "again in" in server.log() and "fenced" not in server.log()
+    finally:
+        server.close()
+
+
+def test_one_report_is_in_flight_until_acknowledged_or_the_server_says_it_cannot_record(
+        tmp_path):
+    """Catches an agent that sends a report every 5 ms to a server behind (queued at its
+    connection, its heartbeats behind them went unanswered past the lease: 1,759 to 85,000
+    jobs fenced with 10,000 agents on MySQL), and one that keeps waiting for an
+    acknowledgement the server cannot give while its commits fail (it then never hears of
+    jobs' ends, and a released job found no free slot)."""
+    server = PlayServer(tmp_path)
+    server.numbered, server.ack = True, False
+    try:
+        server.start_agent(heartbeat=0.5)
+        server.registered()
+        server.run([job_spec(tmp_path, 1, "true")])
+        server.wait(lambda: any(e["type"] == "started" for e in server.events), 10,
+                    "job 1's start")
+        server.wait(lambda: "job 1 attempt 1 ended" in server.log(), 10, "job 1 to end")
+        holds_for(1.5, lambda: server.pump(0.05) or not server.finished(1),
+                  "a second report sent while the first was unacknowledged")
+        server.send(p.OK, {"req": "unrecorded"})        # read, but its commit failed
+        server.wait(lambda: server.finished(1), 5, "job 1's end reported without an ack")
+        server.ack = True
+        for seq in server.reports:
+            server.send(p.OK, {"req": "events", "seq": seq})
+        server.run([job_spec(tmp_path, 2, "true")])
+        server.wait(lambda: server.finished(2), 10, "job 2's end")
     finally:
         server.close()
 

@@ -57,7 +57,7 @@ def outage_scenario(cluster, ledger, begin, end, cause):
         assert answer.returncode != 0 and "[DATABASE_ERROR]" in answer.stderr, answer.stderr
         assert cause.search(answer.stderr), answer.stderr
         assert "will be recorded" in answer.stderr, answer.stderr
-    assert f"job {held} pending -> dispatched" in cluster.server_log()
+    assert f"job {held} pending -> dispatched" in cluster.server_log(), cluster.server_log()[-6000:]
     holds_for(3.5, lambda: (pid_alive(pids[long_job]) or time.time() >= long_ends)
               and cluster.server.poll() is None,
               "a job or hq-server died during the outage")     # > reconciliation's 2 s

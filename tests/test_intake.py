@@ -182,3 +182,67 @@ def test_a_burst_to_one_peer_waits_and_a_peer_that_reads_nothing_is_bounded(monk
     finally:
         for sock in (router, *peers.values()):
             sock.close(linger=0)
+
+
+def test_what_the_database_watcher_read_keeps_each_peers_order_and_the_next_reads_go_on(
+        sockets):
+    """Catches the watcher's messages (read during a slow store call) kept in a queue of their
+    own that the next turns handled before reading anything else: 20,000 of them left 10,000
+    agents' heartbeats unread for 20 s (MySQL, 1 M jobs: 1,759 jobs fenced); and an admin's
+    `status` it read held behind the whole backlog (299 of 309 unanswered within 2 s). Kept
+    in the intake, a held agent's next heartbeat is renewed at once and replaces the one the
+    watcher answered, its later messages stay behind, and reads pass first."""
+    router, peers = sockets
+    send(peers["agent"], p.EVENTS, req="events", seq=1, events=[])
+    send(peers["agent"], p.HEARTBEAT, req="heartbeat", n=1)
+    send(peers["admin"], p.ADMIN, req=4, command="status")
+    wait_until(lambda: router.poll(0), 5, message="the messages to arrive")
+    renewed = []
+    intake = Intake(router, lambda frames: renewed.append(json.loads(frames[3].bytes)["n"])
+                    or True)
+    watched = []
+    wait_until(lambda: (frames := intake.receive()) is None and len(watched) == 3
+               or watched.append(frames), 5, 0, "the watcher to read them")
+    for frames in watched:                       # as DatabaseWait._take_messages keeps them
+        intake.keep(frames, answered=frames[2].bytes == p.HEARTBEAT)
+    assert intake.waiting()
+    send(peers["agent"], p.HEARTBEAT, req="heartbeat", n=2)
+    send(peers["agent"], p.PING, req=5)
+    send(peers["admin"], p.STATUS, req=6)
+    passed = []
+    wait_until(lambda: (frames := intake.next_cheap()) is not None and passed.append(frames)
+               or len(renewed) == 1 and len(passed) == 2 and len(intake.held) == 4, 5, 0,
+               "the next reads")
+    assert [json.loads(f[3].bytes)["req"] for f in passed] == [4, 6] and renewed == [2]
+    taken = []
+    while intake.held:
+        held = intake.take_held()
+        if held is not None:
+            body = json.loads(held[0][3].bytes)
+            taken.append((held[0][0].bytes, body.get("n", body["req"]), held[1]))
+    assert taken == [(b"agent", "events", False), (b"agent", 2, True), (b"agent", 5, False)]
+    assert intake.held_bytes == 0 and not intake.waiting()
+
+
+def test_held_users_messages_go_first_when_asked_and_agents_otherwise(sockets):
+    """Catches one queue for all held messages: a user's request (and its `details` behind
+    it) waited for 10,000 agents' held reports, 15 s and more with 1 M jobs on MySQL; and
+    agents' reports starved behind a stream of submissions if users always went first."""
+    router, peers = sockets
+    agent = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    reporter = zmq.Context.instance().socket(zmq.DEALER)
+    reporter.setsockopt(zmq.ROUTING_ID, b"agent:alice@h1:1")
+    reporter.connect(agent)
+    try:
+        for seq in (1, 2):
+            send(reporter, p.EVENTS, req="events", seq=seq, events=[])
+        send(peers["busy"], p.SUBMIT, req=1, jobs=["true"])
+        send(peers["busy"], p.SUBMIT, req=2, jobs=["true"])
+        intake = Intake(router)
+        wait_until(lambda: intake.next_cheap() is None and len(intake.held) == 4, 5, 0,
+                   "the messages held")
+        order = [json.loads(intake.take_held(users_first)[0][3].bytes).get("seq", "user")
+                 for users_first in (True, False, False, True)]
+        assert order == ["user", 1, 2, "user"]
+    finally:
+        reporter.close(linger=0)

@@ -56,7 +56,7 @@ class SimAgent:
                  "registered", "last_heard",
                  "backoff", "reconnect_at", "waiting", "running", "cores_used", "slots",
                  "outgoing", "unacked", "seq", "last_report", "flush_due", "silent",
-                 "gave_up", "next_heartbeat", "reports", "every", "lease", "relink_at")
+                 "gave_up", "next_heartbeat", "reports", "every", "lease", "relink_at", "recording")
 
     def __init__(self, user, host, worker):
         self.user, self.host = user, host
@@ -77,6 +77,7 @@ class SimAgent:
         self.seq = 0
         self.last_report = 0.0
         self.flush_due = False
+        self.recording = True      # false once the server says its commits fail (to an ack)
         self.silent = False        # a simulated dead host: sends nothing, hears nothing
         self.gave_up = False
         self.next_heartbeat = 0.0
@@ -330,14 +331,20 @@ class Worker:
             agent.every = body["every"]
         if req in RENEWING:
             agent.lease.answered(req, True, body)
+        if req == "heartbeat" and body.get("recording") is False or req == "unrecorded":
+            agent.recording = False         # read, but its commits fail: report on
         if req == "events":
+            agent.recording = True
             events = agent.unacked.pop(body.get("seq"), (None, ()))[1]
             for event in events:
                 if event["type"] == "finished":
                     self.counts["acked"] += 1
                     if event.get("exit_code") == 0:
                         self.counts["done_acked"] += 1
-        elif req == "register":
+        if agent.outgoing and not agent.flush_due and self.may_report(agent):
+            agent.flush_due = True              # what came while one was in flight goes now
+            self.later(max(now, agent.last_report + REPORT_INTERVAL_S), FLUSH, agent)
+        if req == "register":
             self.database_id = body.get("database_id", self.database_id)
             if not agent.registered:
                 agent.registered = True
@@ -437,7 +444,8 @@ class Worker:
     def flush(self, agent, now):
         """As exec_server: no report goes until the server has answered REGISTER (a server
         that does not know the agent refuses it, and the refusal is no sign of life)."""
-        if not agent.outgoing or agent.silent or not agent.registered:
+        if not agent.outgoing or agent.silent or not agent.registered \
+                or not self.may_report(agent):
             return
         agent.last_report = now
         agent.seq += 1
@@ -446,6 +454,11 @@ class Worker:
         self.send(agent, p.EVENTS, {"req": "events", "seq": agent.seq, "events": agent.outgoing})
         agent.outgoing = []
         self.later(now + RESEND_S, RESEND, agent)
+
+    @staticmethod
+    def may_report(agent):
+        """As exec_server: one report in flight, unless the server says it cannot record."""
+        return not agent.unacked or not agent.recording
 
     def resend(self, agent, now):
         if agent.silent or not agent.registered:

@@ -51,6 +51,7 @@ TICK_S = 0.5
 PRUNE_EVERY_S = 60.0
 RETENTION_BATCH = 1000      # finished jobs deleted per transaction by [server] job_retention_days
 ENV_PRUNE_TICKS = 20        # environments of finished batches are dropped every 10 s
+SLOW_TURN_S = 1.0           # a turn that lasts longer is logged with the time of each stage
 
 
 class Loop:
@@ -77,6 +78,9 @@ class Loop:
         self.db_error = None        # the last commit error while the database is failing
         self.again = False
         self.last_read = 0          # messages the last turn read
+        self.stages = []            # (stage, seconds) of the current turn (SLOW_TURN_S)
+        self.reporters = set()      # agents whose reports the turn read (answer_unrecorded)
+        self.turns = 0              # held users' messages go first every other turn
         self.submitted = False      # the last commit accepted submissions: schedule them at once
         self.exporter = None        # Prometheus metrics, when --metrics-port is given
         self.lease = None           # with [server] standby: this server's lease (lease.py)
@@ -96,7 +100,7 @@ class Loop:
         self.authenticator = zap.start(self.context, security.user_keys(users))
         security.make_server_socket(self.socket, *keypair)
         self.dbwait.socket = self.socket
-        self.intake = Intake(self.socket, self.renew)
+        self.intake = self.dbwait.intake = Intake(self.socket, self.renew)
         self.sender = wire.Sender(self.socket)      # a burst to one peer waits, not lost
 
     def load(self):
@@ -136,7 +140,7 @@ class Loop:
         poller.register(self.socket, zmq.POLLIN)
         last_turn = 0.0
         while self.core.running and self.leased():
-            timeout = 0 if self.again or self.dbwait.stash or self.intake.held else \
+            timeout = 0 if self.again or self.intake.waiting() else \
                 max(0, min(RETRY_S if self.sender.waiting else TICK_S,
                            self.next_tick - time.time())) * 1000
             self.again = False
@@ -193,12 +197,30 @@ class Loop:
         return len(self.core.pending) > 0 and not self.submitted
 
     def turn(self):
+        began = time.monotonic()
+        self.stages = []
+        self.reporters.clear()
+        self.turns += 1
+        self.run_turn()
+        took = time.monotonic() - began
+        if took > SLOW_TURN_S:
+            log.warning("slow turn: %.2fs (%s; %d messages)", took, ", ".join(
+                f"{name} {seconds:.2f}s" for name, seconds in self.stages), self.last_read)
+
+    def stage(self, name, since):
+        """Note how long a stage of the turn took (logged if the turn is slow); returns now."""
+        now = time.monotonic()
+        self.stages.append((name, now - since))
+        return now
+
+    def run_turn(self):
         core = self.core
         core.now = time.time()
+        mark = time.monotonic()
         self.sender.retry()
         until = time.monotonic() + MAX_READ_S
         self.last_read = 0
-        if self.intake.held:        # what came while the last turn scheduled and committed
+        if self.intake.waiting():   # what came while the last turn scheduled and committed
             self.read_cheap()
         for _ in range(MAX_MESSAGES_PER_TURN):
             if self.rows() >= MAX_ROWS_PER_TURN or time.monotonic() > until:
@@ -214,24 +236,31 @@ class Loop:
             self.again = True
         if not self.leased():
             return
+        mark = self.stage("read", mark)
         ticked = core.now >= self.next_tick
         if ticked:
             self.tick()
             self.next_tick = core.now + TICK_S
+            mark = time.monotonic()
         if core.changed or ticked:     # the tick also catches changed host metrics
             core.changed = False
             dispatch.schedule(core)
+            mark = self.stage("schedule", mark)
         if core.keys_changed:
             self.refresh_keys()
         self.pushes.queue()
         if self.again:              # a long turn: reads and heartbeats wait for no stage
             self.read_cheap()
+        mark = self.stage("read", mark)
         self.commit()
+        self.stage("commit", mark)
 
     def take(self, frames, answered=False):
         """Handle one message; replies that record nothing leave at once, unless a watcher
         gave it one (and a deposed server says nothing)."""
         self.last_read += 1
+        if len(frames) == 4 and frames[2].bytes == p.EVENTS:
+            self.reporters.add(frames[0].bytes)
         self.handle(frames)
         now_replies = self.core.outbox.take_now()
         if not answered and self.may_answer():
@@ -242,9 +271,7 @@ class Loop:
         """The turn's budget is spent (or, in a long turn, before its commit and at the start
         of the next): for up to CHEAP_READ_S, handle heartbeats and reads and hold the rest for
         the next turn (intake.py), so that no agent's heartbeat and no user's read waits
-        behind a backlog or a stage. Not while the watcher's stash (older) waits."""
-        if self.dbwait.stash:
-            return
+        behind a backlog or a stage (nor behind what the database watcher held)."""
         until = time.monotonic() + CHEAP_READ_S
         for _ in range(MAX_MESSAGES_PER_TURN):
             if time.monotonic() > until:
@@ -257,15 +284,12 @@ class Loop:
             self.take(frames)
 
     def next_message(self):
-        """(frames, answered) of the next message: those held by the last turn come first,
-        then those kept while the database was waited for (newer), in order; (None, False)
-        when there is none."""
+        """(frames, answered) of the next message: those held (by the last turn, or by the
+        database watcher) come first, in order; (None, False) when there is none."""
         if self.intake.held:
-            held = self.intake.take_held()
+            held = self.intake.take_held(users_first=self.turns % 2 == 0)
             if held is not None:
                 return held
-        if self.dbwait.stash:
-            return self.dbwait.stash.popleft()
         return self.intake.receive(), False
 
     def rows(self):
@@ -318,10 +342,14 @@ class Loop:
     # -- periodic work -----------------------------------------------------------------------
     def tick(self):
         core = self.core
+        mark = time.monotonic()
         fleet.check_liveness(core, core.now)
+        mark = self.stage("liveness", mark)
         core.release_awaited(core.now)
         fleet.request_agents(core)
+        mark = self.stage("agents", mark)
         core.parking.refill(core.now, core.cancelled_batches)
+        mark = self.stage("refill", mark)
         self.ticks += 1
         if self.ticks % ENV_PRUNE_TICKS == 0:
             core.prune_envs()
@@ -333,6 +361,7 @@ class Loop:
         if self.exporter is not None and core.now >= self.next_export:
             self.exporter.refresh(core)
             self.next_export = core.now + 2.0
+        self.stage("periodic", mark)
 
     def prune_jobs(self):
         """One small step of the retention sweep (a transaction of at most RETENTION_BATCH
@@ -459,13 +488,18 @@ class Loop:
 
     def answer_unrecorded(self, why):
         """Requests of a turn whose commit failed learn that their change waits for the
-        database (it is kept and retried); reads were answered when they were handled."""
+        database (it is kept and retried); reads were answered when they were handled.
+        Agents whose reports the turn read are told `unrecorded`: their acknowledgements wait
+        for a commit, and they report on without them meanwhile (one report in flight
+        otherwise), so the server hears of jobs' ends and frees their slots."""
         outbox = self.core.outbox
         replies, outbox.replies = outbox.replies, []
         for identity, req, _ in replies:
             self.send(identity, p.error(req, DATABASE_ERROR, "the database is unavailable "
                                         f"({why}): the change is kept and will be recorded "
                                         "when it is back"))
+        for identity in self.reporters:
+            self.send(identity, p.ok("unrecorded"))
 
 
 def kind_name(frames):

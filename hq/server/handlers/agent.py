@@ -83,12 +83,17 @@ def heartbeat(core, peer, body):
 
 def renew(core, peer, body):
     """A heartbeat's liveness and lease: its reply. Also alone for a heartbeat held behind
-    its agent's earlier messages (intake.py), whose jobs are reconciled when its turn comes."""
+    its agent's earlier messages (intake.py), whose jobs are reconciled when its turn comes.
+    While commits fail the reply says `recording: false`: an agent keeps one report in flight
+    until it is acknowledged, and acknowledgements wait for a commit."""
     agent = _agent(core, peer)
     said, every = fleet.declared(core, body), fleet.interval(core, agent)
     fleet.heard(core, agent, core.now, max(said, every))
-    return {"metrics": core.hosts[agent.host].reporter == agent.user, "every": every,
-            "lease_s": fleet.lease_for(core, said), **p.request_number(body)}
+    reply = {"metrics": core.hosts[agent.host].reporter == agent.user, "every": every,
+             "lease_s": fleet.lease_for(core, said), **p.request_number(body)}
+    if not core.db_ok:      # acknowledgements wait for a commit: report without them
+        reply["recording"] = False
+    return reply
 
 
 def events(core, peer, body):
