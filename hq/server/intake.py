@@ -7,7 +7,8 @@ libzmq's ROUTER reads its connections round-robin: a loop that stopped reading a
 submission left thousands of agents' heartbeats queued, and an admin's `status` waited behind
 one message of each (seconds with 10,000 agents). A held peer's later messages are held too,
 so each peer's messages are still handled in the order it sent them (a heartbeat held so
-would wait for the backlog ahead of it: hence `renew`).
+would wait for the backlog ahead of it: hence `renew`). What the database watcher reads during
+a slow store call is kept here too (`keep`), so the next turns read on behind it.
 """
 
 import collections
