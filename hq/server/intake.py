@@ -43,8 +43,7 @@ class Intake:
         self.held = Held()                  # [frames, answered] held for the next turn, in order
         self.ready = collections.deque()    # cheap messages of peers not held that the
                                             # database watcher read: the next reads take them
-        self.held_peers = collections.Counter()     # identity -> its messages held: a peer
-                                                    # is behind while it has one
+        self.held_peers = set()             # identities with a held message
         self.renewed = {}                   # identity -> its newest renewed heartbeat held
         self.held_bytes = 0                 # frames and MESSAGE_OVERHEAD of what is held
         self.full_said = 0.0
@@ -61,7 +60,6 @@ class Intake:
                 entry = None
                 continue
             self.held_bytes -= _size(frames)
-            self._taken(frames[0].bytes)
             if answered:
                 self.renewed.pop(frames[0].bytes, None)
         if not self.held:
@@ -69,17 +67,6 @@ class Intake:
             self.renewed.clear()
             self.held_bytes = sum(_size(frames) for frames in self.ready)
         return None if entry is None else (entry[0], entry[1])
-
-    def _taken(self, identity):
-        """One message of `identity` left the held ones: with none left, its next messages
-        are not behind any more (with a standing backlog of 10,000 agents' reports the held
-        queue never empties, and a user once held had every later read held: `details` took
-        7-13 s)."""
-        left = self.held_peers[identity] - 1
-        if left > 0:
-            self.held_peers[identity] = left
-        else:
-            del self.held_peers[identity]
 
     def receive(self):
         """The socket's next message's frames; None when there is none."""
@@ -138,10 +125,10 @@ class Intake:
         """Hold a message (and the later ones of its peer) for the next turn; `answered`: a
         heartbeat whose reply went already (the database watcher's)."""
         identity = frames[0].bytes
+        self.held_peers.add(identity)
         if answered:
             self.hold_renewed(identity, frames)
             return
-        self.held_peers[identity] += 1
         self.held.append([frames, False])
         self.held_bytes += _size(frames)
 
@@ -152,8 +139,6 @@ class Intake:
         if older is not None:
             self.held_bytes -= _size(older[0])
             older[0] = None
-            self._taken(identity)
-        self.held_peers[identity] += 1
         entry = self.renewed[identity] = [frames, True]
         self.held.append(entry)
         self.held_bytes += _size(frames)
