@@ -83,7 +83,9 @@ def test_standby_takes_over_when_the_active_servers_host_crashes(standby_box, tm
     assert runs["during"] <= 1 and (during.returncode != 0 or runs["during"] == 1)
     assert during.returncode == 0 or "may or may not have been carried out" in said \
         or "cannot connect" in said, said      # never a false "nothing submitted"
-    assert all(j["state"] == "done" and j["attempt"] == 1 for j in jobs.values()), jobs
+    assert all(j["state"] == "done" and j["attempt"] == 1 for j in jobs.values()), \
+        (jobs, [line for line in box.log("node2").splitlines()
+                if any(f"job {i} " in line for i in ids) or "fenced" in line][-20:])
     assert "term 2 taken" in box.log("node2")
     assert dispatching <= 15, dispatching
 
